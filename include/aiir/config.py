@@ -1,0 +1,83 @@
+"""Where aiir keeps its state, and every environment variable that moves it.
+
+One project-local state folder (``AIIR_HOME``, default ``<repo>/.aiir``) holds everything the
+embedded defaults need. Every location can be overridden on its own:
+
+=========================  =========================================  ==============================
+variable                   default                                    what lives there
+=========================  =========================================  ==============================
+``AIIR_HOME``              ``<repo>/.aiir``                           the state folder itself
+``AIRFLOW_HOME``           ``$AIIR_HOME/airflow``                     airflow.cfg, SQLite metadata DB, logs
+``MLFLOW_TRACKING_URI``    ``sqlite:///$AIIR_HOME/mlflow/mlflow.db``  MLflow runs and model registry
+``AIIR_MLFLOW_ARTIFACTS``  ``$AIIR_HOME/mlflow/artifacts``            MLflow artifact root
+``AIIR_EVIDENCE_DIR``      ``$AIIR_HOME/evidence``                    write-once evidence store
+``AIIR_DATA_DIR``          ``$AIIR_HOME/data``                        demo datasets and arriving batches
+``AIIR_GATEWAY_DIR``       ``$AIIR_HOME/gateway``                     gateway state, token, decision log
+``AIIR_GATEWAY_URL``       ``http://127.0.0.1:8080``                  where the local gateway listens
+``AIIR_THRESHOLDS``        (built-in ``detect/thresholds.toml``)      detection thresholds and severities
+=========================  =========================================  ==============================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _path(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    airflow_home: Path
+    mlflow_db: Path
+    mlflow_artifacts: Path
+    evidence: Path
+    data: Path
+    gateway: Path
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def incidents(self) -> Path:
+        return self.home / "incidents"
+
+    @property
+    def checks(self) -> Path:
+        return self.home / "checks"
+
+    @property
+    def registry_log(self) -> Path:
+        return self.home / "registry-log.jsonl"
+
+    def ensure(self) -> Paths:
+        for p in (self.home, self.airflow_home, self.mlflow_db.parent, self.mlflow_artifacts,
+                  self.evidence, self.data, self.gateway, self.incidents, self.checks):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def paths() -> Paths:
+    """Resolve every location now (environment variables are read on each call)."""
+    home = _path("AIIR_HOME", REPO_ROOT / ".aiir")
+    return Paths(
+        home=home,
+        airflow_home=_path("AIRFLOW_HOME", home / "airflow"),
+        mlflow_db=home / "mlflow" / "mlflow.db",
+        mlflow_artifacts=_path("AIIR_MLFLOW_ARTIFACTS", home / "mlflow" / "artifacts"),
+        evidence=_path("AIIR_EVIDENCE_DIR", home / "evidence"),
+        data=_path("AIIR_DATA_DIR", home / "data"),
+        gateway=_path("AIIR_GATEWAY_DIR", home / "gateway"),
+    )
+
+
+def gateway_url() -> str:
+    return os.environ.get("AIIR_GATEWAY_URL", "http://127.0.0.1:8080").rstrip("/")
