@@ -1,0 +1,110 @@
+"""Bootstrap the embedded demo: data, baseline models in MLflow, digests of every artifact.
+
+``bootstrap()`` is idempotent: a second call finds ``$AIIR_HOME/bootstrap.json`` and the registered
+models and returns at once. ``nightly_retrain()`` plays the compromise of the demo story — the nightly
+pipeline retrains on every arrived batch, poisoned one included, and promotes with no gate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiir import config, demo, registry, training
+
+FRAUD_MODEL = "fraud-detector"
+CANCER_MODEL = "diagnosis-classifier"
+
+
+def _noop(msg: str) -> None:
+    pass
+
+
+def digests_path() -> Path:
+    return config.paths().home / "registry" / "digests.json"
+
+
+def bootstrap(*, force: bool = False, progress: Callable[[str], None] = _noop) -> dict[str, Any]:
+    p = config.paths().ensure()
+    marker = p.home / "bootstrap.json"
+    if marker.exists() and not force:
+        state = json.loads(marker.read_text())
+        if registry.resolve_alias(FRAUD_MODEL, registry.CHAMPION):
+            progress("already bootstrapped")
+            return state
+
+    progress(f"writing demo data under {p.data}")
+    files = demo.write_demo_data(p.data)
+
+    import pandas as pd
+
+    progress("training fraud-detector v1 (recipe fraud-hgb-v1) on the reference set")
+    recipe = training.get_recipe("fraud-hgb-v1")
+    ref = pd.read_parquet(files.fraud_reference)
+    model = recipe.fit(ref)
+    metrics = training.evaluate(model, pd.read_parquet(files.fraud_holdout), recipe)
+    fraud_v = registry.log_and_register(
+        model, name=FRAUD_MODEL, recipe=recipe.name, train=ref.drop(columns=["source", "batch"]),
+        train_files=[files.fraud_reference], label=recipe.label,
+        metrics={f"holdout_{k}": v for k, v in metrics.items()},
+        tags={"aiir.stage": "baseline", "aiir.data_batches": "batch_000..batch_003"},
+        description="Baseline fraud model trained on the vetted reference batches.")
+    for alias in (registry.CHAMPION, registry.LAST_KNOWN_GOOD):
+        registry.set_alias(FRAUD_MODEL, alias, fraud_v.version, reason="bootstrap baseline", actor="aiir-bootstrap")
+
+    progress("training diagnosis-classifier v1 (recipe cancer-logreg-v1) on the breast-cancer set")
+    crecipe = training.get_recipe("cancer-logreg-v1")
+    cref = pd.read_parquet(files.cancer_reference)
+    cmodel = crecipe.fit(cref)
+    cmetrics = training.evaluate(cmodel, pd.read_parquet(files.cancer_holdout), crecipe)
+    cancer_v = registry.log_and_register(
+        cmodel, name=CANCER_MODEL, recipe=crecipe.name, train=cref, train_files=[files.cancer_reference],
+        label=crecipe.label, metrics={f"holdout_{k}": v for k, v in cmetrics.items()},
+        tags={"aiir.stage": "baseline"}, description="Baseline diagnosis classifier (sklearn breast cancer).")
+    for alias in (registry.CHAMPION, registry.LAST_KNOWN_GOOD):
+        registry.set_alias(CANCER_MODEL, alias, cancer_v.version, reason="bootstrap baseline",
+                           actor="aiir-bootstrap")
+
+    write_digests([fraud_v, cancer_v], files)
+    state = {
+        "at": registry.now_iso(),
+        "data": str(p.data),
+        "models": {FRAUD_MODEL: fraud_v.version, CANCER_MODEL: cancer_v.version},
+        "metrics": {FRAUD_MODEL: metrics, CANCER_MODEL: cmetrics},
+        "digests": str(digests_path()),
+        "tracking_uri": p.mlflow_tracking_uri,
+    }
+    marker.write_text(json.dumps(state, indent=2))
+    progress(f"bootstrap done: {FRAUD_MODEL} v{fraud_v.version}, {CANCER_MODEL} v{cancer_v.version}")
+    return state
+
+
+def write_digests(versions: list[registry.ModelVersion], files: demo.DemoFiles) -> Path:
+    data_files = [files.fraud_reference, files.fraud_holdout, files.cancer_reference, files.cancer_holdout]
+    out = digests_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(registry.digests_manifest(versions, data_files), indent=2))
+    return out
+
+
+def nightly_retrain(batches: list[int], *, progress: Callable[[str], None] = _noop) -> registry.ModelVersion:
+    """The demo's compromise: retrain on the reference plus every arrived batch and promote, no gate."""
+    import pandas as pd
+
+    files = demo.DemoFiles(config.paths().data)
+    recipe = training.get_recipe("fraud-hgb-v1")
+    paths = [files.fraud_reference, *[files.fraud_batch(i) for i in batches]]
+    df = pd.concat([pd.read_parquet(x) for x in paths], ignore_index=True)
+    progress(f"nightly retrain on {len(df)} rows from {len(paths)} files")
+    model = recipe.fit(df)
+    metrics = training.evaluate(model, pd.read_parquet(files.fraud_holdout), recipe)
+    v = registry.log_and_register(
+        model, name=FRAUD_MODEL, recipe=recipe.name, train=df.drop(columns=["source", "batch"]),
+        train_files=paths, label=recipe.label, metrics={f"holdout_{k}": val for k, val in metrics.items()},
+        tags={"aiir.stage": "nightly", "aiir.data_batches": ",".join(p.stem for p in paths)},
+        description="Nightly retrain on all arrived batches (no promotion gate).")
+    registry.set_alias(FRAUD_MODEL, registry.CHAMPION, v.version, reason="nightly retrain, auto-promoted",
+                       actor="nightly-pipeline")
+    return v
