@@ -68,6 +68,7 @@ def bootstrap(*, force: bool = False, progress: Callable[[str], None] = _noop) -
                            actor="aiir-bootstrap")
 
     write_digests([fraud_v, cancer_v], files)
+    write_profiles(files)
     state = {
         "at": registry.now_iso(),
         "data": str(p.data),
@@ -86,6 +87,21 @@ def write_digests(versions: list[registry.ModelVersion], files: demo.DemoFiles) 
     out = digests_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(registry.digests_manifest(versions, data_files), indent=2))
+    return out
+
+
+def write_profiles(files: demo.DemoFiles) -> Path:
+    """Per-model facts the playbooks need: label, recipe, trusted holdout, labelled feedback, reference."""
+    out = config.paths().home / "registry" / "models.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        FRAUD_MODEL: {"label": "is_fraud", "recipe": "fraud-hgb-v1", "source_column": "source",
+                      "reference": str(files.fraud_reference), "holdout": str(files.fraud_holdout),
+                      "feedback": str(files.fraud_feedback), "batches": str(files.fraud_batch(0).parent)},
+        CANCER_MODEL: {"label": "benign", "recipe": "cancer-logreg-v1", "source_column": None,
+                       "reference": str(files.cancer_reference), "holdout": str(files.cancer_holdout),
+                       "feedback": str(files.cancer_holdout), "batches": None},
+    }, indent=2))
     return out
 
 

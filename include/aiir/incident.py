@@ -1,0 +1,214 @@
+"""The incident record, the playbook's conf schema and the incident workspace.
+
+An incident is opened by ``data_integrity_check`` (from a check result) or by a person (Airflow trigger
+form or ``aiir incident open``). Either way the conf goes through :func:`validate_conf` before any task
+acts: a malformed conf fails with one message naming the field and what was expected.
+
+Workspace: ``$AIIR_HOME/incidents/<incident_id>/`` holds ``incident.json``, ``timeline.jsonl`` and one
+file or folder per playbook step. Sealed evidence lives apart, in the write-once evidence store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiir import config
+from aiir.errors import BadInput
+
+TARGET_KINDS = ("local", "sagemaker", "kubernetes")
+SEVERITIES = ("low", "medium", "high", "critical")
+REGIMES = ("gdpr", "nis2", "hipaa", "sec_8k", "nydfs", "eu_ai_act")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,120}$")
+
+# JSON-schema of every conf field: the Airflow Params form is built from this table, and
+# validate_conf() enforces the same rules for a conf that arrives by REST or from another DAG.
+PARAM_SPECS: dict[str, dict[str, Any]] = {
+    "model_name": {"default": "fraud-detector", "type": "string", "minLength": 1,
+                   "title": "Registered model", "description": "MLflow registered model under attack."},
+    "target_kind": {"default": "local", "type": "string", "enum": list(TARGET_KINDS),
+                    "title": "Target kind", "description": "Where the model is served."},
+    "target_name": {"default": "fraud-detector", "type": "string", "minLength": 1,
+                    "title": "Target name", "description": "Endpoint / deployment / gateway name."},
+    "incident_id": {"default": "", "type": "string",
+                    "title": "Incident id", "description": "Leave empty to generate one."},
+    "detected_at": {"default": "", "type": "string",
+                    "title": "Detected at (ISO-8601, UTC)", "description": "Empty means now."},
+    "severity": {"default": "high", "type": "string", "enum": list(SEVERITIES), "title": "Severity"},
+    "containment": {"default": "fallback", "type": "string", "enum": ["fallback", "quarantine"],
+                    "title": "Containment",
+                    "description": "fallback: all traffic to last-known-good; quarantine: refuse all (503)."},
+    "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
+                "description": "Analyse and report only; change nothing on the target or registry."},
+    "require_approval": {"default": False, "type": "boolean", "title": "Destructive steps wait for approval",
+                         "description": "Promotion of the retrained model waits for a person."},
+    "regimes": {"default": ["gdpr", "nis2", "eu_ai_act"], "type": "array",
+                "items": {"type": "string", "enum": list(REGIMES)},
+                "title": "Regulatory regimes", "description": "Clocks to compute in the report."},
+    "check_dir": {"default": "", "type": "string", "title": "Integrity-check output folder",
+                  "description": "Folder with findings.json (set by data_integrity_check)."},
+    "findings": {"default": [], "type": "array", "title": "Findings",
+                 "description": "Findings from the integrity check (set automatically)."},
+    "suspect_sources": {"default": [], "type": "array", "items": {"type": "string"},
+                        "title": "Suspect sources"},
+    "opened_by": {"default": "manual", "type": "string", "title": "Opened by"},
+}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str, *, field_name: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise BadInput(field_name, f"expected an ISO-8601 time such as 2026-11-25T03:00:00Z, got {value!r}") from None
+    if dt.tzinfo is None:
+        raise BadInput(field_name, f"time {value!r} has no timezone; add Z or +00:00")
+    return dt.astimezone(UTC)
+
+
+def new_incident_id(model: str, at: datetime | None = None) -> str:
+    at = at or datetime.now(UTC)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")[:40] or "model"
+    return f"INC-{at:%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class IncidentRecord:
+    incident_id: str
+    model_name: str
+    target_kind: str
+    target_name: str
+    detected_at: str
+    severity: str
+    containment: str = "fallback"
+    dry_run: bool = False
+    require_approval: bool = False
+    regimes: list[str] = field(default_factory=lambda: ["gdpr", "nis2", "eu_ai_act"])
+    check_dir: str = ""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    suspect_sources: list[str] = field(default_factory=list)
+    opened_by: str = "manual"
+    kind: str = "data_poisoning"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def workdir(self) -> Path:
+        return config.paths().incidents / self.incident_id
+
+    @property
+    def atlas(self) -> list[str]:
+        return sorted({t for f in self.findings for t in f.get("atlas", [])} or {"AML.T0020"})
+
+    @property
+    def owasp(self) -> list[str]:
+        return sorted({t for f in self.findings for t in f.get("owasp", [])} or {"ML02"})
+
+
+def validate_conf(conf: Any) -> IncidentRecord:
+    """Check a playbook conf field by field; fill defaults; raise BadInput naming the first bad field."""
+    if not isinstance(conf, dict):
+        raise BadInput("conf", f"expected a JSON object, got {type(conf).__name__}")
+    unknown = sorted(set(conf) - set(PARAM_SPECS))
+    if unknown:
+        raise BadInput(f"conf.{unknown[0]}", f"unknown field (known: {', '.join(PARAM_SPECS)})")
+    values: dict[str, Any] = {}
+    for name, spec in PARAM_SPECS.items():
+        v = conf.get(name, spec["default"])
+        where = f"conf.{name}"
+        t = spec["type"]
+        if t == "string" and not isinstance(v, str):
+            raise BadInput(where, f"expected a string, got {type(v).__name__}")
+        if t == "boolean" and not isinstance(v, bool):
+            raise BadInput(where, f"expected true or false, got {v!r}")
+        if t == "array" and not isinstance(v, list):
+            raise BadInput(where, f"expected a list, got {type(v).__name__}")
+        if "enum" in spec and v not in spec["enum"]:
+            raise BadInput(where, f"expected one of {', '.join(spec['enum'])}, got {v!r}")
+        if t == "array" and "enum" in spec.get("items", {}):
+            bad = [x for x in v if x not in spec["items"]["enum"]]
+            if bad:
+                raise BadInput(where, f"unknown value {bad[0]!r} (expected any of {', '.join(spec['items']['enum'])})")
+        if spec.get("minLength") and not v.strip():
+            raise BadInput(where, "must not be empty")
+        values[name] = v
+    if values["incident_id"] and not ID_RE.match(values["incident_id"]):
+        raise BadInput("conf.incident_id", "expected 3-121 characters of letters, digits, '.', '_' or '-'")
+    if not values["incident_id"]:
+        values["incident_id"] = new_incident_id(values["model_name"])
+    values["detected_at"] = (parse_time(values["detected_at"], field_name="conf.detected_at")
+                             .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                             if values["detected_at"] else now_iso())
+    for i, f in enumerate(values["findings"]):
+        if not isinstance(f, dict) or "kind" not in f:
+            raise BadInput(f"conf.findings[{i}]", "expected an object with at least a 'kind'")
+    if values["check_dir"] and not Path(values["check_dir"]).is_dir():
+        raise BadInput("conf.check_dir", f"folder {values['check_dir']} does not exist")
+    return IncidentRecord(**values)
+
+
+def from_check(result: dict[str, Any], *, model_name: str, target_kind: str, target_name: str,
+               check_dir: str | Path, regimes: list[str] | None = None) -> IncidentRecord:
+    """The incident record a failed integrity check opens by itself."""
+    conf = {
+        "model_name": model_name, "target_kind": target_kind, "target_name": target_name,
+        "detected_at": result.get("checked_at") or now_iso(),
+        "severity": result.get("severity") if result.get("severity") in SEVERITIES else "high",
+        "check_dir": str(check_dir), "findings": result.get("findings", []),
+        "suspect_sources": list(result.get("suspect_sources", [])), "opened_by": "data_integrity_check",
+    }
+    if regimes is not None:
+        conf["regimes"] = regimes
+    return validate_conf(conf)
+
+
+def save(record: IncidentRecord) -> Path:
+    """Write ``incident.json`` once; a later save with the same id keeps the first record (idempotent)."""
+    d = record.workdir
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "incident.json"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record.to_dict(), indent=2, default=str))
+        os.replace(tmp, path)
+        add_event(record, "detected", at=record.detected_at, actor=record.opened_by,
+                  details={"severity": record.severity, "findings": len(record.findings)})
+    return path
+
+
+def load(incident_id: str) -> IncidentRecord:
+    path = config.paths().incidents / incident_id / "incident.json"
+    if not path.exists():
+        raise BadInput("incident_id", f"no incident '{incident_id}' under {path.parent.parent}")
+    return IncidentRecord(**json.loads(path.read_text()))
+
+
+def add_event(record: IncidentRecord, event: str, *, at: str | None = None, actor: str = "aiir",
+              details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Append a timeline event once: re-running a step does not duplicate (or re-date) its event."""
+    path = record.workdir / "timeline.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for e in timeline(record):
+        if e["event"] == event:
+            return e
+    entry = {"event": event, "at": at or now_iso(), "actor": actor, "details": details or {}}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, default=str) + "\n")
+    return entry
+
+
+def timeline(record: IncidentRecord) -> list[dict[str, Any]]:
+    path = record.workdir / "timeline.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

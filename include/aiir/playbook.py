@@ -1,0 +1,344 @@
+"""The data-poisoning playbook, one function per step. Airflow operators and the CLI both call these.
+
+Every step reads the incident record, writes its output into the incident workspace and returns a
+JSON-serialisable dict. Every step is idempotent: when its output file already exists it is returned
+unchanged, so re-running a task (or the whole DAG) changes nothing.
+
+Import discipline: :func:`contain` imports only :mod:`aiir.targets` (and httpx), never mlflow, sklearn,
+pandas, GX or Evidently — containment must not wait seconds for imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiir import config
+from aiir.errors import BadInput
+from aiir.incident import IncidentRecord, add_event, now_iso
+
+CHAMPION = "champion"
+LAST_KNOWN_GOOD = "last-known-good"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write(path: Path, obj: Any) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return obj
+
+
+def _once(path: Path, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    existing = _read(path)
+    if existing is not None:
+        return existing
+    return _write(path, build())
+
+
+def model_profiles() -> dict[str, Any]:
+    path = config.paths().home / "registry" / "models.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def profile(model: str) -> dict[str, Any]:
+    prof = model_profiles().get(model)
+    if prof is None:
+        raise BadInput("model_name", f"no profile for model '{model}' in {config.paths().home}/registry/models.json "
+                                     "(run `aiir bootstrap`, or add its label, holdout and feedback files)")
+    return prof
+
+
+def _target(record: IncidentRecord, **options):
+    from aiir.targets import get_target
+
+    return get_target(record.target_kind, record.target_name, **options)
+
+
+# --- 0. open --------------------------------------------------------------------------------------
+def open_incident(record: IncidentRecord) -> dict[str, Any]:
+    """Save the record and pin the versions in play (aliases move later; the incident must not)."""
+    from aiir import incident, registry
+
+    incident.save(record)
+
+    def build():
+        suspect = registry.resolve_alias(record.model_name, CHAMPION)
+        good = registry.resolve_alias(record.model_name, LAST_KNOWN_GOOD)
+        if suspect is None or good is None:
+            raise BadInput("model_name", f"model '{record.model_name}' needs aliases '{CHAMPION}' and "
+                                         f"'{LAST_KNOWN_GOOD}' in the registry")
+        return {"incident_id": record.incident_id, "model": record.model_name, "suspect_version": suspect,
+                "good_version": good, "pinned_at": now_iso()}
+
+    return _once(record.workdir / "versions.json", build)
+
+
+def versions(record: IncidentRecord) -> dict[str, Any]:
+    v = _read(record.workdir / "versions.json")
+    return v if v is not None else open_incident(record)
+
+
+# --- 1. contain (fast, light) -----------------------------------------------------------------------
+def contain(record: IncidentRecord, *, target_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Isolate the endpoint: all traffic to the target's last-known-good fallback, or quarantine."""
+    out = record.workdir / "contain.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    target = _target(record, **(target_options or {}))
+    t0 = time.perf_counter()
+    before = target.describe()
+    if record.dry_run:
+        result = {"dry_run": True, "before": before.to_dict(), "after": before.to_dict()}
+    else:
+        after = target.isolate(quarantine=record.containment == "quarantine",
+                               reason=f"incident {record.incident_id}: suspected data poisoning")
+        result = {"dry_run": False, "before": before.to_dict(), "after": after.to_dict()}
+    result.update({"effective_at": now_iso(), "seconds": round(time.perf_counter() - t0, 4),
+                   "containment": record.containment, "target": target.ref})
+    record.workdir.mkdir(parents=True, exist_ok=True)
+    _write(out, result)
+    add_event(record, "contained", at=result["effective_at"], actor="aiir-playbook",
+              details={"mode": result["after"]["mode"], "target": target.ref, "dry_run": record.dry_run})
+    return result
+
+
+# --- 2. triage --------------------------------------------------------------------------------------
+def estimate_performance(scores, threshold: float = 0.5) -> dict[str, float]:
+    """Label-free estimate (CBPE-style): treat calibrated scores as the probability of the positive class."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    pos = s >= threshold
+    exp_tp = float(s[pos].sum())
+    exp_pos = float(s.sum())
+    return {
+        "estimated_precision": exp_tp / max(int(pos.sum()), 1),
+        "estimated_recall": exp_tp / exp_pos if exp_pos > 0 else 0.0,
+        "positive_rate": float(pos.mean()) if len(s) else 0.0,
+    }
+
+
+def triage(record: IncidentRecord) -> dict[str, Any]:
+    """Confirm the signal: suspect vs last-known-good on labelled feedback, plus a label-free estimate."""
+
+    def build():
+        import mlflow
+        import pandas as pd
+
+        from aiir import registry, training
+
+        v = versions(record)
+        prof = profile(record.model_name)
+        registry.client()
+        feedback = pd.read_parquet(prof["feedback"])
+        recipe = training.get_recipe(prof["recipe"])
+        res: dict[str, Any] = {"versions": v, "feedback_file": prof["feedback"], "rows": len(feedback)}
+        for role in ("suspect", "good"):
+            m = mlflow.sklearn.load_model(f"models:/{record.model_name}/{v[role + '_version']}")
+            res[role] = training.evaluate(m, feedback, recipe)
+            res[role].update(estimate_performance(m.predict_proba(recipe.features(feedback))[:, 1]))
+        s, g = res["suspect"], res["good"]
+        res["precision_drop"] = (g["precision"] - s["precision"]) / g["precision"] if g["precision"] else 0.0
+        res["recall_drop"] = (g["recall"] - s["recall"]) / g["recall"] if g["recall"] else 0.0
+        res["confirmed"] = bool(res["precision_drop"] >= 0.1 or res["recall_drop"] >= 0.1
+                                or any(f.get("severity") in ("high", "critical") for f in record.findings))
+        res["check_findings"] = [{k: f.get(k) for k in ("kind", "severity", "title", "sources")}
+                                 for f in record.findings]
+        return res
+
+    res = _once(record.workdir / "triage.json", build)
+    add_event(record, "triaged", actor="aiir-playbook",
+              details={"confirmed": res["confirmed"], "precision_drop": round(res["precision_drop"], 3),
+                       "recall_drop": round(res["recall_drop"], 3)})
+    return res
+
+
+# --- 3. preserve evidence ----------------------------------------------------------------------------
+def decisions_frame(record: IncidentRecord, *, since: str | None = None, until: str | None = None):
+    """Decisions served by the target, as a DataFrame (local gateway decision log)."""
+    import pandas as pd
+
+    from aiir.gateway.decision_log import DecisionLog
+
+    log_path = config.paths().gateway / record.target_name / "decisions.db"
+    if not log_path.exists():
+        return pd.DataFrame(columns=["decision_id", "ts", "client_id", "model", "model_version",
+                                     "prediction", "score", "features"])
+    rows = DecisionLog(log_path).query(since=since, until=until)
+    return pd.DataFrame(rows)
+
+
+def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-playbook",
+             context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Seal the suspect model, its training data, decisions, target state, findings into a signed bundle."""
+    out = record.workdir / "evidence.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    from aiir import registry
+    from aiir.evidence import EvidenceStore
+    from aiir.evidence.keys import load_or_create_signing_key
+
+    v = versions(record)
+    suspect = registry.get_version(record.model_name, v["suspect_version"])
+    p = config.paths()
+    key = signing_key or load_or_create_signing_key(p.home / "keys" / "evidence_ed25519.pem")
+    store = EvidenceStore(p.evidence)
+    bundle = store.open_bundle(record.incident_id, actor=actor, host=socket.gethostname(), context=context or {})
+    bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
+    if suspect.artifact_dir and suspect.artifact_dir.exists():
+        bundle.add_tree(suspect.artifact_dir, f"model/{record.model_name}-v{suspect.version}",
+                        category="model", description=f"suspect model artifact v{suspect.version}")
+    bundle.add_json(suspect.to_dict(), "model/registry_entry.json", category="model",
+                    description="registry entry of the suspect version")
+    for f in json.loads(suspect.tags.get("aiir.train_files", "[]")):
+        src = Path(f["path"])
+        if src.exists():
+            bundle.add_file(src, f"training_data/{src.name}", category="training_data",
+                            description=f"training file (registered sha256 {f['sha256']})")
+    if p.registry_log.exists():
+        bundle.add_file(p.registry_log, "registry/alias_log.jsonl", category="registry",
+                        description="hash-chained alias log")
+    snap = record.workdir / "target_snapshot"
+    try:
+        files = _target(record).snapshot(snap)
+        for f in files:
+            bundle.add_file(f, f"target/{Path(f).name}", category="target_state",
+                            description="serving target state and logs")
+    except Exception as exc:  # the target may be down: record that, keep preserving
+        bundle.add_json({"error": str(exc)}, "target/snapshot_error.json", category="target_state",
+                        description="target snapshot failed")
+    dec = decisions_frame(record)
+    dec_path = record.workdir / "decisions_recent.csv"
+    dec.tail(200_000).to_csv(dec_path, index=False)
+    bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
+                    description="recent decisions served by the target")
+    for name in ("contain.json", "versions.json", "triage.json"):
+        if (record.workdir / name).exists():
+            bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
+                            description=f"playbook step output {name}")
+    if record.check_dir and Path(record.check_dir).is_dir():
+        bundle.add_tree(Path(record.check_dir), "findings", category="findings",
+                        description="integrity check findings and reports")
+    manifest = bundle.seal(key)
+    result = {"bundle": str(bundle.path), "files": len(manifest["files"]), "sealed_at": manifest["sealed_at"],
+              "manifest_sha256": _sha(bundle.path / "manifest.json")}
+    _write(out, result)
+    add_event(record, "evidence_sealed", at=result["sealed_at"], actor=actor,
+              details={"bundle": result["bundle"], "files": result["files"]})
+    return result
+
+
+def _sha(path: Path) -> str:
+    from aiir.hashing import sha256_file
+
+    return sha256_file(path)
+
+
+# --- 4. forensics -------------------------------------------------------------------------------------
+def forensics(record: IncidentRecord) -> dict[str, Any]:
+    out = record.workdir / "forensics.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    from aiir import forensics as fx
+
+    v = versions(record)
+    fdir = record.workdir / "forensics"
+    loc = fx.localise_poison(record.model_name, v["suspect_version"], v["good_version"], fdir)
+    contained = _read(record.workdir / "contain.json") or {}
+    since, _ = fx.deployment_window(record.model_name, v["suspect_version"])
+    until = contained.get("effective_at")
+    radius = fx.blast_radius(decisions_frame(record), model=record.model_name, version=v["suspect_version"],
+                             since=since, until=until, out_dir=fdir, pattern=loc.get("trigger_pattern"))
+    result = {"localisation": loc, "blast_radius": radius, "dir": str(fdir)}
+    _write(out, result)
+    add_event(record, "forensics_done", actor="aiir-playbook",
+              details={"suspects": loc.get("suspects"), "affected_decisions": radius.get("total")})
+    return result
+
+
+# --- 5. eradicate ------------------------------------------------------------------------------------
+def eradicate(record: IncidentRecord) -> dict[str, Any]:
+    """Fix the quarantine list and build the conf of ``retrain_from_clean_data``."""
+
+    def build():
+        fx = _read(record.workdir / "forensics.json")
+        if fx is None:
+            raise BadInput("forensics", f"run forensics for {record.incident_id} first")
+        v = versions(record)
+        qpath = Path(fx["dir"]) / "quarantine.json"
+        return {"quarantine_file": str(qpath), "quarantine": json.loads(qpath.read_text()),
+                "retrain_conf": {"model_name": record.model_name, "incident_id": record.incident_id,
+                                 "replaced_version": v["suspect_version"], "baseline_version": v["good_version"],
+                                 "quarantine_file": str(qpath), "target_kind": record.target_kind,
+                                 "target_name": record.target_name, "dry_run": record.dry_run,
+                                 "require_approval": record.require_approval}}
+
+    res = _once(record.workdir / "eradicate.json", build)
+    add_event(record, "eradicated", actor="aiir-playbook",
+              details={"quarantined_sources": res["quarantine"].get("sources", [])})
+    return res
+
+
+# --- 6. report --------------------------------------------------------------------------------------
+def report(record: IncidentRecord) -> dict[str, Any]:
+    """Render HTML/JSON/Markdown reports from everything the workspace holds (re-rendered each time)."""
+    from aiir import incident as inc
+    from aiir.knowledge import taxonomy
+    from aiir.report import render_report
+
+    w = record.workdir
+    recovery = _read(w / "recovery.json")
+    if recovery:
+        inc.add_event(record, "recovered", at=recovery.get("promoted_at"), actor="retrain_from_clean_data",
+                      details={"new_version": recovery.get("new_version")})
+    fx = _read(w / "forensics.json") or {}
+    mitigations = sorted({m for f in record.findings for m in f.get("mitigations", [])}
+                         | {"AML.M0007", "AML.M0014", "AML.M0025"})
+    attachments = []
+    if record.check_dir:
+        for name in ("drift_report.html", "gx_validation.json", "findings.json", "contract.json"):
+            if (Path(record.check_dir) / name).exists():
+                attachments.append({"title": name, "path": str(Path(record.check_dir) / name)})
+    for name in ("poison_localisation.json", "quarantine.json", "blast_radius.json", "affected_decisions.csv"):
+        if (w / "forensics" / name).exists():
+            attachments.append({"title": name, "path": str(w / "forensics" / name)})
+    ev = _read(w / "evidence.json")
+    if ev:
+        attachments.append({"title": "evidence manifest", "path": str(Path(ev["bundle"]) / "manifest.json")})
+    doc = {
+        "incident_id": record.incident_id, "kind": record.kind, "model": record.model_name,
+        "target": f"{record.target_kind}:{record.target_name}", "severity": record.severity,
+        "status": "recovered" if recovery else ("contained" if (w / "contain.json").exists() else "open"),
+        "detected_at": record.detected_at, "dry_run": record.dry_run,
+        "timeline": inc.timeline(record),
+        "findings": record.findings,
+        "atlas": [taxonomy.ATLAS_TECHNIQUES[t].__dict__ for t in record.atlas if t in taxonomy.ATLAS_TECHNIQUES],
+        "mitigations": [taxonomy.ATLAS_MITIGATIONS[m].__dict__ for m in mitigations
+                        if m in taxonomy.ATLAS_MITIGATIONS],
+        "owasp": [taxonomy.OWASP_ML_TOP10[o].__dict__ for o in record.owasp if o in taxonomy.OWASP_ML_TOP10],
+        "regimes": record.regimes,
+        "versions": _read(w / "versions.json"),
+        "triage": _read(w / "triage.json"),
+        "containment": _read(w / "contain.json"),
+        "evidence": ev,
+        "poison_localisation": fx.get("localisation"),
+        "blast_radius": fx.get("blast_radius"),
+        "recovery": recovery,
+        "attachments": attachments,
+    }
+    paths = render_report(doc, w / "report")
+    add_event(record, "reported", actor="aiir-playbook")
+    return {k: str(v) for k, v in paths.items()}
