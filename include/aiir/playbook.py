@@ -89,13 +89,13 @@ def versions(record: IncidentRecord) -> dict[str, Any]:
 
 
 # --- 1. contain (fast, light) -----------------------------------------------------------------------
-def contain(record: IncidentRecord, *, target_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def contain(record: IncidentRecord, *, target=None, target_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Isolate the endpoint: all traffic to the target's last-known-good fallback, or quarantine."""
     out = record.workdir / "contain.json"
     existing = _read(out)
     if existing is not None:
         return existing
-    target = _target(record, **(target_options or {}))
+    target = target or _target(record, **(target_options or {}))
     t0 = time.perf_counter()
     before = target.describe()
     if record.dry_run:

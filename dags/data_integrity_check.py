@@ -1,0 +1,79 @@
+"""
+### Data-integrity check
+
+Runs **hourly** and **whenever a new training-data batch lands** (the `fraud_training_batches` Asset).
+It checks the batch against the model's reference data — Great Expectations contract, per-feature
+drift (Evidently's tests, computed by aiir), label shift overall and per source, duplicate injection,
+outliers, the source that explains the anomaly, SHA-256 of every registered artifact — and writes
+`findings.json`, the GX result and an Evidently drift report to `$AIIR_HOME/checks/`.
+
+When the check fails it **opens an incident by itself**: an incident record is written and
+`incident_data_poisoning` is triggered with it as conf (run id = incident id, so a re-run of this
+DAG never opens the same incident twice).
+
+Same code as `aiir check` / `aiir check-batch` on the command line.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
+
+from aiir_airflow.assets import INCIDENTS, INTEGRITY_FINDINGS, TRAINING_BATCHES
+from aiir_airflow.callables import incident_opened
+from aiir_airflow.notifiers import SiemNotifier
+from aiir_airflow.operators import DataIntegrityCheckOperator
+
+SCHEDULE = "@hourly"  # change here (or pass `schedule` via a subclass) to check more or less often
+
+
+@dag(
+    dag_id="data_integrity_check",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+                                 assets=TRAINING_BATCHES),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-security", "retries": 1, "retry_delay": pendulum.duration(seconds=30)},
+    tags=["aiir", "detect", "integrity"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    params={
+        "model_name": Param("fraud-detector", type="string", title="Registered model"),
+        "reference": Param("", type="string", title="Reference dataset (empty: the model's profile)"),
+        "current": Param("", type="string", title="Batch to check (empty: Asset event or newest batch)"),
+        "target_kind": Param("local", type="string", enum=["local", "sagemaker", "kubernetes"]),
+        "target_name": Param("fraud-detector", type="string", title="Serving target"),
+    },
+)
+def data_integrity_check():
+    check = DataIntegrityCheckOperator(
+        task_id="check",
+        model_name="{{ params.model_name }}",
+        reference="{{ params.reference }}",
+        current="{{ params.current }}",
+        target_kind="{{ params.target_kind }}",
+        target_name="{{ params.target_name }}",
+        outlets=[INTEGRITY_FINDINGS],
+        on_success_callback=SiemNotifier("detect", "integrity_check_completed"),
+    )
+    opened = ShortCircuitOperator(
+        task_id="incident_opened",
+        python_callable=incident_opened,
+        op_args=["{{ ti.xcom_pull(task_ids='check') }}"],
+        on_success_callback=SiemNotifier("detect", "incident_opened"),
+    )
+    trigger = TriggerDagRunOperator(
+        task_id="trigger_incident_playbook",
+        trigger_dag_id="incident_data_poisoning",
+        trigger_run_id="{{ ti.xcom_pull(task_ids='check')['incident']['incident_id'] }}",
+        conf="{{ ti.xcom_pull(task_ids='check')['conf'] }}",
+        skip_when_already_exists=True,
+        outlets=[INCIDENTS],
+    )
+    check >> opened >> trigger
+
+
+data_integrity_check()

@@ -1,0 +1,52 @@
+"""DeploymentTargetHook: builds an aiir DeploymentTarget from an Airflow connection.
+
+Connection ``aiir_target_<kind>`` (default ids ``aiir_target_local`` …): host/port give the endpoint URL,
+password the admin token; without a connection, aiir's own defaults apply (the embedded gateway's URL
+and the token file in its state folder). Fake it in tests with ``AIRFLOW_CONN_AIIR_TARGET_LOCAL``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from aiir.targets.base import DeploymentTarget
+
+
+class DeploymentTargetHook(BaseHook):
+    conn_name_attr = "target_conn_id"
+    default_conn_name = "aiir_target_local"
+    conn_type = "aiir_target"
+    hook_name = "aiir deployment target"
+
+    def __init__(self, kind: str, name: str, target_conn_id: str | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        self.name = name
+        self.target_conn_id = target_conn_id or f"aiir_target_{kind}"
+
+    def _options(self) -> dict[str, Any]:
+        try:
+            conn = self.get_connection(self.target_conn_id)
+        except Exception:  # no such connection: aiir's embedded defaults
+            return {}
+        opts: dict[str, Any] = {}
+        if conn.host:
+            scheme = conn.schema or "http"
+            opts["url"] = f"{scheme}://{conn.host}" + (f":{conn.port}" if conn.port else "")
+        if conn.password:
+            opts["token"] = conn.password
+        opts.update({k: v for k, v in (conn.extra_dejson or {}).items() if k in ("state_dir", "region", "namespace")})
+        return opts
+
+    @cached_property
+    def target(self) -> DeploymentTarget:
+        from aiir.targets import get_target
+
+        return get_target(self.kind, self.name, **self._options())
+
+    def get_conn(self) -> DeploymentTarget:
+        return self.target

@@ -1,0 +1,223 @@
+"""Operators for aiir playbooks. Each one is a thin shell over one ``aiir`` function.
+
+Pattern (after apache/airflow providers/amazon): a typed base operator, ``template_fields`` declared,
+nothing expensive in ``__init__``, the hook (and with it the DeploymentTarget) built lazily in
+``execute``. aiir errors become ``AirflowFailException`` — a bad conf or a broken bundle will not be
+fixed by a retry — with the same one-line message the CLI prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from aiir.incident import IncidentRecord
+
+from aiir_airflow.hooks import DeploymentTargetHook
+
+RECORD_FROM_XCOM = "{{ ti.xcom_pull(task_ids='open_incident') }}"
+
+
+def _fail_on_aiir_error(fn):
+    def wrapper(self, context):
+        from aiir.errors import AiirError
+
+        try:
+            return fn(self, context)
+        except AiirError as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _task_context(context: Context) -> dict[str, Any]:
+    ti = context["ti"]
+    return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number}
+
+
+class OpenIncidentOperator(BaseOperator):
+    """Validate the run's conf (the trigger form's Params) and open the incident. Fails, with the field
+    named, before any other task acts."""
+
+    template_fields: Sequence[str] = ("conf",)
+
+    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.conf = conf
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import playbook
+        from aiir.incident import validate_conf
+
+        conf = dict(self.conf) if not isinstance(self.conf, str) else self.conf
+        record = validate_conf(conf)
+        pinned = playbook.open_incident(record)
+        self.log.info("incident %s opened on %s (suspect v%s, last-known-good v%s)", record.incident_id,
+                      record.model_name, pinned["suspect_version"], pinned["good_version"])
+        return record.to_dict()
+
+
+class AiirIncidentOperator(BaseOperator):
+    """Base of playbook-step operators: gets the incident record (XCom of ``open_incident``)."""
+
+    template_fields: Sequence[str] = ("incident",)
+    ui_color = "#f4d9d0"
+
+    def __init__(self, *, incident: dict[str, Any] | str = RECORD_FROM_XCOM, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.incident = incident
+
+    def record(self) -> IncidentRecord:
+        from aiir.errors import BadInput
+        from aiir.incident import IncidentRecord
+
+        if not isinstance(self.incident, dict):
+            raise BadInput("incident", "expected the incident record from open_incident (set "
+                                       "render_template_as_native_obj=True on the DAG)")
+        return IncidentRecord(**self.incident)
+
+
+class IsolateEndpointOperator(AiirIncidentOperator):
+    """Contain: route all traffic to last-known-good (or quarantine) through the DeploymentTarget.
+
+    Imports only the target's client: no mlflow, pandas or sklearn, so it acts within a second."""
+
+    template_fields: Sequence[str] = ("incident", "target_conn_id")
+    ui_color = "#e06666"
+
+    def __init__(self, *, target_conn_id: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+
+    @cached_property
+    def hook(self) -> DeploymentTargetHook:
+        rec = self.record()
+        return DeploymentTargetHook(rec.target_kind, rec.target_name, target_conn_id=self.target_conn_id)
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import playbook
+
+        result = playbook.contain(self.record(), target=self.hook.target)
+        self.log.info("contained %s in %.3f s: mode=%s", result["target"], result["seconds"],
+                      result["after"]["mode"])
+        return result
+
+
+class PlaybookStepOperator(AiirIncidentOperator):
+    """Run one named step of ``aiir.playbook`` (triage, forensics, eradicate, report)."""
+
+    template_fields: Sequence[str] = ("incident", "step")
+    STEPS = ("triage", "forensics", "eradicate", "report")
+
+    def __init__(self, *, step: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if step not in self.STEPS:
+            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
+        self.step = step
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import playbook
+
+        return getattr(playbook, self.step)(self.record())
+
+
+class PreserveEvidenceOperator(AiirIncidentOperator):
+    """Seal evidence into a signed, write-once bundle. The Ed25519 key comes from the Airflow connection
+    ``signing_conn_id`` (password: PEM private key) when it exists, else from aiir's key file."""
+
+    template_fields: Sequence[str] = ("incident", "signing_conn_id")
+
+    def __init__(self, *, signing_conn_id: str = "aiir_evidence_signing", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.signing_conn_id = signing_conn_id
+
+    def signing_key(self):
+        from airflow.sdk import BaseHook
+
+        try:
+            conn = BaseHook.get_connection(self.signing_conn_id)
+        except Exception:
+            return None
+        if not conn.password:
+            return None
+        from aiir.evidence.keys import load_private_key_pem
+
+        return load_private_key_pem(conn.password.encode())
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import playbook
+
+        ctx = _task_context(context)
+        return playbook.preserve(self.record(), signing_key=self.signing_key(),
+                                 actor=f"airflow:{ctx['dag_id']}", context=ctx)
+
+
+class DataIntegrityCheckOperator(BaseOperator):
+    """Run ``aiir check`` on a new batch; push findings; open the incident record when it fails."""
+
+    template_fields: Sequence[str] = ("model_name", "reference", "current", "label_column", "source_column",
+                                      "target_kind", "target_name", "regimes")
+
+    def __init__(self, *, model_name: str, reference: str = "", current: str = "", label_column: str = "",
+                 source_column: str = "", target_kind: str = "local", target_name: str = "",
+                 regimes: list[str] | str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.reference = reference
+        self.current = current
+        self.label_column = label_column
+        self.source_column = source_column
+        self.target_kind = target_kind
+        self.target_name = target_name
+        self.regimes = regimes
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import integrity_job
+
+        events = []
+        for _asset, evs in (context.get("triggering_asset_events") or {}).items():
+            events.extend(getattr(e, "extra", {}) or {} for e in evs)
+        return integrity_job.run(
+            model_name=self.model_name, reference=self.reference or None, current=self.current or None,
+            label_column=self.label_column or None, source_column=self.source_column or None,
+            target_kind=self.target_kind, target_name=self.target_name or self.model_name,
+            regimes=self.regimes or None, asset_events=events, run_id=context["run_id"],
+        )
+
+
+class RecoveryStepOperator(BaseOperator):
+    """One step of ``retrain_from_clean_data`` (build, validate, train, gate, promote), see ``aiir.recovery``."""
+
+    template_fields: Sequence[str] = ("conf", "step")
+    STEPS = ("prepare", "build_clean_set", "validate_clean_set", "train_candidate", "gate", "promote")
+
+    def __init__(self, *, step: str, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if step not in self.STEPS:
+            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
+        self.step = step
+        self.conf = conf
+
+    @_fail_on_aiir_error
+    def execute(self, context: Context) -> dict[str, Any]:
+        from aiir import recovery
+
+        conf = recovery.validate_conf(dict(self.conf))
+        if self.step == "promote":
+            hook = DeploymentTargetHook(conf["target_kind"], conf["target_name"])
+            return recovery.promote(conf, target=None if conf["dry_run"] else hook.target)
+        return getattr(recovery, self.step)(conf)

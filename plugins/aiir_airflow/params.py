@@ -1,0 +1,29 @@
+"""Airflow Params (the UI trigger form) built from aiir's own JSON-schema of the playbook conf."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+
+def incident_params() -> dict[str, Param]:
+    from aiir.incident import PARAM_SPECS
+
+    params = {}
+    for name, spec in PARAM_SPECS.items():
+        schema = {k: v for k, v in spec.items() if k not in ("default", "description")}
+        params[name] = Param(spec["default"], description=spec.get("description"), **schema)
+    return params
+
+
+def retrain_params() -> dict[str, Param]:
+    return {
+        "model_name": Param("fraud-detector", type="string", minLength=1, title="Registered model"),
+        "incident_id": Param("", type="string", title="Incident id"),
+        "replaced_version": Param("", type="string", title="Version being replaced (the compromised one)"),
+        "baseline_version": Param("", type="string", title="Last-known-good version (the gate's baseline)"),
+        "quarantine_file": Param("", type="string", title="quarantine.json from forensics"),
+        "target_kind": Param("local", type="string", enum=["local", "sagemaker", "kubernetes"]),
+        "target_name": Param("fraud-detector", type="string"),
+        "dry_run": Param(False, type="boolean"),
+        "require_approval": Param(False, type="boolean", title="Promotion waits for a person"),
+    }
