@@ -130,7 +130,10 @@ def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame,
         if metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         mlflow.set_tags({"aiir.recipe": recipe, **(tags or {})})
-        sample = features.head(5)
+        # Integer columns are declared as doubles so clients may send 3.0 for 3 (and NaN) without
+        # tripping MLflow's schema enforcement.
+        sample = features.head(5).astype({c: "float64" for c in features.columns
+                                          if str(features[c].dtype).startswith(("int", "uint"))})
         signature = infer_signature(sample, model.predict_proba(sample)[:, 1])
         info = mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=sample,
                                         serialization_format="cloudpickle")

@@ -1,0 +1,50 @@
+"""Shared fixtures. Every test runs with its own AIIR_HOME (nothing touches the repo's .aiir/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("AIRFLOW_HOME", None)
+
+
+@pytest.fixture
+def aiir_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty state folder for one test."""
+    home = tmp_path / "aiir-home"
+    monkeypatch.setenv("AIIR_HOME", str(home))
+    for var in ("AIIR_EVIDENCE_DIR", "AIIR_DATA_DIR", "AIIR_GATEWAY_DIR", "AIIR_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory) -> Path:
+    """A bootstrapped demo (data, MLflow store, v1 champion + last-known-good), one per test module."""
+    home = tmp_path_factory.mktemp("demo") / "aiir-home"
+    old = os.environ.get("AIIR_HOME")
+    os.environ["AIIR_HOME"] = str(home)
+    from aiir.bootstrap import bootstrap
+
+    bootstrap()
+    yield home
+    if old is None:
+        os.environ.pop("AIIR_HOME", None)
+    else:
+        os.environ["AIIR_HOME"] = old
+
+
+def run_aiir(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    import subprocess
+
+    return subprocess.run([str(VENV_BIN / "aiir"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
