@@ -220,3 +220,17 @@ class Airflow:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         out = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return out.get("value")
+
+
+def start_gateway(model: str, *, port: int | None = None, extra: list[str] | None = None,
+                  env: dict[str, str] | None = None, timeout: float = 90) -> Service:
+    """``aiir serve`` as a real process; waits for ``/ping``."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    p = config.paths().ensure()
+    full_env = {**os.environ, **(env or {}), "AIIR_HOME": str(p.home), "AIIR_GATEWAY_URL": url}
+    svc = _spawn(f"gateway:{model}", [str(VENV_BIN / "aiir"), "serve", "--model", model, "--port", str(port),
+                                      *(extra or [])], full_env, p.gateway / f"{model}.serve.log", url)
+    wait_until(lambda: http_json("GET", f"{url}/ping", timeout=2) is not None or True, timeout=timeout,
+               what=f"gateway {model} /ping", service=svc)
+    return svc

@@ -119,3 +119,14 @@ def registry_verify():
 
     entries = registry.verify_alias_log()
     typer.echo(json.dumps({"ok": True, "entries": len(entries)}))
+
+
+@demo_app.command("run")
+@guarded
+def demo_run(keep_running: Annotated[bool, typer.Option(help="Leave Airflow and the gateway up afterwards.")] = False,
+             gateway_port: Annotated[int | None, typer.Option(help="Default 8080, or a free port.")] = None,
+             airflow_port: Annotated[int | None, typer.Option(help="Default 8280, or a free port.")] = None):
+    """The whole story: bootstrap, serve, traffic, poisoned retrain, detection, playbook, recovery, report."""
+    from aiir import story
+
+    story.run(keep_running=keep_running, gateway_port=gateway_port, airflow_port=airflow_port)
