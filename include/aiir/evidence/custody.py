@@ -1,0 +1,112 @@
+"""The chain-of-custody log: ``custody.jsonl``, one canonical-JSON entry per line, hash-chained.
+
+Every entry carries ``prev`` = SHA-256 (hex) of the previous entry's canonical JSON (the first entry's
+``prev`` is 64 zeros) and ``seq`` = its 0-based line number, so an edited, inserted, removed or
+reordered entry breaks the chain at that point. The manifest records the chain head at seal time and
+is signed, so the entries up to sealing cannot be rewritten without breaking the signature. Entries
+appended after sealing (``verified``, ``exported``, ...) are chained but not signed: truncating or
+rewriting *them* together with every later ``prev`` is only caught if the ``sealed`` entry goes too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._util import ZERO_HASH, canonical_json, sha256_hex
+
+CUSTODY_FILENAME = "custody.jsonl"
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(entry))
+
+
+@dataclass
+class ChainState:
+    """What a forward read of the log established (incrementally, from ``offset``)."""
+
+    offset: int = 0
+    seq: int = -1
+    head: str = ZERO_HASH
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read_chain(path: Path, state: ChainState | None = None, *, keep: bool = True) -> ChainState:
+    """Read (the rest of) the custody log and check every link; problems are collected, not raised."""
+    state = state or ChainState()
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < state.offset:
+                state.problems.append(f"{CUSTODY_FILENAME} shrank from {state.offset} to {size} bytes")
+                return state
+            fh.seek(state.offset)
+            data = fh.read()
+    except FileNotFoundError:
+        if state.offset:
+            state.problems.append(f"{CUSTODY_FILENAME} disappeared")
+        return state
+    if not data:
+        return state
+    *lines, tail = data.split(b"\n")
+    for raw in lines:
+        lineno = state.seq + 2
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            state.problems.append(f"{CUSTODY_FILENAME} line {lineno}: not a JSON object ({exc})")
+            entry = None
+        if entry is not None:
+            if entry.get("seq") != state.seq + 1:
+                state.problems.append(f"{CUSTODY_FILENAME} line {lineno}: seq {entry.get('seq')!r}, expected {state.seq + 1}"
+                                      " (an entry was inserted, removed or reordered)")
+            if entry.get("prev") != state.head:
+                state.problems.append(f"{CUSTODY_FILENAME} line {lineno}: prev does not match the previous entry's digest"
+                                      " (an entry before it was edited, inserted or removed)")
+            if canonical_json(entry) != raw:
+                state.problems.append(f"{CUSTODY_FILENAME} line {lineno}: not in canonical form (re-written by hand?)")
+            state.head = entry_hash(entry)
+            if keep:
+                state.entries.append(entry)
+        else:
+            state.head = sha256_hex(raw)
+            if keep:
+                state.entries.append({"seq": state.seq + 1, "action": "<unreadable>"})
+        state.seq += 1
+    state.offset += sum(len(raw) + 1 for raw in lines)
+    if tail:
+        state.problems.append(f"{CUSTODY_FILENAME} line {state.seq + 2}: incomplete last line (no newline)")
+    return state
+
+
+def append_entry(path: Path, state: ChainState, fields: dict[str, Any], *, fsync: bool) -> dict[str, Any]:
+    """Append one entry after ``state`` (the caller holds the bundle lock and has read to the end)."""
+    entry = dict(fields)
+    entry["seq"] = state.seq + 1
+    entry["prev"] = state.head
+    line = canonical_json(entry) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        n = os.write(fd, line)
+        if n != len(line):
+            raise OSError(f"short write to {path} ({n} of {len(line)} bytes)")
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    state.offset += len(line)
+    state.seq += 1
+    state.head = entry_hash(entry)
+    state.entries.append(entry)
+    return entry

@@ -1,0 +1,305 @@
+"""Verify a bundle: every file against the signed manifest, the signature, and the custody chain.
+
+``verify_bundle`` never trusts the bundle's own bookkeeping when it can check it:
+
+* files: everything below ``files/`` is walked (links are not followed). A manifest path that is
+  absent is *missing*; a path whose size or SHA-256 differs, or that is no longer a regular file, is
+  *changed*; a path the manifest does not list (and any unexpected entry beside the metadata
+  files) is *added*.
+* signature: ``manifest.sig`` must verify over the exact bytes of ``manifest.json``, under the key the
+  caller passes (``public_key``) or else under the bundle's own ``public_key.pem``. The latter only
+  proves the bundle is consistent with *some* key: an attacker who rewrites everything can re-sign
+  with their own key. ``key_source`` says which was used; pass a key you trust to close that gap.
+* custody: every link of ``custody.jsonl``; the manifest's ``custody_head`` must be the digest of the
+  entry at that position (so no entry up to sealing changed); the ``added`` entries up to the head
+  must list exactly the manifest's files; a ``sealed`` entry for this manifest must follow.
+
+The verification is itself logged (``verified``) unless ``record=False`` or the log cannot be written.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import re
+import socket
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiir.errors import BadInput
+
+from . import custody as _custody
+from ._util import loads_strict, sha256_hex, utc_now
+from .bundle import CUSTODY, MANIFEST, PAYLOAD_DIR, PUBLIC_KEY, SIGNATURE, STAGING_DIR, _actor, _walk_payload
+from .copy import hash_file
+from .keys import fingerprint, load_public_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class VerifyResult:
+    path: str
+    ok: bool = False
+    sealed: bool = False
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    signature_ok: bool | None = None  # None: not sealed, nothing to check
+    custody_ok: bool = False
+    messages: list[str] = field(default_factory=list)
+    key_source: str | None = None  # "caller" or "bundle"
+    public_key_sha256: str | None = None
+    incident_id: str | None = None
+    bundle_id: str | None = None
+    sealed_at: str | None = None
+    files_checked: int = 0
+    bytes_checked: int = 0
+    custody_entries: int = 0
+    recorded: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_bundle(p: Path) -> bool:
+    return p.is_dir() and ((p / MANIFEST).exists() or (p / CUSTODY).exists())
+
+
+def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str | Path | None = None, *,
+                  record: bool = True, actor: str | None = None, host: str | None = None,
+                  context: dict[str, Any] | None = None, workers: int | None = None,
+                  fsync: bool = True) -> VerifyResult:
+    """Check bundle folder ``path``. Raises BadInput only if ``path`` is not a bundle folder or the
+    given public key cannot be read; every finding about the bundle itself goes into the result."""
+    bundle = Path(path)
+    if not bundle.is_dir():
+        raise BadInput(str(bundle), "not a folder (expected an evidence bundle folder)")
+    if not _is_bundle(bundle):
+        raise BadInput(str(bundle), f"not an aiir evidence bundle (no {MANIFEST} or {CUSTODY})")
+    trusted = load_public_key(public_key) if public_key is not None else None
+
+    res = VerifyResult(path=str(bundle))
+    msgs = res.messages
+    chain = _custody.read_chain(bundle / CUSTODY)
+    entries = chain.entries
+    res.custody_entries = len(entries)
+    custody_problems = list(chain.problems)
+    if not (bundle / CUSTODY).exists():
+        custody_problems.append(f"{CUSTODY} is missing")
+    opened = entries[0] if entries and entries[0].get("action") == "opened" else None
+    if entries and opened is None:
+        custody_problems.append(f"{CUSTODY}: first entry is not 'opened'")
+
+    # ---------------------------------------------------------------- manifest + signature
+    manifest: dict[str, Any] | None = None
+    manifest_bytes = b""
+    expected: dict[str, tuple[str, int]] = {}
+    res.sealed = (bundle / MANIFEST).exists()
+    if res.sealed:
+        manifest_bytes = (bundle / MANIFEST).read_bytes()
+        try:
+            manifest = loads_strict(manifest_bytes, MANIFEST)
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+                raise BadInput(MANIFEST, "no 'files' list")
+        except BadInput as exc:
+            msgs.append(f"SIGNATURE: {exc} — the manifest was altered")
+            manifest = None
+        res.signature_ok = _check_signature(bundle, manifest_bytes, manifest, trusted, res)
+        if manifest is not None:
+            res.incident_id = manifest.get("incident_id")
+            res.bundle_id = manifest.get("bundle_id")
+            res.sealed_at = manifest.get("sealed_at")
+            for f in manifest["files"]:
+                ok_entry = (isinstance(f, dict) and isinstance(f.get("path"), str)
+                            and f["path"].startswith(PAYLOAD_DIR + "/") and isinstance(f.get("sha256"), str)
+                            and _HEX64.match(f["sha256"]) and isinstance(f.get("size"), int))
+                if not ok_entry:
+                    msgs.append(f"SIGNATURE: malformed manifest file entry {f!r}")
+                    res.signature_ok = False
+                    continue
+                expected[f["path"]] = (f["sha256"], f["size"])
+    else:
+        msgs.append(f"NOT SEALED: no {MANIFEST}; files are checked against the custody log only")
+    if manifest is None:  # unsealed or unreadable manifest: fall back to what custody recorded
+        for e in entries:
+            if e.get("action") == "added" and isinstance(e.get("file"), str):
+                expected[e["file"]] = (e.get("sha256", ""), e.get("size", -1))
+        if opened:
+            res.incident_id = res.incident_id or opened.get("incident_id")
+            res.bundle_id = res.bundle_id or opened.get("bundle_id")
+
+    # ---------------------------------------------------------------- custody vs manifest
+    if manifest is not None:
+        custody_problems += _check_custody_against_manifest(entries, manifest, manifest_bytes, opened)
+    res.custody_ok = not custody_problems
+    msgs += [f"CUSTODY: {p}" for p in custody_problems]
+
+    # ---------------------------------------------------------------- files
+    allowed_root = {MANIFEST, SIGNATURE, PUBLIC_KEY, CUSTODY, PAYLOAD_DIR}
+    if not res.sealed:
+        allowed_root.add(STAGING_DIR)
+    for name in sorted(os.listdir(bundle)):
+        if name not in allowed_root:
+            res.added.append(name)
+            msgs.append(f"ADDED: {name} (not part of a bundle)")
+    payload = bundle / PAYLOAD_DIR
+    if payload.is_symlink() or (payload.exists() and not payload.is_dir()):
+        res.changed.append(PAYLOAD_DIR)
+        msgs.append(f"CHANGED: {PAYLOAD_DIR} is not a folder")
+        on_disk: dict[str, os.stat_result] = {}
+    else:
+        on_disk = dict(_walk_payload(bundle))
+    to_hash: list[str] = []
+    for rel in sorted(set(on_disk) | set(expected)):
+        st = on_disk.get(rel)
+        if rel not in expected:
+            res.added.append(rel)
+            msgs.append(f"ADDED: {rel} (not in the manifest)")
+        elif st is None:
+            res.missing.append(rel)
+            msgs.append(f"MISSING: {rel} (sha256 {expected[rel][0]})")
+        elif not stat.S_ISREG(st.st_mode):
+            res.changed.append(rel)
+            msgs.append(f"CHANGED: {rel} is no longer a regular file")
+        elif st.st_size != expected[rel][1]:
+            res.changed.append(rel)
+            msgs.append(f"CHANGED: {rel} has {st.st_size} bytes, the manifest says {expected[rel][1]}")
+        else:
+            to_hash.append(rel)
+            if st.st_mode & 0o222:
+                msgs.append(f"NOTE: {rel} is writable (mode {stat.S_IMODE(st.st_mode):04o}); evidence files are 0444")
+
+    def digest(rel: str) -> tuple[str, str | None, int]:
+        try:
+            sha, size = hash_file(bundle / rel, follow_symlinks=False)
+        except BadInput as exc:
+            return rel, f"unreadable: {exc.problem}", 0
+        return rel, sha, size
+
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        for rel, sha, size in pool.map(digest, to_hash):
+            res.files_checked += 1
+            res.bytes_checked += size
+            if sha != expected[rel][0]:
+                res.changed.append(rel)
+                msgs.append(f"CHANGED: {rel} sha256 {sha}, the manifest says {expected[rel][0]}")
+    res.changed.sort()
+    res.added.sort()
+
+    res.ok = bool(res.sealed and res.signature_ok and res.custody_ok
+                  and not (res.changed or res.missing or res.added))
+    if res.ok:
+        msgs.insert(0, f"INTACT: {res.files_checked} files, {res.bytes_checked} bytes; signature OK "
+                       f"(key {res.public_key_sha256}, from the {res.key_source}); custody chain OK "
+                       f"({res.custody_entries} entries)")
+    if record:
+        _record(bundle, res, actor=actor, host=host, context=context, fsync=fsync)
+    return res
+
+
+def _check_signature(bundle: Path, data: bytes, manifest: dict[str, Any] | None,
+                     trusted: Ed25519PublicKey | None, res: VerifyResult) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    msgs = res.messages
+    named = manifest.get("public_key_sha256") if manifest else None
+    if trusted is not None:
+        pub, res.key_source = trusted, "caller"
+    else:
+        res.key_source = "bundle"
+        try:
+            pub = load_public_key((bundle / PUBLIC_KEY).read_bytes())
+        except (OSError, BadInput) as exc:
+            msgs.append(f"SIGNATURE: cannot load {PUBLIC_KEY}: {exc}")
+            return False
+    res.public_key_sha256 = fingerprint(pub)
+    try:
+        sig = (bundle / SIGNATURE).read_bytes()
+    except OSError as exc:
+        msgs.append(f"SIGNATURE: cannot read {SIGNATURE}: {exc.strerror}")
+        return False
+    try:
+        pub.verify(sig, data)
+    except InvalidSignature:
+        who = "the given public key" if trusted is not None else f"the bundle's {PUBLIC_KEY}"
+        msgs.append(f"SIGNATURE: {SIGNATURE} does not verify over {MANIFEST} under {who} "
+                    f"({res.public_key_sha256}; the manifest names {named})")
+        return False
+    if named != res.public_key_sha256:
+        msgs.append(f"SIGNATURE: the manifest names key {named} but was signed by {res.public_key_sha256}")
+        return False
+    if trusted is None:
+        msgs.append(f"NOTE: signature checked against the bundle's own {PUBLIC_KEY} ({res.public_key_sha256}); "
+                    "pass the public key you trust (--public-key) to rule out a re-signed bundle")
+    return True
+
+
+def _check_custody_against_manifest(entries: list[dict[str, Any]], manifest: dict[str, Any],
+                                    manifest_bytes: bytes, opened: dict[str, Any] | None) -> list[str]:
+    problems: list[str] = []
+    head = manifest.get("custody_head") or {}
+    seq, digest = head.get("seq"), head.get("sha256")
+    if not isinstance(seq, int) or seq < 0 or seq >= len(entries):
+        return [f"the manifest's custody head (entry {seq}) is not in {CUSTODY} (log truncated or replaced)"]
+    if _custody.entry_hash(entries[seq]) != digest:
+        problems.append(f"entry {seq} is not the one the manifest was sealed on: "
+                        "custody entries up to sealing were changed")
+    if opened and opened.get("bundle_id") != manifest.get("bundle_id"):
+        problems.append("the 'opened' entry names another bundle id than the manifest")
+    recorded: dict[str, tuple[Any, Any]] = {}
+    for e in entries[: seq + 1]:
+        if e.get("action") == "added":
+            recorded[e.get("file")] = (e.get("sha256"), e.get("size"))
+    listed = {f.get("path"): (f.get("sha256"), f.get("size")) for f in manifest["files"] if isinstance(f, dict)}
+    if recorded != listed:
+        diff = sorted(set(recorded.items()) ^ set(listed.items()), key=str)[:5]
+        problems.append(f"the 'added' entries up to sealing do not match the manifest's files (e.g. {diff})")
+    manifest_sha = sha256_hex(manifest_bytes)
+    later = entries[seq + 1:]
+    if not any(e.get("action") == "sealed" and e.get("manifest_sha256") == manifest_sha for e in later):
+        problems.append("no 'sealed' entry for this manifest after the custody head (log truncated?)")
+    for e in later:
+        if e.get("action") in ("added", "opened"):
+            problems.append(f"entry {e.get('seq')}: '{e.get('action')}' after sealing")
+    return problems
+
+
+def _record(bundle: Path, res: VerifyResult, *, actor: str | None, host: str | None,
+            context: dict[str, Any] | None, fsync: bool) -> None:
+    try:
+        fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        res.messages.append(f"NOTE: verification not logged: {exc.strerror}")
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        chain = _custody.read_chain(bundle / CUSTODY, keep=False)
+        if not (bundle / CUSTODY).exists() or any("incomplete last line" in p for p in chain.problems):
+            res.messages.append("NOTE: verification not logged: the custody log is missing or ends mid-line")
+            return
+        entry = {"at": utc_now(), "action": "verified", "actor": _actor(actor), "host": host or socket.gethostname(),
+                 "pid": os.getpid(), "context": dict(context or {}),
+                 "outcome": "intact" if res.ok else "failed",
+                 "changed": len(res.changed), "missing": len(res.missing), "added": len(res.added),
+                 "signature_ok": res.signature_ok, "custody_ok": res.custody_ok,
+                 "key_source": res.key_source, "public_key_sha256": res.public_key_sha256,
+                 "files_checked": res.files_checked}
+        _custody.append_entry(bundle / CUSTODY, chain, entry, fsync=fsync)
+        res.recorded = True
+    except OSError as exc:
+        res.messages.append(f"NOTE: verification not logged ({exc.strerror}); read-only copy?")
+    finally:
+        os.close(fd)
+
+
+def signature_b64(bundle: str | Path) -> str:
+    """The signature as base64 text (for tickets and chat, where the raw 64 bytes do not travel)."""
+    return base64.b64encode(Path(bundle, SIGNATURE).read_bytes()).decode()
