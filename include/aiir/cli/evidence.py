@@ -1,7 +1,7 @@
 """``aiir verify`` and ``aiir evidence add|seal|show|list|pubkey``: preserve evidence by hand.
 
 These work with Airflow down: they only touch the evidence store (``$AIIR_EVIDENCE_DIR``) and the
-signing key (``$AIIR_HOME/keys/evidence-ed25519.pem`` unless ``--key``).
+signing key (``$AIIR_HOME/keys/evidence_ed25519.pem`` unless ``--key``).
 
 Exit codes of ``aiir verify``: 0 intact; 3 changed, missing or added files, bad signature, broken
 custody chain or not sealed; 2 bad input (not a bundle folder, unreadable key).
@@ -20,7 +20,7 @@ from aiir.errors import EXIT_INCIDENT, BadInput
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Evidence store folder (default $AIIR_EVIDENCE_DIR).")]
 ActorOpt = Annotated[str | None, typer.Option("--actor", help="Who is acting (default $AIIR_ACTOR or login name).")]
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="Ed25519 signing key PEM (default $AIIR_HOME/keys/"
-                                             "evidence-ed25519.pem, created on first use).")]
+                                             "evidence_ed25519.pem, created on first use).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 

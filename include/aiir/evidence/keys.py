@@ -1,6 +1,6 @@
 """Ed25519 signing keys for evidence bundles.
 
-The default key lives at ``$AIIR_HOME/keys/evidence-ed25519.pem`` (PKCS#8 PEM, unencrypted, mode 0600,
+The default key lives at ``$AIIR_HOME/keys/evidence_ed25519.pem`` (PKCS#8 PEM, unencrypted, mode 0600,
 folder 0700) and is created on first use. In Airflow the key is held in a connection instead and the
 adapter passes its PEM text to :func:`load_private_key_pem`.
 
@@ -24,7 +24,7 @@ from aiir.errors import BadInput
 
 from ._util import sha256_hex
 
-KEY_FILENAME = "evidence-ed25519.pem"
+KEY_FILENAME = "evidence_ed25519.pem"
 
 
 def default_key_path() -> Path:
