@@ -1,0 +1,274 @@
+"""The data contract: a Great Expectations 1.x ExpectationSuite, inferred from the reference or supplied.
+
+The suite is stored as GX's own JSON (``ExpectationSuite.to_json_dict()``) so it can be versioned, edited
+by hand and passed back with ``--contract``. Validation runs in-process on an ephemeral GX context with a
+pandas datasource; analytics and progress bars are off. GX is imported inside the functions (~3-5 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiir.detect.findings import finding
+from aiir.errors import BadInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                 "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+                 "float16", "float32", "float64", "Float32", "Float64"]
+BOOL_TYPES = ["bool", "boolean"]
+STRING_TYPES = ["str", "string", "object"]
+DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]", "Timestamp"]
+STRUCTURAL = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
+              "expect_column_to_exist", "expect_column_values_to_be_in_type_list",
+              "expect_column_values_to_be_of_type"}
+
+
+@contextlib.contextmanager
+def _quiet_gx():
+    """GX logs full tracebacks for invalid configurations and warns a lot; keep stderr to our lines."""
+    log = logging.getLogger("great_expectations")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+def _gx():
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    with _quiet_gx():
+        import great_expectations as gx
+    return gx
+
+
+def _py(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    return v
+
+
+def _type_list(s: pd.Series) -> list[str] | None:
+    import pandas as pd
+
+    dt = s.dtype
+    if pd.api.types.is_bool_dtype(dt):
+        return BOOL_TYPES
+    if pd.api.types.is_numeric_dtype(dt):
+        return NUMERIC_TYPES
+    if pd.api.types.is_datetime64_any_dtype(dt):
+        return DATETIME_TYPES
+    non_null = s.dropna()
+    if (pd.api.types.is_string_dtype(dt) or pd.api.types.is_object_dtype(dt)) and not non_null.empty \
+            and isinstance(non_null.iloc[0], str):
+        return STRING_TYPES
+    return None
+
+
+def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[str, str], *,
+                   name: str = "aiir-contract", meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ExpectationSuite (as GX JSON) describing the reference: columns, types, ranges, nulls, domains."""
+    import numpy as np
+    import pandas as pd
+
+    gx = _gx()
+    E = gx.expectations
+    c = thresholds["contract"]
+    exps: list[Any] = [E.ExpectTableColumnsToMatchSet(column_set=[str(x) for x in ref.columns], exact_match=True)]
+    for col in ref.columns:
+        s = ref[col]
+        ctype = types.get(col, "unknown")
+        tl = _type_list(s)
+        if tl:
+            exps.append(E.ExpectColumnValuesToBeInTypeList(column=col, type_list=tl))
+        null_share = float(s.isna().mean())
+        allowed = 0.0 if null_share == 0 else min(1.0, null_share * 1.5 + c["null_slack"])
+        if allowed < 1.0:
+            exps.append(E.ExpectColumnValuesToNotBeNull(column=col, mostly=round(1.0 - allowed, 6)))
+        non_null = s.dropna()
+        if non_null.empty:
+            continue
+        if ctype == "numerical":
+            vals = pd.to_numeric(non_null, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            vals = vals[np.isfinite(vals)]
+            if vals.size == 0:
+                continue
+            lo, hi = float(vals.min()), float(vals.max())
+            pad = (hi - lo) * c["range_margin"]
+            new_lo = lo - pad
+            if lo >= 0 > new_lo:
+                new_lo = 0.0
+            # a new value falls outside the range of n reference values with probability ~2/(n+1):
+            # small references get proportionally more room
+            allowed_out = max(1.0 - c["range_mostly"], 6.0 / (vals.size + 1))
+            exps.append(E.ExpectColumnValuesToBeBetween(column=col, min_value=new_lo, max_value=hi + pad,
+                                                        mostly=round(max(0.0, 1.0 - allowed_out), 6)))
+        elif ctype == "categorical" and not pd.api.types.is_bool_dtype(s.dtype):
+            domain = non_null.unique()
+            if len(domain) <= c["max_domain_size"]:
+                try:
+                    value_set = sorted(_py(v) for v in domain)
+                except TypeError:
+                    value_set = sorted((_py(v) for v in domain), key=str)
+                exps.append(E.ExpectColumnValuesToBeInSet(column=col, value_set=value_set,
+                                                          mostly=c["domain_mostly"]))
+    with _quiet_gx():
+        suite = gx.ExpectationSuite(name=name, expectations=exps, meta={"aiir": meta or {}})
+        return suite.to_json_dict()
+
+
+def load_contract(path: str | Path) -> dict[str, Any]:
+    """Read a contract file and check its shape (cheap, before GX is imported). BadInput names the file."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(str(p), "contract file not found")
+    if not p.is_file():
+        raise BadInput(str(p), "contract must be a file, got a directory")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(str(p), f"contract is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+        raise BadInput(str(p), "contract must be a Great Expectations suite: a JSON object with an "
+                               "'expectations' list")
+    for i, e in enumerate(data["expectations"]):
+        if not isinstance(e, dict) or not isinstance(e.get("type"), str) or not isinstance(e.get("kwargs", {}), dict):
+            raise BadInput(str(p), f"contract expectation #{i + 1} must be an object with a 'type' string "
+                                   "and a 'kwargs' object")
+    return data
+
+
+def build_suite(data: dict[str, Any], where: str):
+    """A GX ExpectationSuite from its JSON; any GX rejection becomes BadInput naming ``where``."""
+    gx = _gx()
+    allowed = {"name", "expectations", "suite_parameters", "meta", "notes", "id"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadInput(where, f"contract has unknown top-level key(s) {', '.join(unknown)} "
+                              f"(a Great Expectations suite has {', '.join(sorted(allowed))})")
+    kwargs = {k: v for k, v in data.items() if k in allowed and k != "id"}
+    kwargs.setdefault("name", "aiir-contract")
+    try:
+        with _quiet_gx():
+            return gx.ExpectationSuite(**kwargs)
+    except Exception as exc:  # GX raises InvalidExpectationConfigurationError, pydantic errors, TypeError
+        msg = " ".join(str(exc).split())
+        raise BadInput(where, f"contract is not a valid Great Expectations suite ({type(exc).__name__}: "
+                              f"{msg[:300]})") from None
+
+
+def validate(cur: pd.DataFrame, suite_data: dict[str, Any], *, where: str = "contract") -> dict[str, Any]:
+    """Validate ``cur`` against the suite; returns GX's validation result JSON."""
+    gx = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    suite = build_suite(suite_data, where)
+    with _quiet_gx():
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        batch = (ctx.data_sources.add_pandas("aiir")
+                 .add_dataframe_asset(name="current")
+                 .add_batch_definition_whole_dataframe("whole")
+                 .get_batch(batch_parameters={"dataframe": cur}))
+        result = batch.validate(suite, result_format="SUMMARY")
+        return result.to_json_dict()
+
+
+def _raised(r: dict[str, Any]) -> str | None:
+    info = r.get("exception_info") or {}
+    if info.get("raised_exception"):
+        return info.get("exception_message") or "exception"
+    for v in info.values():  # GX 1.x nests metric errors under their metric id
+        if isinstance(v, dict) and v.get("raised_exception"):
+            return v.get("exception_message") or "exception"
+    return None
+
+
+def findings_from_validation(result: dict[str, Any], cur_columns: list[str],
+                             thresholds: dict[str, Any]) -> list[dict[str, Any]]:
+    """Schema findings (kind ``schema``) from a GX validation result."""
+    c = thresholds["contract"]
+    out: list[dict[str, Any]] = []
+    missing_reported: set[str] = set()
+    cur_set = set(map(str, cur_columns))
+    for r in result.get("results", []):
+        if r.get("success"):
+            continue
+        cfg = r.get("expectation_config", {})
+        etype = cfg.get("type", "?")
+        kw = cfg.get("kwargs", {})
+        col = kw.get("column")
+        res = r.get("result") or {}
+        error = _raised(r)
+        if etype in ("expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list"):
+            expected = [str(x) for x in kw.get("column_set") or kw.get("column_list") or []]
+            missing = [x for x in expected if x not in cur_set]
+            extra = [x for x in cur_columns if str(x) not in set(expected)]
+            if missing:
+                missing_reported.update(missing)
+                out.append(finding("schema", "high", f"{len(missing)} contract column(s) missing from current: "
+                                   + ", ".join(missing[:10]), columns=missing,
+                                   statistic=("missing_columns", len(missing)), threshold=0,
+                                   detail=f"{etype} failed; expected {len(expected)} columns."))
+            if extra:
+                out.append(finding("schema", c["extra_columns_severity"],
+                                   f"{len(extra)} column(s) not in the contract: " + ", ".join(map(str, extra[:10])),
+                                   columns=[str(x) for x in extra], statistic=("unexpected_columns", len(extra)),
+                                   threshold=0, detail=f"{etype} failed (exact match)."))
+            if not missing and not extra:
+                out.append(finding("schema", "medium", "column order differs from the contract",
+                                   statistic=("column_order_mismatch", 1), threshold=0, detail=f"{etype} failed."))
+            continue
+        if col is not None and str(col) not in cur_set:
+            if str(col) not in missing_reported:
+                missing_reported.add(str(col))
+                out.append(finding("schema", "high", f"contract column '{col}' missing from current",
+                                   columns=[col], statistic=("missing_columns", 1), threshold=0,
+                                   detail=f"{etype} could not run: {error or 'column does not exist'}"))
+            continue
+        if error:
+            out.append(finding("schema", "high", f"{etype} could not be evaluated" + (f" on '{col}'" if col else ""),
+                               columns=[col] if col else [], statistic=("evaluation_error", 1), threshold=0,
+                               detail=error[:500]))
+            continue
+        if etype in STRUCTURAL:
+            observed = res.get("observed_value")
+            if observed is None and res.get("partial_unexpected_list") is not None:
+                observed = sorted({type(v).__name__ for v in res.get("partial_unexpected_list", [])})
+            out.append(finding("schema", "high", f"'{col}' has type {observed}, contract expects one of "
+                               f"{', '.join(kw.get('type_list') or [str(kw.get('type_'))])[:120]}",
+                               columns=[col] if col else [], statistic=("type_mismatch", 1), threshold=0,
+                               detail=f"{etype} failed; observed {observed}."))
+            continue
+        pct = res.get("unexpected_percent")
+        if pct is not None:
+            share = float(pct) / 100.0
+            mostly = kw.get("mostly", 1.0)
+            sev = "high" if share >= c["high_unexpected_share"] else "medium"
+            examples = res.get("partial_unexpected_list") or []
+            what = {
+                "expect_column_values_to_be_between": f"outside [{kw.get('min_value')}, {kw.get('max_value')}]",
+                "expect_column_values_to_be_in_set": "not in the reference domain",
+                "expect_column_values_to_not_be_null": "null",
+            }.get(etype, f"failing {etype}")
+            out.append(finding("schema", sev, f"'{col}': {share:.2%} of values {what}",
+                               columns=[col] if col else [], statistic=("unexpected_share", share),
+                               threshold=round(1.0 - float(mostly), 6),
+                               detail=f"{etype}: {res.get('unexpected_count')} of {res.get('element_count')} rows "
+                                      f"unexpected; examples: {examples[:5]}"))
+        else:
+            out.append(finding("schema", "medium", f"{etype} failed" + (f" on '{col}'" if col else ""),
+                               columns=[col] if col else [], statistic=("failed_expectation", 1), threshold=None,
+                               detail=f"observed: {str(res.get('observed_value'))[:300]}"))
+    return out

@@ -1,0 +1,61 @@
+"""One finding of ``aiir check``: what was seen, how bad, and the ATLAS/OWASP ids it suggests."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiir.detect.thresholds import SEVERITIES
+from aiir.knowledge.taxonomy import FINDING_KIND_MAP, suggest
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def finding(kind: str, severity: str, title: str, *, statistic: tuple[str, float | None],
+            threshold: Any = None, columns: list[str] | None = None, sources: list[str] | None = None,
+            detail: str = "", evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build a finding dict with the schema documented in docs/detection.md."""
+    if kind not in FINDING_KIND_MAP:
+        raise ValueError(f"unknown finding kind {kind!r}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r}")
+    ids = suggest(kind)
+    out = {
+        "kind": kind,
+        "severity": severity,
+        "title": title,
+        "columns": [str(c) for c in (columns or [])],
+        "sources": [str(s) for s in (sources or [])],
+        "statistic": {"name": statistic[0], "value": statistic[1]},
+        "threshold": threshold,
+        "detail": detail,
+        "atlas": ids["atlas"],
+        "owasp": ids["owasp"],
+        "mitigations": ids["mitigations"],
+    }
+    if evidence:
+        out["evidence"] = evidence
+    return _clean(out)
+
+
+def ladder(value: float, steps: list[tuple[str, float]]) -> str | None:
+    """The highest severity whose lower bound ``value`` reaches; ``steps`` ascending, e.g. [("low", .1), …]."""
+    level = None
+    for name, bound in steps:
+        if value is not None and math.isfinite(value) and value >= bound:
+            level = name
+    return level
