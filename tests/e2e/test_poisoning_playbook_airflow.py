@@ -1,0 +1,181 @@
+"""End to end through a real Airflow (scheduler, api-server, dag-processor, triggerer) and a real gateway.
+
+The story of issue #4 on embedded defaults: v1 serves; a nightly retrain on a poisoned batch promotes v2;
+the batch's Asset event runs `data_integrity_check`, which opens an incident and triggers
+`incident_data_poisoning`; the playbook contains, seals evidence, finds the poison and the blast radius,
+retrains from clean data, promotes, reports. Each phase's real effect is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    home = tmp_path_factory.mktemp("e2e") / "aiir-home"
+    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "AIIR_GATEWAY_URL")}
+    os.environ["AIIR_HOME"] = str(home)
+    from aiir import bootstrap, demo, runtime
+    from aiir.targets.local import LocalGatewayTarget
+
+    bootstrap.bootstrap()
+    services = []
+    try:
+        gw = runtime.start_gateway(bootstrap.FRAUD_MODEL)
+        services.append(gw)
+        os.environ["AIIR_GATEWAY_URL"] = gw.url
+        af = runtime.Airflow()
+        af.start()
+        services.append(af.service)
+        for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
+            af.wait_for_dag(d)
+        yield {"home": home, "gw": gw, "af": af, "target": LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url),
+               "files": demo.DemoFiles(home / "data")}
+    finally:
+        for s in reversed(services):
+            s.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _traffic(world, seconds: float) -> dict:
+    import pandas as pd
+
+    from aiir.gateway.traffic import replay
+
+    live = world["home"] / "live.parquet"
+    if not live.exists():
+        pd.read_parquet(world["files"].fraud_feedback).drop(columns=["source", "batch", "is_fraud"]).to_parquet(live)
+    return replay(url=world["gw"].url, data=live, rate=50, duration=seconds, clients=["c-alpha", "c-beta"])
+
+
+@pytest.fixture(scope="module")
+def incident(world):
+    from aiir import bootstrap
+
+    af, target = world["af"], world["target"]
+    _traffic(world, 2)
+    v2 = bootstrap.nightly_retrain([4, 5])
+    target.rollback(v2.version, reason="nightly deploy")
+    served = _traffic(world, 3)
+    assert served["by_version"].get(v2.version), served
+    # the poisoned batch lands: Asset event → data_integrity_check
+    batch = world["files"].fraud_batch(5)
+    asset = af.api("GET", "/assets?name_pattern=fraud_training_batches")["assets"][0]
+    af.api("POST", "/assets/events", {"asset_id": asset["id"], "extra": {"path": str(batch)}})
+    from aiir.runtime import wait_until
+
+    check = wait_until(lambda: next(iter(af.runs("data_integrity_check")), None), timeout=120,
+                       what="data_integrity_check run", service=af.service)
+    check = af.wait_for_run("data_integrity_check", check["dag_run_id"], timeout=600)
+    summary = af.xcom("data_integrity_check", check["dag_run_id"], "check")
+    incident_id = summary["incident"]["incident_id"] if summary.get("incident") else None
+    run = af.wait_for_run("incident_data_poisoning", incident_id, timeout=900) if incident_id else None
+    return {"check_run": check, "summary": summary, "incident_id": incident_id, "run": run, "v2": v2.version,
+            "workdir": world["home"] / "incidents" / str(incident_id)}
+
+
+def test_check_opened_incident_and_triggered_playbook_with_conf(world, incident):
+    s = incident["summary"]
+    assert incident["check_run"]["state"] == "success"
+    assert s["status"] == "incident" and "partner_feed_c" in s["suspect_sources"]
+    record = json.loads((incident["workdir"] / "incident.json").read_text())
+    assert record["opened_by"] == "data_integrity_check" and record["findings"]
+    run = world["af"].api("GET", f"/dags/incident_data_poisoning/dagRuns/{incident['incident_id']}")
+    assert run["conf"]["incident_id"] == incident["incident_id"]
+    assert run["conf"]["suspect_sources"] == s["suspect_sources"]
+
+
+def test_every_playbook_task_succeeded(world, incident):
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("incident_data_poisoning",
+                                                                         incident["incident_id"])}
+    assert incident["run"]["state"] == "success", tis
+    assert set(tis.values()) == {"success"}, tis
+
+
+def test_contained_then_recovered_on_a_clean_version(world, incident):
+    w = incident["workdir"]
+    contain = json.loads((w / "contain.json").read_text())
+    assert contain["before"]["mode"] == "serving" and contain["after"]["mode"] == "isolated"
+    assert contain["after"]["routes"][0]["version"] == "1"  # last-known-good took all traffic
+    recovery = json.loads((w / "recovery.json").read_text())
+    new = recovery["new_version"]
+    assert new not in ("1", incident["v2"])
+    state = world["target"].describe()
+    assert state.mode == "serving" and state.serving_versions == [new]
+    served = _traffic(world, 1)
+    assert set(served["by_version"]) == {new}
+    from aiir import registry
+
+    assert registry.resolve_alias("fraud-detector", "champion") == new
+    assert registry.resolve_alias("fraud-detector", "last-known-good") == new
+    registry.verify_alias_log()
+
+
+def test_evidence_bundle_verifies_and_a_tampered_copy_does_not(world, incident, tmp_path):
+    ev = json.loads((incident["workdir"] / "evidence.json").read_text())
+    ok = subprocess.run([str(VENV_BIN / "aiir"), "verify", ev["bundle"]], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(ev["bundle"], copy)
+    for p in copy.rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    victim = next(p for p in sorted(copy.rglob("*.parquet")))
+    victim.write_bytes(victim.read_bytes() + b"x")
+    bad = subprocess.run([str(VENV_BIN / "aiir"), "verify", str(copy)], capture_output=True, text=True)
+    assert bad.returncode == 3 and victim.name in bad.stdout + bad.stderr
+
+
+def test_forensics_found_the_poison_and_the_blast_radius(incident):
+    fx = json.loads((incident["workdir"] / "forensics.json").read_text())
+    q = json.loads((incident["workdir"] / "forensics" / "quarantine.json").read_text())
+    assert q["sources"] == ["partner_feed_c"]
+    assert all("batch_005" in f for f in q["files"])
+    radius = fx["blast_radius"]
+    assert radius["total"] > 0 and set(radius["by_client"]) == {"c-alpha", "c-beta"}
+
+
+def test_report_has_deadlines_and_atlas(incident):
+    report = json.loads((incident["workdir"] / "report" / "report.json").read_text())
+    text = json.dumps(report)
+    assert "AML.T0020" in text and "ML02" in text
+    html = (incident["workdir"] / "report" / "report.html").read_text()
+    assert "GDPR" in html and "72" in html
+
+
+def test_rerunning_a_task_changes_nothing(world, incident):
+    af, iid = world["af"], incident["incident_id"]
+    w = incident["workdir"]
+    before = {n: (w / n).read_bytes() for n in ("contain.json", "evidence.json", "forensics.json")}
+    state_before = world["target"].describe().to_dict()
+    af.api("POST", f"/dags/incident_data_poisoning/dagRuns/{iid}/clearTaskInstances",
+           {"dry_run": False, "task_ids": ["isolate_endpoint", "preserve_evidence", "forensics"],
+            "only_failed": False, "reset_dag_runs": True})
+    time.sleep(1)
+    af.wait_for_run("incident_data_poisoning", iid, timeout=300)
+    assert {n: (w / n).read_bytes() for n in before} == before
+    after = world["target"].describe().to_dict()
+    assert after["mode"] == state_before["mode"] and after["routes"] == state_before["routes"]
+
+
+def test_malformed_conf_is_refused_before_any_task(world):
+    from urllib.error import HTTPError
+
+    with pytest.raises(HTTPError) as exc:
+        world["af"].trigger("incident_data_poisoning", {"target_kind": "azure"})
+    assert exc.value.code in (400, 422)
