@@ -54,7 +54,8 @@ def open_regular(path: str | Path, *, follow_symlinks: bool = True) -> tuple[int
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise BadInput(str(path), "is not a regular file")
+        raise BadInput(str(path), "is a folder, expected a file" if stat.S_ISDIR(st.st_mode)
+                       else "is not a regular file (FIFO, socket or device)")
     os.set_blocking(fd, True)
     return fd, st
 
