@@ -169,7 +169,11 @@ def build_clean_set(model: str, replaced_version: str, quarantine: dict[str, Any
         raise BadInput("quarantine", "removes every training row: nothing left to train on")
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_sha = fx.write_parquet(clean, out_dir / CLEAN_FILE)
-    removed_sha = fx.write_parquet(removed_df, out_dir / REMOVED_ROWS_FILE)
+    if len(removed_df):
+        removed_sha = fx.write_parquet(removed_df, out_dir / REMOVED_ROWS_FILE)
+    else:  # nothing quarantined: no poisoned rows for the gate (and no stale file from another input)
+        (out_dir / REMOVED_ROWS_FILE).unlink(missing_ok=True)
+        removed_sha = None
     summary = {
         "model": model, "replaced_version": mv.version,
         "quarantine": {"suspect_version": q.get("suspect_version"), "good_version": q.get("good_version"),
@@ -182,7 +186,8 @@ def build_clean_set(model: str, replaced_version: str, quarantine: dict[str, Any
         "removed_by_slice": int(sum(f["removed_by_slice"] for f in files)),
         "removed_by_digest": int(sum(f["removed_by_digest"] for f in files)),
         "clean_file": str((out_dir / CLEAN_FILE).resolve()), "clean_sha256": clean_sha,
-        "removed_rows_file": str((out_dir / REMOVED_ROWS_FILE).resolve()), "removed_rows_sha256": removed_sha,
+        "removed_rows_file": str((out_dir / REMOVED_ROWS_FILE).resolve()) if removed_sha else None,
+        "removed_rows_sha256": removed_sha,
     }
     fx.write_json(out_dir / CLEAN_SUMMARY_FILE, summary)
     return fx._jsonable(summary)
@@ -451,8 +456,15 @@ def gate(model: str, candidate_version: str, baseline_version: str, holdout_path
         checks.append(_check(f"holdout_{metric}", cv, bv, bv - tolerance,
                              detail=f"candidate {metric} >= baseline {metric} - {tolerance}"))
     poison: dict[str, Any] = {"rows_file": str(poisoned_rows_path) if poisoned_rows_path else None}
+    rows = None
     if poisoned_rows_path is not None:
-        rows = read_table(poisoned_rows_path, what="poisoned rows")
+        try:
+            rows = read_table(poisoned_rows_path, what="poisoned rows")
+        except BadInput as exc:
+            if "no rows" not in str(exc):
+                raise
+            poison["skipped"] = "the poisoned-rows file holds no rows: the gate only checked the holdout"
+    if rows is not None:
         base_s = b_score(rows)
         labelled = label in rows.columns
         neg = (rows[label] != c_pos).to_numpy() if labelled else np.ones(len(rows), bool)
@@ -494,7 +506,7 @@ def gate(model: str, candidate_version: str, baseline_version: str, holdout_path
                          detail="candidate rate >= compromised rate + max(2*tolerance, (baseline - compromised)/2)")
             chk["compromised"] = pr
             checks.append(chk)
-    else:
+    elif poisoned_rows_path is None:
         poison["skipped"] = "no poisoned rows given: the gate only checked the holdout"
     result = {
         "model": model, "candidate_version": cand.version, "baseline_version": base.version,
