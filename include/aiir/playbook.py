@@ -265,7 +265,9 @@ def forensics(record: IncidentRecord) -> dict[str, Any]:
     result = {"localisation": loc, "blast_radius": radius, "dir": str(fdir)}
     _write(out, result)
     add_event(record, "forensics_done", actor="aiir-playbook",
-              details={"suspects": loc.get("suspects"), "affected_decisions": radius.get("total")})
+              details={"quarantined": [x.get("id") for x in loc.get("suspects", []) if x.get("quarantined")],
+                       "affected_decisions": radius.get("total"),
+                       "clients_affected": radius.get("clients_affected")})
     return result
 
 
