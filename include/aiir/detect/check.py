@@ -128,9 +128,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInput(str(out), "--out must be a directory, got a file")
-    say(f"reading reference {reference if not isinstance(reference, pd.DataFrame) else '(DataFrame)'}")
     ref, ref_meta = _load(reference, "reference")
-    say(f"reading current {current if not isinstance(current, pd.DataFrame) else '(DataFrame)'}")
     cur, cur_meta = _load(current, "current")
     ref_where = ref_meta["path"] or "reference"
     cur_where = cur_meta["path"] or "current"
@@ -138,8 +136,13 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     require_columns(cur, {"--label-column": label_column, "--source-column": source_column}, where=cur_where)
     if label_column is not None and label_column == source_column:
         raise BadInput("--source-column", "must differ from --label-column")
+    if contract_data is not None:  # GX's own checks of a supplied suite, before any progress line
+        contract_mod.build_suite(contract_data, str(contract))
     out.mkdir(parents=True, exist_ok=True)
     lap("read")
+    # progress starts once every input is known to be usable: a bad input gives exactly one stderr line
+    say(f"reference {ref_meta['path'] or '(DataFrame)'}: {ref_meta['rows']:,} rows x {ref_meta['columns']} columns; "
+        f"current {cur_meta['path'] or '(DataFrame)'}: {cur_meta['rows']:,} rows x {cur_meta['columns']} columns")
 
     exclude = [c for c in (label_column, source_column) if c is not None]
     types = column_types(ref, t, exclude=exclude)

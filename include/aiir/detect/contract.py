@@ -161,11 +161,25 @@ def build_suite(data: dict[str, Any], where: str):
     kwargs.setdefault("name", "aiir-contract")
     try:
         with _quiet_gx():
-            return gx.ExpectationSuite(**kwargs)
+            suite = gx.ExpectationSuite(**kwargs)
     except Exception as exc:  # GX raises InvalidExpectationConfigurationError, pydantic errors, TypeError
         msg = " ".join(str(exc).split())
         raise BadInput(where, f"contract is not a valid Great Expectations suite ({type(exc).__name__}: "
                               f"{msg[:300]})") from None
+    # GX 1.x only *logs* an unknown expectation type and drops it: a contract must not shrink silently
+    wanted = [e.get("type") for e in kwargs.get("expectations") or [] if isinstance(e, dict)]
+    if len(suite.expectations) != len(wanted):
+        from great_expectations.expectations.registry import get_expectation_impl
+
+        unknown = []
+        for name in wanted:
+            try:
+                get_expectation_impl(name)
+            except Exception:
+                unknown.append(str(name))
+        raise BadInput(where, "contract is not a valid Great Expectations suite (unknown expectation type(s): "
+                              f"{', '.join(unknown) or '?'}; {len(wanted) - len(suite.expectations)} dropped)")
+    return suite
 
 
 def validate(cur: pd.DataFrame, suite_data: dict[str, Any], *, where: str = "contract") -> dict[str, Any]:

@@ -263,9 +263,13 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
     model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15,
                                            categorical_features=cat_mask if cat_mask.any() else None,
                                            random_state=0)
-    model.fit(x_train, y_ref[train_idx])
-    p_cal = model.predict_proba(x_cal)[:, 1]
-    p_cur = model.predict_proba(x_cur)[:, 1]
+    from threadpoolctl import threadpool_limits
+
+    # one OpenMP thread: on a busy 2-core machine oversubscribed OpenMP is ~10x slower, not faster
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model.fit(x_train, y_ref[train_idx])
+        p_cal = model.predict_proba(x_cal)[:, 1]
+        p_cur = model.predict_proba(x_cur)[:, 1]
     q = max(lc["band_min_share"], 2 * float(y_ref.mean()))
     cut = float(np.quantile(p_cal, 1 - q))
     in_cal = p_cal >= cut
