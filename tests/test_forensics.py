@@ -290,6 +290,8 @@ def test_blast_radius_counts_only_the_compromised_version_inside_its_window(loc,
                 c["pattern_let_through"]) for k, c in clients.items()} == {
         "acme": (3, 1, 2, 2, 2), "globex": (2, 0, 2, 1, 1), "initech": (2, 1, 1, 1, 0)}
     assert clients["acme"]["first_ts"] == "2026-03-02T00:00:00.000000Z"
+    assert set(res["by_client"]) == {"acme", "globex", "initech"}
+    assert res["by_client"]["globex"]["pattern_let_through"] == 1
     assert res["pattern"]["matched"] == 4 and res["pattern"]["let_through"] == 3
     assert res["likely_missed_positives"] == 3
 

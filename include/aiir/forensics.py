@@ -947,6 +947,7 @@ def blast_radius(decisions: pd.DataFrame, *, model: str, version: str, since: st
         "predicted_negative": int(len(served) - served["_pred"].sum()),
         "clients_affected": len(clients),
         "clients": clients,
+        "by_client": {c["client_id"]: {k: v for k, v in c.items() if k != "client_id"} for c in clients},
         "pattern": (None if pattern is None else {
             "description": pattern.get("description") or describe_pattern(pattern),
             "conditions": pattern.get("conditions", []),
