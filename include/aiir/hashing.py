@@ -22,13 +22,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_tree(root: str | Path) -> dict[str, str]:
-    """Digest of every file below ``root`` keyed by POSIX relative path (sorted)."""
+# Files a tool rewrites on read, which are not part of the artifact: MLflow writes
+# ``registered_model_meta`` into a model folder whenever ``models:/NAME/V`` is loaded or downloaded.
+VOLATILE_NAMES = frozenset({"registered_model_meta"})
+
+
+def sha256_tree(root: str | Path, *, exclude: frozenset[str] = VOLATILE_NAMES) -> dict[str, str]:
+    """Digest of every file below ``root`` keyed by POSIX relative path (sorted), minus ``exclude`` names."""
     root = Path(root)
     if root.is_file():
         return {root.name: sha256_file(root)}
     return {p.relative_to(root).as_posix(): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in exclude}
 
 
 def tree_digest(root: str | Path) -> str:
