@@ -26,12 +26,15 @@ RECORD_FROM_XCOM = "{{ ti.xcom_pull(task_ids='open_incident') }}"
 
 
 def _fail_on_aiir_error(fn):
+    """Bad input and broken integrity fail at once (a retry cannot fix them); a target that did not
+    answer (TargetError) is raised as is, so the task's retries apply."""
+
     def wrapper(self, context):
-        from aiir.errors import AiirError
+        from aiir.errors import BadInput, IntegrityError
 
         try:
             return fn(self, context)
-        except AiirError as exc:
+        except (BadInput, IntegrityError) as exc:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     wrapper.__name__ = fn.__name__
