@@ -328,6 +328,9 @@ class Bundle:
             return self._files[dest]
         finally:
             staged.unlink(missing_ok=True)
+            if self._is_sealed():  # lost a race with seal(): leave no staging folder behind
+                with contextlib.suppress(OSError):
+                    staged.parent.rmdir()
 
     def add_file(self, src: str | Path, dest_name: str | None = None, *, category: str,
                  description: str = "") -> FileRecord:

@@ -251,7 +251,7 @@ def copy_and_hash(src: str | Path, dst: str | Path, *, chunk: int = CHUNK,
         try:
             if method == "simple" or (method == "auto" and size < PIPELINE_MIN):
                 return _simple(fi, fo, size, chunk)
-            if method == "threaded":
+            if method == "threaded" or (method == "auto" and not hasattr(os, "copy_file_range")):
                 return _threaded(fi, fo, size, chunk)
             try:
                 return _cfr_pipeline(fi, fo, size, chunk)
