@@ -115,14 +115,17 @@ def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[st
             exps.append(E.ExpectColumnValuesToBeBetween(column=col, min_value=new_lo, max_value=hi + pad,
                                                         mostly=round(max(0.0, 1.0 - allowed_out), 6)))
         elif ctype == "categorical" and not pd.api.types.is_bool_dtype(s.dtype):
-            domain = non_null.unique()
-            if len(domain) <= c["max_domain_size"]:
+            counts = non_null.value_counts()
+            domain = counts.index.to_numpy()
+            # Good-Turing: the chance that a new value is unseen is ~ (values seen once) / n
+            allowed_new = max(1.0 - c["domain_mostly"], min(1.0, 3.0 * float((counts == 1).sum()) / len(non_null)))
+            if len(domain) <= c["max_domain_size"] and allowed_new < 1.0:
                 try:
                     value_set = sorted(_py(v) for v in domain)
                 except TypeError:
                     value_set = sorted((_py(v) for v in domain), key=str)
                 exps.append(E.ExpectColumnValuesToBeInSet(column=col, value_set=value_set,
-                                                          mostly=c["domain_mostly"]))
+                                                          mostly=round(1.0 - allowed_new, 6)))
     with _quiet_gx():
         suite = gx.ExpectationSuite(name=name, expectations=exps, meta={"aiir": meta or {}})
         return suite.to_json_dict()

@@ -279,7 +279,8 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
     e_cal_all = float(p_cal.sum())
     calib_all = float(y_cal.sum()) / e_cal_all if e_cal_all > 0 else 1.0
     y_cur = (cur[label] == pos).to_numpy()
-    in_cur = p_cur >= cut
+    labelled = cur[label].notna().to_numpy()  # rows without a label say nothing about flipping
+    in_cur = (p_cur >= cut) & labelled
 
     def oe(rows: np.ndarray, factor: float) -> dict[str, Any]:
         o = float(y_cur[rows].sum())
@@ -296,12 +297,12 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
         st["all_rows"] = {"rows": int(mask.sum()), **oe(mask, calib_all)}  # covariate-adjusted label rate
         return st
 
-    groups: dict[str, np.ndarray] = {"(all)": np.ones(len(cur), dtype=bool)}
+    groups: dict[str, np.ndarray] = {"(all)": labelled.copy()}
     if source and source in cur.columns:
         for s, idx in cur.groupby(source, sort=True, dropna=False, observed=True).indices.items():
             m = np.zeros(len(cur), dtype=bool)
             m[idx] = True
-            groups[_fmt(s)] = m
+            groups[_fmt(s)] = m & labelled
     n_tests = len(groups)
     result: dict[str, Any] = {"positive_class": pos, "band_share": q, "score_cut": cut, "n_tests": len(groups),
                               "reference_band": {"rows": int(in_cal.sum()), "observed_positives": o_cal,
@@ -498,7 +499,7 @@ def outliers(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], types: d
     per_col = {}
     for c in num:
         rf = finite_values(ref[c])
-        if rf.size < 10:
+        if rf.size < 10 or np.ptp(rf) == 0:
             continue
         # right-skewed non-negative features (amounts, durations, counts) are judged on a log scale,
         # otherwise their natural tail would hide injected extremes
