@@ -210,10 +210,22 @@ class ProcessDecisionWriter:
         return True
 
     def close(self, timeout: float = 30.0) -> None:
-        """After the event loop stopped: send the rest (blocking), end input, wait, read final acks."""
+        """Send the rest (blocking), end the child's input, wait for it, read the final acks. Safe on the
+        loop's thread during shutdown or after the loop stopped; idempotent."""
         if self._closed:
             return
         self._closed = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():  # detach from the loop (may still be running)
+            try:
+                loop.remove_reader(self._rfd)
+                if self._writer_registered:
+                    loop.remove_writer(self._wfd)
+                    self._writer_registered = False
+                if self._pump_task is not None:
+                    self._pump_task.cancel()
+            except (RuntimeError, ValueError, OSError):
+                pass
         if self.dead is None:
             try:
                 if self._buf:

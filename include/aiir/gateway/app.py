@@ -1,0 +1,404 @@
+"""The gateway's HTTP surface (Starlette on uvicorn, one process, one event loop).
+
+Scoring runs inline on the event loop (the demo models take well under a millisecond; a thread hop
+would cost more than it saves). Decisions are handed to the log writer (by default a child process,
+:mod:`aiir.gateway.log_writer`) *before* the response is sent; if the log cannot keep up, or its writer
+died, the request is refused (503) rather than served unlogged.
+Admin operations run in a worker thread (they may load a model version) and swap the routing in one
+assignment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiir.gateway.control import MAX_CLIENT_ID, ControlError, Controller
+from aiir.gateway.decision_log import (
+    DecisionLog,
+    DecisionWriter,
+    LogBacklogFull,
+    _json_default,
+    new_decision_ids,
+)
+from aiir.gateway.scoring import InputError, parse_body
+from aiir.gateway.state import fingerprint
+
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+ADMIN_MODEL_HEADER = "x-aiir-model"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=_json_default).encode()
+
+
+def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: Any | None,
+               max_body_bytes: int = DEFAULT_MAX_BODY):
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    model_name = ctl.name
+    stats = ctl.stats
+    by_version = ctl.by_version
+    auth_failures: list[float] = []
+
+    def jresp(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
+
+    def err(status: int, code: str, message: str, request_id: str | None = None, **extra: Any) -> Response:
+        stats[f"http_{status}"] += 1
+        body = {"error": code, "message": message, **extra}
+        if request_id:
+            body["request_id"] = request_id
+        headers = {"X-Request-Id": request_id} if request_id else None
+        return jresp(body, status, headers)
+
+    async def read_body(request: Request) -> bytes:
+        cl = request.headers.get("content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                raise InputError("invalid Content-Length header", code="bad_request") from None
+            if n > max_body_bytes:
+                raise InputError(f"request body is {n} bytes; the limit is {max_body_bytes} bytes",
+                                 code="body_too_large", status=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise InputError(f"request body exceeds the limit of {max_body_bytes} bytes",
+                                 code="body_too_large", status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ scoring
+    async def ping(request: Request) -> Response:
+        r = ctl.routing
+        body = {"status": "ok", "model": model_name, "mode": r.mode,
+                "serving_version": r.serving.version if r.mode != "quarantined" else None}
+        if writer is not None and getattr(writer, "dead", None):
+            body.update(status="degraded", problem=f"decision log writer is down: {writer.dead}")
+            return jresp(body, 503)
+        return jresp(body)
+
+    async def invocations(request: Request) -> Response:
+        t0 = time.perf_counter()
+        t_epoch = time.time()
+        headers = request.headers
+        rid = headers.get("x-request-id")
+        if rid is None:
+            rid = uuid.uuid4().hex
+        elif not (0 < len(rid) <= 128 and rid.isprintable()):
+            return err(400, "bad_request_id", "X-Request-Id must be 1-128 printable characters")
+        client = headers.get("x-client-id") or "anonymous"
+        if len(client) > MAX_CLIENT_ID or not client.isprintable():
+            return err(400, "bad_client_id", f"X-Client-Id must be 1-{MAX_CLIENT_ID} printable characters",
+                       rid)
+        stats["requests"] += 1
+        try:
+            r = ctl.routing
+            if client in r.blocked:
+                stats["refused_blocked"] += 1
+                return err(403, "client_blocked", f"client '{client}' is blocked by incident containment",
+                           rid, reason=ctl.state.reason)
+            if r.mode == "quarantined":
+                stats["refused_quarantined"] += 1
+                return err(503, "model_quarantined", f"model '{model_name}' is quarantined: scoring is "
+                           "suspended by incident containment", rid, reason=ctl.state.reason)
+            rate = r.rate_limits.get(client)
+            if rate is not None:
+                ok, wait = ctl.allow(client, rate)
+                if not ok:
+                    stats["refused_rate_limited"] += 1
+                    resp = err(429, "rate_limited", f"client '{client}' is limited to {rate:g} requests/s",
+                               rid, retry_after_s=round(wait, 3))
+                    resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+                    return resp
+            lv = ctl.pick(r)
+            body = await read_body(request)
+            cols, rows = parse_body(body, headers.get("content-type"), lv.schema)
+            df = lv.schema.to_frame(cols, rows)
+            try:
+                preds, scores = lv.predict(df)
+            except (ValueError, TypeError) as exc:
+                return err(422, "model_rejected_input", f"model version {lv.version} could not score the "
+                           f"input: {str(exc).splitlines()[0][:300]}", rid)
+            n = len(rows)
+            ids = new_decision_ids(n)
+            latency_ms = (time.perf_counter() - t0) * 1000.0
+            if writer is not None:
+                try:
+                    writer.submit((t_epoch, client, rid, model_name, lv.version, lv.digest, cols, rows, ids,
+                                   preds, scores, latency_ms, "gateway"))
+                except LogBacklogFull as exc:
+                    return err(503, "decision_log_unavailable", f"refusing to serve unlogged decisions: {exc}",
+                               rid)
+            stats["decisions"] += n
+            by_version[lv.version] += 1
+            out = {"predictions": preds, "scores": scores if scores is not None else [None] * n,
+                   "decision_ids": ids, "model": model_name, "model_version": lv.version}
+            return Response(_dumps(out), media_type="application/json",
+                            headers={"X-Model-Version": lv.version, "X-Request-Id": rid})
+        except InputError as exc:
+            stats["bad_requests"] += 1
+            return err(exc.status, exc.code, exc.message, rid)
+        except Exception as exc:  # never let one request take the server down
+            stats["internal_errors"] += 1
+            traceback.print_exc(file=sys.stderr)
+            return err(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}", rid)
+
+    # ------------------------------------------------------------------ admin
+    def authorize(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
+        remote = request.client.host if request.client else None
+        auth = request.headers.get("authorization")
+        presented = None
+        if auth and auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        if presented is None or not ctl.store.check_token(token, presented):
+            now = time.monotonic()
+            auth_failures[:] = [t for t in auth_failures if now - t < 60][-100:]
+            if len(auth_failures) < 60:  # audit refused admin calls, at most 60 a minute
+                auth_failures.append(now)
+                ctl.store.audit({"action": "auth_refused", "actor": {"remote": remote},
+                                 "params": {"path": request.url.path, "token_presented": presented is not None},
+                                 "changed": False, "reason": ""})
+            stats["admin_auth_refused"] += 1
+            msg = ("missing admin token: send 'Authorization: Bearer <token>' (the token is in "
+                   f"{ctl.store.token_path})" if presented is None else "invalid admin token")
+            return None, jresp({"error": "unauthorized", "message": msg}, 401,
+                               {"WWW-Authenticate": 'Bearer realm="aiir-gateway"'})
+        want = request.headers.get(ADMIN_MODEL_HEADER)
+        if want is not None and want != model_name:
+            return None, jresp({"error": "wrong_model", "message": f"this gateway serves model '{model_name}', "
+                                f"not '{want}'"}, 409)
+        return {"token": fingerprint(presented), "remote": remote,
+                "user_agent": request.headers.get("user-agent", "")[:200]}, None
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        body = await read_body(request)
+        if not body.strip():
+            return {}
+        try:
+            obj = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"admin body is not valid JSON ({exc})", code="bad_json") from None
+        if not isinstance(obj, dict):
+            raise InputError("admin body must be a JSON object", code="bad_format")
+        return obj
+
+    def admin(op):
+        async def endpoint(request: Request) -> Response:
+            actor, refusal = authorize(request)
+            if refusal is not None:
+                return refusal
+            try:
+                body = await json_body(request) if request.method == "POST" else {}
+                result = await op(request, body, actor)
+                return result if isinstance(result, Response) else jresp(result)
+            except InputError as exc:
+                return err(exc.status, exc.code, exc.message)
+            except ControlError as exc:
+                return err(exc.status, exc.code, exc.message)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                return err(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")
+        return endpoint
+
+    def reason_of(body: dict) -> str:
+        r = body.get("reason", "")
+        if not isinstance(r, str):
+            raise InputError("'reason' must be a string", code="bad_format")
+        return r[:2000]
+
+    def known(body: dict, allowed: set[str]) -> None:
+        bad = sorted(set(body) - allowed - {"reason"})
+        if bad:
+            raise InputError(f"unknown field(s): {', '.join(bad)} (allowed: {', '.join(sorted(allowed | {'reason'}))})",
+                             code="bad_format")
+
+    async def op_state(request, body, actor):
+        d = ctl.describe()
+        d["extra"]["stats"] = {**stats, "by_version": dict(by_version)}
+        d["extra"]["decision_log"] = ({"enabled": True, "path": str(log.path), **writer.stats()}
+                                      if writer is not None else {"enabled": False})
+        return d
+
+    async def op_isolate(request, body, actor):
+        known(body, {"fallback_version", "quarantine"})
+        q = body.get("quarantine", False)
+        if not isinstance(q, bool):
+            raise InputError("'quarantine' must be true or false", code="bad_format")
+        fb = body.get("fallback_version")
+        if fb is not None and (isinstance(fb, bool) or not isinstance(fb, str | int)):
+            raise InputError("'fallback_version' must be a version number", code="bad_format")
+        return await run_in_threadpool(ctl.isolate, fallback_version=None if fb is None else str(fb),
+                                       quarantine=q, reason=reason_of(body), actor=actor)
+
+    async def op_block(request, body, actor):
+        known(body, {"clients", "rate_limit_per_s"})
+        return await run_in_threadpool(ctl.block, body.get("clients"),
+                                       rate_limit_per_s=body.get("rate_limit_per_s"),
+                                       reason=reason_of(body), actor=actor)
+
+    async def op_restore(request, body, actor):
+        known(body, {"follow_alias"})
+        fa = body.get("follow_alias", False)
+        if not isinstance(fa, bool):
+            raise InputError("'follow_alias' must be true or false", code="bad_format")
+        return await run_in_threadpool(ctl.restore, reason=reason_of(body), follow_alias=fa, actor=actor)
+
+    async def op_rollback(request, body, actor):
+        known(body, {"version"})
+        return await run_in_threadpool(ctl.rollback, body.get("version"), reason=reason_of(body), actor=actor)
+
+    async def op_canary(request, body, actor):
+        known(body, {"version", "share"})
+        if "share" not in body:
+            raise InputError("'share' is required (0..1)", code="bad_format")
+        return await run_in_threadpool(ctl.canary, body.get("version"), body.get("share"),
+                                       reason=reason_of(body), actor=actor)
+
+    def _int_param(request, name: str, default: int | None, hi: int) -> int | None:
+        v = request.query_params.get(name)
+        if v is None:
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise InputError(f"query parameter '{name}' must be an integer", code="bad_format") from None
+        if not 0 <= n <= hi:
+            raise InputError(f"query parameter '{name}' must be between 0 and {hi}", code="bad_format")
+        return n
+
+    async def op_decisions(request, body, actor):
+        if log is None:
+            raise InputError("decision logging is off (--no-log)", code="log_disabled", status=409)
+        qp = request.query_params
+        limit = _int_param(request, "limit", 100, 100_000)
+        if writer is not None:
+            await writer.aflush(10.0)
+
+        def q():
+            from aiir.errors import BadInput
+            try:
+                rows = log.query(since=qp.get("since"), until=qp.get("until"), version=qp.get("version"),
+                                 client=qp.get("client"), limit=limit, newest_first=True)
+            except BadInput as exc:
+                raise InputError(str(exc), code="bad_format") from None
+            rows.reverse()
+            return rows
+        return {"decisions": await run_in_threadpool(q), "head": await run_in_threadpool(log.head)}
+
+    async def op_audit(request, body, actor):
+        limit = _int_param(request, "limit", None, 1_000_000)
+        return {"entries": await run_in_threadpool(ctl.store.read_audit, limit)}
+
+    async def op_flush(request, body, actor):
+        ok = True
+        if writer is not None:
+            ok = await writer.aflush(10.0)
+        return {"flushed": ok, "head": (await run_in_threadpool(log.head)) if log else None}
+
+    routes = [
+        Route("/ping", ping, methods=["GET"]),
+        Route("/health", ping, methods=["GET"]),
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/admin/state", admin(op_state), methods=["GET"]),
+        Route("/admin/isolate", admin(op_isolate), methods=["POST"]),
+        Route("/admin/block", admin(op_block), methods=["POST"]),
+        Route("/admin/restore", admin(op_restore), methods=["POST"]),
+        Route("/admin/rollback", admin(op_rollback), methods=["POST"]),
+        Route("/admin/canary", admin(op_canary), methods=["POST"]),
+        Route("/admin/decisions", admin(op_decisions), methods=["GET"]),
+        Route("/admin/audit", admin(op_audit), methods=["GET"]),
+        Route("/admin/flush", admin(op_flush), methods=["POST"]),
+    ]
+
+    async def not_found(request, exc):
+        return jresp({"error": "not_found", "message": f"no route {request.method} {request.url.path}"}, 404)
+
+    async def not_allowed(request, exc):
+        return jresp({"error": "method_not_allowed", "message": f"{request.method} is not allowed on "
+                      f"{request.url.path}"}, 405)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # graceful shutdown (SIGTERM/SIGINT): every decision handed to the writer is committed before
+        # the process goes — uvicorn re-raises the signal after this, so it cannot wait for later
+        if writer is not None:
+            writer.close()
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed}, lifespan=lifespan)
+
+
+def run_server(*, model: str, alias: str = "champion", fallback_alias: str | None = "last-known-good",
+               host: str = "127.0.0.1", port: int = 8080, state_dir: str | Path | None = None,
+               tracking_uri: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+               max_rows: int = 10_000, log_decisions: bool = True, log_writer: str = "process") -> None:
+    """Start the gateway and block until SIGINT/SIGTERM; flushes the decision log on the way out."""
+    import uvicorn
+
+    from aiir import config
+    from aiir.cli._util import progress
+    from aiir.gateway import DECISIONS_FILE
+    from aiir.gateway.models import ModelStore
+    from aiir.gateway.state import StateStore
+
+    p = config.paths()
+    sdir = Path(state_dir) if state_dir else p.gateway / model
+    uri = tracking_uri or p.mlflow_tracking_uri
+    store = StateStore(sdir)
+    token = store.token()
+    progress(f"loading model '{model}' from {uri}")
+    models = ModelStore(model, uri, max_rows=max_rows)
+    ctl = Controller(model, models, store, alias=alias, fallback_alias=fallback_alias)
+    st = ctl.start()
+    for w in ctl.warnings:
+        progress(f"warning: {w}")
+    log = writer = None
+    if log_decisions:
+        log = DecisionLog(sdir / DECISIONS_FILE)
+        if log_writer == "process":
+            from aiir.gateway.log_writer import ProcessDecisionWriter
+
+            writer = ProcessDecisionWriter(log.path)
+        else:
+            writer = DecisionWriter(log)
+    else:
+        progress("warning: decision logging is OFF (--no-log); decisions are not recorded")
+    app = create_app(ctl, token=token, log=log, writer=writer, max_body_bytes=max_body_bytes)
+    progress(f"serving '{model}' v{ctl.routing.serving.version} ({st.mode}) on http://{host}:{port} — "
+             f"state {sdir}, admin token in {store.token_path}")
+    cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                         timeout_graceful_shutdown=5, server_header=False)
+    server = uvicorn.Server(cfg)
+    # uvicorn handles SIGINT/SIGTERM (graceful shutdown, log writer closed in the lifespan), then re-raises
+    # the signal to the handler that was installed before it: make that a no-op so we end normally (exit 0)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if writer is not None:
+            writer.close()
+            progress(f"decision log flushed: {writer.written} rows written"
+                     + (f", {writer.rejected} rejected" if writer.rejected else ""))
+        if log is not None:
+            log.close()
+    if not server.started:
+        from aiir.errors import TargetError
+
+        raise TargetError(f"gateway could not listen on {host}:{port} (port in use or not allowed)")

@@ -1,0 +1,152 @@
+"""The local gateway as a DeploymentTarget: an HTTP client of ``aiir serve``'s admin API.
+
+Every call names the model it means (``X-Aiir-Model``), so a gateway serving another model refuses
+instead of being contained by mistake. The returned :class:`ServingState` is what the gateway reports
+after the operation (never assumed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aiir.errors import BadInput, TargetError
+from aiir.targets.base import DeploymentTarget, ServingState
+
+
+class LocalGatewayTarget(DeploymentTarget):
+    kind: ClassVar[str] = "local"
+
+    def __init__(self, name: str, url: str | None = None, token: str | None = None,
+                 state_dir: str | Path | None = None, *, timeout: float = 5.0, connect_timeout: float = 2.0):
+        super().__init__(name)
+        from aiir import config
+
+        self.url = (url or config.gateway_url()).rstrip("/")
+        self.state_dir = Path(state_dir) if state_dir else config.paths().gateway / name
+        self._token = token
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+
+    # ------------------------------------------------------------------ plumbing
+    def _get_token(self) -> str:
+        if self._token:
+            return self._token
+        from aiir.gateway import TOKEN_FILE
+        from aiir.gateway.state import read_token
+
+        try:
+            self._token = read_token(self.state_dir / TOKEN_FILE)
+        except BadInput as exc:
+            raise TargetError(f"{self.ref}: cannot read the gateway admin token ({exc}); start `aiir serve "
+                              f"--model {self.name}` once, or pass token=") from None
+        return self._token
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        url = f"{self.url}{path}"
+        headers = {"Authorization": f"Bearer {self._get_token()}", "X-Aiir-Model": self.name,
+                   "User-Agent": "aiir-local-target"}
+        timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
+        try:
+            r = httpx.request(method, url, json=body, params=params, headers=headers, timeout=timeout)
+        except httpx.ConnectError:
+            raise TargetError(f"{self.ref}: gateway at {self.url} is unreachable (connection refused or "
+                              f"no route) — is `aiir serve --model {self.name}` running there?") from None
+        except httpx.TimeoutException:
+            raise TargetError(f"{self.ref}: gateway at {self.url} did not answer {method} {path} within "
+                              f"{self.timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise TargetError(f"{self.ref}: {method} {url} failed ({type(exc).__name__}: {exc})") from None
+        try:
+            data = r.json()
+        except (json.JSONDecodeError, ValueError):
+            data = None
+        if r.status_code == 200 and data is not None:
+            return data
+        msg = data.get("message") if isinstance(data, dict) else (r.text[:300] or r.reason_phrase)
+        if r.status_code == 401:
+            raise TargetError(f"{self.ref}: gateway at {self.url} refused the admin token (HTTP 401: {msg})")
+        if r.status_code in (400, 404, 422):
+            raise BadInput(f"{self.ref} {path}", msg)
+        raise TargetError(f"{self.ref}: {method} {path} at {self.url} failed (HTTP {r.status_code}: {msg})")
+
+    def _state(self, data: Any) -> ServingState:
+        if not isinstance(data, dict) or "mode" not in data:
+            raise TargetError(f"{self.ref}: gateway at {self.url} returned no serving state")
+        if data.get("model") != self.name:
+            raise TargetError(f"{self.ref}: gateway at {self.url} serves model '{data.get('model')}', "
+                              f"not '{self.name}'")
+        return ServingState.from_dict(data)
+
+    # ------------------------------------------------------------------ contract
+    def describe(self) -> ServingState:
+        return self._state(self._request("GET", "/admin/state"))
+
+    def isolate(self, *, fallback_version: str | None = None, quarantine: bool = False,
+                reason: str = "") -> ServingState:
+        body: dict[str, Any] = {"quarantine": bool(quarantine), "reason": reason}
+        if fallback_version is not None:
+            body["fallback_version"] = str(fallback_version)
+        return self._state(self._request("POST", "/admin/isolate", body))
+
+    def block_clients(self, clients: list[str], *, rate_limit_per_s: float | None = None,
+                      reason: str = "") -> ServingState:
+        body: dict[str, Any] = {"clients": list(clients), "reason": reason}
+        if rate_limit_per_s is not None:
+            body["rate_limit_per_s"] = rate_limit_per_s
+        return self._state(self._request("POST", "/admin/block", body))
+
+    def restore(self, *, reason: str = "", follow_alias: bool = False) -> ServingState:
+        """Lift containment. ``follow_alias`` (gateway extension) also unpins a rolled-back primary."""
+        return self._state(self._request("POST", "/admin/restore",
+                                         {"reason": reason, "follow_alias": bool(follow_alias)}))
+
+    def rollback(self, version: str, *, reason: str = "") -> ServingState:
+        return self._state(self._request("POST", "/admin/rollback", {"version": str(version), "reason": reason}))
+
+    def canary(self, version: str, share: float, *, reason: str = "") -> ServingState:
+        return self._state(self._request("POST", "/admin/canary",
+                                         {"version": str(version), "share": share, "reason": reason}))
+
+    def snapshot(self, dest: Path, *, decisions: int = 1000) -> list[Path]:
+        """Write ``state.json``, ``admin-audit.jsonl``, ``decisions-recent.jsonl`` (the last ``decisions``
+        decisions, oldest first) and ``decision-log-head.json`` into ``dest``."""
+        from aiir.gateway.state import atomic_write_json
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        state = self._request("GET", "/admin/state")
+        self._state(state)
+        audit = self._request("GET", "/admin/audit")
+        written = []
+        p = dest / "state.json"
+        atomic_write_json(p, state)
+        written.append(p)
+        p = dest / "admin-audit.jsonl"
+        _write_lines(p, audit.get("entries", []))
+        written.append(p)
+        if state.get("extra", {}).get("decision_log", {}).get("enabled", True):
+            dec = self._request("GET", "/admin/decisions", params={"limit": int(decisions)})
+            p = dest / "decisions-recent.jsonl"
+            _write_lines(p, dec.get("decisions", []))
+            written.append(p)
+            p = dest / "decision-log-head.json"
+            atomic_write_json(p, dec.get("head", {}))
+            written.append(p)
+        return written
+
+
+def _write_lines(path: Path, rows: list[Any]) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, sort_keys=True, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,68 @@
+"""Containment and the decision log survive a restart; SIGTERM loses no decision."""
+
+from __future__ import annotations
+
+import signal
+import stat
+
+from aiir.gateway.decision_log import DecisionLog
+
+from tests.gateway.gwkit import ROWS, Gateway, split
+
+
+def test_restart_keeps_containment_token_and_log(gw_env, tmp_path):
+    state = tmp_path / "state"
+    g = Gateway(gw_env, state, tmp_path / "serve.log").start()
+    try:
+        token = g.token
+        assert stat.S_IMODE((state / "admin.token").stat().st_mode) == 0o600
+        ids = []
+        for i in range(25):  # not flushed: SIGTERM must still get every one into the log
+            ids += g.score(split(ROWS), client=f"c{i % 3}").json()["decision_ids"]
+        g.ok("/admin/isolate", {"reason": "incident before restart"})
+        g.ok("/admin/block", {"clients": ["evil"]})
+        g.ok("/admin/block", {"clients": ["slow"], "rate_limit_per_s": 1})
+        before = g.ok("/admin/state")
+    finally:
+        rc = g.stop(signal.SIGTERM)
+    assert rc == 0
+    log = DecisionLog(state / "decisions.db")
+    assert [r["decision_id"] for r in log.query()] == ids  # all 100, in order
+    assert log.verify_chain().ok
+    assert not (state / "decisions.db.rejects.jsonl").exists()
+
+    g2 = Gateway(gw_env, state, tmp_path / "serve2.log")
+    g2.port, g2.url = g.port, g.url  # same address, new process
+    g2.http = g.http
+    g2.start()
+    try:
+        assert g2.token == token
+        after = g2.ok("/admin/state")
+        for k in ("mode", "routes", "fallback_version", "blocked_clients", "rate_limits", "reason", "updated_at"):
+            assert after[k] == before[k], k
+        r = g2.score(split(ROWS[:1]), client="ok")
+        assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
+        assert g2.score(split(ROWS[:1]), client="evil").status_code == 403
+        codes = [g2.score(split(ROWS[:1]), client="slow").status_code for _ in range(3)]
+        assert codes[0] == 200 and 429 in codes
+        g2.flush()
+        rep = DecisionLog(state / "decisions.db").verify_chain()
+        assert rep.ok and rep.rows == 100 + 1 + codes.count(200)
+        audit = g2.ok("/admin/audit")["entries"]
+        assert [e["action"] for e in audit].count("start") == 2
+    finally:
+        assert g2.stop() == 0
+
+
+def test_no_log_mode_serves_without_writing(gw_env, tmp_path):
+    state = tmp_path / "state"
+    g = Gateway(gw_env, state, tmp_path / "serve.log", extra=("--no-log",)).start()
+    try:
+        r = g.score(split(ROWS), client="x")
+        assert r.status_code == 200 and len(r.json()["decision_ids"]) == 4
+        assert g.admin("/admin/decisions").status_code == 409
+        assert g.ok("/admin/state")["extra"]["decision_log"] == {"enabled": False}
+    finally:
+        g.stop()
+    assert not (state / "decisions.db").exists()
+    assert "decision logging is OFF" in (tmp_path / "serve.log").read_text()
