@@ -207,6 +207,10 @@ BAD = [
     (b"a,b\n1,2", "text/csv", 400, "unexpected_columns"),
     (b"<xml/>", "application/xml", 415, "unsupported_media_type"),
     (json.dumps({"inputs": ROWS * 3000}), "application/json", 413, "too_many_rows"),
+    (b'{"inputs": [[' + b"9" * 5000 + b", 1, 2, 3, 4, 5]]}", "application/json", 400, "bad_json"),
+    (b'{"inputs": [[1e400, 1, 2, 3, 4, 5]]}', "application/json", 400, "bad_type"),
+    (b'{"inputs": [[' + b"[" * 50_000 + b"]" * 50_000 + b"]]}", "application/json", 400, "bad_json"),
+    (b"\xff\xfe\x00garbage", "text/csv", 400, "bad_csv"),
 ]
 
 

@@ -100,6 +100,9 @@ def test_frame_has_signature_dtypes():
     (b"amount,merchant_risk,hour\n", "text/csv", "empty_body", "header but no rows"),
     (b"1,2", "text/csv", "missing_columns", "row 0 has 2 values"),
     (b"a=1&b=2", "application/x-www-form-urlencoded", "unsupported_media_type", "text/csv"),
+    (b'{"inputs": [[' + b"9" * 5000 + b', 1, 2]]}', "application/json", "bad_json", "not usable JSON"),
+    (b'{"inputs": [[1e400, 1, 2]]}', "application/json", "bad_type", "finite"),
+    (b'{"inputs": [[' + b"9" * 400 + b', 1, 2]]}', "application/json", "bad_type", "double range"),
 ])
 def test_bad_input_is_refused_with_a_named_problem(body, ctype, code, words):
     with pytest.raises(InputError) as ei:

@@ -192,6 +192,9 @@ class DecisionLog:
         conn = None
         try:
             conn = self._connect()
+            ready = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='decisions'").fetchone()
+            if ready:  # an existing log: readers take no write lock
+                return
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_DDL)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))

@@ -73,6 +73,8 @@ def _loads(body: bytes) -> Any:
         raise InputError("body is not valid UTF-8 text", code="bad_json") from None
     except RecursionError:
         raise InputError("JSON body is nested too deeply", code="bad_json") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise InputError(f"body is not usable JSON: {str(exc)[:200]}", code="bad_json") from None
 
 
 def _records(recs: Any, where: str) -> Parsed:
@@ -295,16 +297,20 @@ class InputSchema:
         tv = type(v)
         if t in ("double", "float"):
             if tv is float:
-                return v
+                if v - v == 0.0:  # finite (inf - inf and nan - nan are nan)
+                    return v
+                raise self._bad(spec, i, "a finite number", v)
             if tv is int:
-                return float(v)
+                if -1e308 < v < 1e308:
+                    return float(v)
+                raise self._bad(spec, i, "a number in double range", v)
             if v is None:
                 return self._missing(spec, i, v)
             raise self._bad(spec, i, "a number", v)
         if t in ("long", "integer"):
             if tv is int:
                 return v
-            if tv is float and v.is_integer():
+            if tv is float and v - v == 0.0 and v.is_integer():
                 return int(v)
             if v is None:
                 return self._missing(spec, i, v)
