@@ -257,35 +257,40 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
     perm = rng.permutation(len(ref))
     half = len(ref) // 2
     train_idx = perm[:half][: lc["max_train_rows"]]
-    cal_idx = perm[half:][: lc["max_train_rows"]]
+    cal_idx = perm[half:][: 4 * lc["max_train_rows"]]
     (x_train, x_cal, x_cur), cat_mask = _model_matrix(
         ref, [ref.iloc[train_idx], ref.iloc[cal_idx], cur], cols, mtypes)
     model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_leaf_nodes=15,
                                            categorical_features=cat_mask if cat_mask.any() else None,
                                            random_state=0)
+    from sklearn.isotonic import IsotonicRegression
     from threadpoolctl import threadpool_limits
 
     # one OpenMP thread: on a busy 2-core machine oversubscribed OpenMP is ~10x slower, not faster
     with threadpool_limits(limits=1, user_api="openmp"):
         model.fit(x_train, y_ref[train_idx])
-        p_cal = model.predict_proba(x_cal)[:, 1]
-        p_cur = model.predict_proba(x_cur)[:, 1]
-    q = max(lc["band_min_share"], 2 * float(y_ref.mean()))
-    cut = float(np.quantile(p_cal, 1 - q))
-    in_cal = p_cal >= cut
+        s_cal = model.predict_proba(x_cal)[:, 1]
+        s_cur = model.predict_proba(x_cur)[:, 1]
     y_cal = y_ref[cal_idx]
-    o_cal, e_cal = float(y_cal[in_cal].sum()), float(p_cal[in_cal].sum())
-    calib = o_cal / e_cal if e_cal > 0 else 1.0  # observed/expected positives in the reference band
-    e_cal_all = float(p_cal.sum())
-    calib_all = float(y_cal.sum()) / e_cal_all if e_cal_all > 0 else 1.0
+    # isotonic calibration on the held-out reference half: expected counts stay right when the current
+    # batch's score distribution moves (covariate shift)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(s_cal, y_cal.astype(float))
+    p_cur = iso.predict(s_cur)
+    q = max(lc["band_min_share"], 2 * float(y_ref.mean()))
+    cut = float(np.quantile(s_cal, 1 - q))
+    in_cal = s_cal >= cut
+    o_cal = float(y_cal[in_cal].sum())
+    # relative uncertainty of an expected count estimated from k reference positives ~ 1/sqrt(k)
+    rel_band = 1 / math.sqrt(max(1.0, o_cal))
+    rel_all = 1 / math.sqrt(max(1.0, float(y_cal.sum())))
     y_cur = (cur[label] == pos).to_numpy()
     labelled = cur[label].notna().to_numpy()  # rows without a label say nothing about flipping
-    in_cur = (p_cur >= cut) & labelled
+    in_cur = (s_cur >= cut) & labelled
 
-    def oe(rows: np.ndarray, factor: float) -> dict[str, Any]:
+    def oe(rows: np.ndarray, rel: float) -> dict[str, Any]:
         o = float(y_cur[rows].sum())
-        e = float(p_cur[rows].sum()) * factor
-        var = float((p_cur[rows] * (1 - p_cur[rows])).sum()) * factor + 1e-9
+        e = float(p_cur[rows].sum())
+        var = float((p_cur[rows] * (1 - p_cur[rows])).sum()) + (e * rel) ** 2 + 1e-9
         z = (o - e) / math.sqrt(var)
         return {"observed_positives": o, "expected_positives": e, "z": z,
                 "p": float(2 * stats.norm.sf(abs(z))),
@@ -293,8 +298,8 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
 
     def group_stat(mask: np.ndarray) -> dict[str, Any]:
         band = mask & in_cur
-        st = {"band_rows": int(band.sum()), **oe(band, calib)}
-        st["all_rows"] = {"rows": int(mask.sum()), **oe(mask, calib_all)}  # covariate-adjusted label rate
+        st = {"band_rows": int(band.sum()), **oe(band, rel_band)}
+        st["all_rows"] = {"rows": int(mask.sum()), **oe(mask, rel_all)}  # covariate-adjusted label rate
         return st
 
     groups: dict[str, np.ndarray] = {"(all)": labelled.copy()}
@@ -305,8 +310,8 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
             groups[_fmt(s)] = m & labelled
     n_tests = len(groups)
     result: dict[str, Any] = {"positive_class": pos, "band_share": q, "score_cut": cut, "n_tests": len(groups),
-                              "reference_band": {"rows": int(in_cal.sum()), "observed_positives": o_cal,
-                                                 "expected_positives": e_cal}, "groups": {}}
+                              "reference_band": {"rows": int(in_cal.sum()), "observed_positives": o_cal},
+                              "train_rows": len(train_idx), "calibration_rows": len(cal_idx), "groups": {}}
     findings: list[dict[str, Any]] = []
     suspect = np.zeros(len(cur), dtype=bool)
     for name, mask in groups.items():
