@@ -119,8 +119,8 @@ class Controller:
                           "reason": "", "state": st.essence()})
         return st
 
-    def _resolve_aliases(self) -> None:
-        for a in (self.alias, self.fallback_alias):
+    def _resolve_aliases(self, *which: str | None) -> None:
+        for a in which or (self.alias, self.fallback_alias):
             if a:
                 self.alias_versions[a] = self.models.resolve_alias(a)
 
@@ -196,7 +196,8 @@ class Controller:
     def isolate(self, *, fallback_version: str | None = None, quarantine: bool = False, reason: str = "",
                 actor: dict | None = None) -> dict[str, Any]:
         fb = None if fallback_version in (None, "") else str(fallback_version)
-        self._resolve_aliases()
+        if fb is None and not quarantine and self.fallback_alias:
+            self._resolve_aliases(self.fallback_alias)  # only the registry lookup this call needs
 
         def mutate(st: GatewayState) -> None:
             if quarantine:

@@ -1,0 +1,372 @@
+"""Benchmark: `aiir serve` vs `mlflow models serve` on the same model, same load, same run.
+
+Measures
+  1. throughput and p50/p99 latency under the same concurrent load (single-row and 10-row requests,
+     fixed request count, N keep-alive connections) for: aiir serve (decision logging on),
+     aiir serve --no-log, and mlflow models serve -m models:/NAME@champion --env-manager local;
+  2. logging overhead = 1 - throughput(log on) / throughput(--no-log);
+  3. containment latency: time from the start of an admin isolate call to the first response served by
+     the fallback version, with another thread scoring continuously (repeated isolate/restore cycles).
+
+The load generator is a minimal asyncio HTTP/1.1 client (pre-built request bytes, keep-alive), so the
+client spends as little of the shared CPU as possible. Rounds interleave the servers to spread noise.
+
+    .venv/bin/python bench/bench_gateway.py [--requests 3000] [--connections 8] [--rounds 3]
+
+Writes bench/results/gateway-<UTC>.json and prints the summary JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "include"))
+
+MODEL = "bench-fraud"
+
+
+# ------------------------------------------------------------------------------------------ servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ping(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/ping")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not answer /ping within {timeout}s")
+
+
+def start(cmd: list[str], env: dict, port: int, log: Path) -> subprocess.Popen:
+    fh = open(log, "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ping(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------------------------------ load
+
+def request_bytes(port: int, body: bytes, client: str) -> bytes:
+    head = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Client-Id: {client}\r\n\r\n").encode()
+    return head + body
+
+
+async def _conn_worker(port: int, req: bytes, budget: list[int], lat: list[float], bad: list[int],
+                       versions: dict) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while budget[0] > 0:
+            budget[0] -= 1
+            t0 = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            low = head.lower()
+            i = low.find(b"content-length:")
+            if i >= 0:
+                n = int(low[i + 15:low.find(b"\r\n", i)])
+                await reader.readexactly(n)
+            else:  # chunked
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                    await reader.readexactly(size + 2)
+                    if size == 0:
+                        break
+            lat.append(time.perf_counter() - t0)
+            if status != 200:
+                bad[0] += 1
+            j = low.find(b"x-model-version:")
+            if j >= 0:
+                v = low[j + 16:low.find(b"\r\n", j)].strip().decode()
+                versions[v] = versions.get(v, 0) + 1
+    finally:
+        writer.close()
+
+
+def cpu_seconds(pgid: int) -> float:
+    """utime + stime of every process in a process group (the server, its workers, its log writer)."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp), counted after the ")"
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(port: int, body: bytes, n_requests: int, connections: int, pgid: int | None = None) -> dict:
+    async def main():
+        budget = [n_requests]
+        lat: list[float] = []
+        bad = [0]
+        versions: dict = {}
+        reqs = [request_bytes(port, body, f"bench-{k}") for k in range(connections)]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_conn_worker(port, reqs[k], budget, lat, bad, versions)
+                               for k in range(connections)))
+        return time.perf_counter() - t0, lat, bad[0], versions
+
+    cpu0 = cpu_seconds(pgid) if pgid else None
+    elapsed, lat, bad, versions = asyncio.run(main())
+    cpu = cpu_seconds(pgid) - cpu0 if pgid else None
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000  # noqa: E731
+    return {"requests": len(lat), "errors": bad, "seconds": round(elapsed, 3),
+            "rps": round(len(lat) / elapsed, 1), "p50_ms": round(q(0.50), 3), "p99_ms": round(q(0.99), 3),
+            "versions": versions,
+            "server_cpu_ms_per_request": round(cpu * 1000 / max(1, len(lat)), 4) if cpu is not None else None}
+
+
+# ------------------------------------------------------------------------------------------ isolation
+
+def admin(port: int, token: str, path: str, body: dict) -> dict:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", path, json.dumps(body), {"Authorization": f"Bearer {token}",
+                                               "Content-Type": "application/json"})
+    r = c.getresponse()
+    data = json.loads(r.read())
+    if r.status != 200:
+        raise RuntimeError(f"{path}: HTTP {r.status} {data}")
+    return data
+
+
+def isolation_latency(port: int, token: str, body: bytes, fallback: str, primary: str, cycles: int) -> dict:
+    """Poll /invocations continuously on one connection; time isolate → first fallback response."""
+    seen: list[tuple[float, str]] = []
+    stop_flag = threading.Event()
+    lock = threading.Lock()
+
+    def poller():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        hdr = {"Content-Type": "application/json", "X-Client-Id": "bench-poller"}
+        while not stop_flag.is_set():
+            c.request("POST", "/invocations", body, hdr)
+            r = c.getresponse()
+            r.read()
+            with lock:
+                seen.append((time.perf_counter(), r.getheader("X-Model-Version")))
+
+    th = threading.Thread(target=poller, daemon=True)
+    th.start()
+    time.sleep(0.3)
+
+    def wait_for(version: str, t0: float, timeout: float = 5.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with lock:
+                for t, v in reversed(seen):
+                    if t < t0:
+                        break
+                    if v == version:
+                        first = min(tt for tt, vv in seen if tt >= t0 and vv == version)
+                        return first - t0
+            time.sleep(0.0005)
+        raise RuntimeError(f"version {version} never served within {timeout}s")
+
+    iso, adm, rest = [], [], []
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        admin(port, token, "/admin/isolate", {"reason": "bench"})
+        adm.append(time.perf_counter() - t0)
+        iso.append(wait_for(fallback, t0))
+        time.sleep(0.05)
+        t1 = time.perf_counter()
+        admin(port, token, "/admin/restore", {"reason": "bench"})
+        rest.append(wait_for(primary, t1))
+        time.sleep(0.05)
+    stop_flag.set()
+    th.join(5)
+    ms = lambda xs: [round(x * 1000, 2) for x in xs]  # noqa: E731
+    return {"cycles": cycles, "isolate_to_first_fallback_ms": ms(iso),
+            "median_ms": round(statistics.median(iso) * 1000, 2), "max_ms": round(max(iso) * 1000, 2),
+            "admin_call_ms_median": round(statistics.median(adm) * 1000, 2),
+            "restore_to_first_primary_ms_median": round(statistics.median(rest) * 1000, 2),
+            "polled_requests": len(seen)}
+
+
+# ------------------------------------------------------------------------------------------ main
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    import mlflow  # noqa: F401  (version only)
+    import sklearn
+    import starlette
+    import uvicorn
+
+    return {"nproc": os.cpu_count(), "memory_gib": mem, "cpu": cpu, "python": platform.python_version(),
+            "mlflow": sys.modules["mlflow"].__version__, "sklearn": sklearn.__version__,
+            "starlette": starlette.__version__, "uvicorn": uvicorn.__version__}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=10, help="rows in the small-batch scenario")
+    ap.add_argument("--cycles", type=int, default=20, help="isolate/restore cycles")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+
+    from aiir.gateway.synthetic import FEATURES, build_store, synthetic_frame
+
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="aiir-bench-gw-"))
+    print(f"· building the MLflow store in {tmp}", file=sys.stderr)
+    info = build_store(tmp / "store", MODEL)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(tmp / "home"),
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
+    X, _ = synthetic_frame(200, seed=7)
+    rows = X[FEATURES].values.tolist()
+    bodies = {
+        "single_row": json.dumps({"dataframe_split": {"columns": FEATURES, "data": rows[:1]}}).encode(),
+        f"batch_{args.batch}": json.dumps({"dataframe_split": {"columns": FEATURES,
+                                                               "data": rows[:args.batch]}}).encode(),
+    }
+    ports = {"aiir": free_port(), "aiir_nolog": free_port(), "mlflow": free_port()}
+    aiir_bin = str(VENV_BIN / "aiir")
+    procs = {}
+    results: dict = {}
+    try:
+        print("· starting servers", file=sys.stderr)
+        procs["aiir"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir"]),
+                               "--state-dir", str(tmp / "gw-log")], env, ports["aiir"], tmp / "aiir.log")
+        procs["aiir_nolog"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_nolog"]),
+                                     "--state-dir", str(tmp / "gw-nolog"), "--no-log"], env,
+                                    ports["aiir_nolog"], tmp / "aiir-nolog.log")
+        procs["mlflow"] = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+                                 "--env-manager", "local", "-p", str(ports["mlflow"]), "--host", "127.0.0.1"],
+                                env, ports["mlflow"], tmp / "mlflow.log")
+        # warm-up (first requests pay lazy imports / JIT-ish caches)
+        for port in ports.values():
+            for body in bodies.values():
+                run_load(port, body, 200, args.connections)
+
+        runs: dict = {s: {n: [] for n in ports} for s in bodies}
+        for rnd in range(args.rounds):
+            for scen, body in bodies.items():
+                order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+                for name in order:
+                    r = run_load(ports[name], body, args.requests, args.connections, procs[name].pid)
+                    runs[scen][name].append(r)
+                    print(f"· round {rnd + 1} {scen:>10} {name:>10}: {r['rps']:8.1f} req/s "
+                          f"p99 {r['p99_ms']:.2f} ms cpu {r['server_cpu_ms_per_request']:.3f} ms/req errors {r['errors']}", file=sys.stderr)
+
+        summary: dict = {}
+        for scen, by in runs.items():
+            s = {}
+            for name, rs in by.items():
+                s[name] = {"rps_median": statistics.median(r["rps"] for r in rs),
+                           "p50_ms_median": statistics.median(r["p50_ms"] for r in rs),
+                           "p99_ms_median": statistics.median(r["p99_ms"] for r in rs),
+                           "server_cpu_ms_per_request": statistics.median(r["server_cpu_ms_per_request"]
+                                                                          for r in rs),
+                           "errors": sum(r["errors"] for r in rs)}
+            s["ratio_aiir_vs_mlflow_throughput"] = round(s["aiir"]["rps_median"] / s["mlflow"]["rps_median"], 3)
+            s["ratio_aiir_nolog_vs_mlflow_throughput"] = round(
+                s["aiir_nolog"]["rps_median"] / s["mlflow"]["rps_median"], 3)
+            s["logging_overhead"] = round(1 - s["aiir"]["rps_median"] / s["aiir_nolog"]["rps_median"], 4)
+            s["logging_overhead_cpu"] = round(s["aiir"]["server_cpu_ms_per_request"]
+                                              / s["aiir_nolog"]["server_cpu_ms_per_request"] - 1, 4)
+            s["cpu_ratio_mlflow_vs_aiir"] = round(s["mlflow"]["server_cpu_ms_per_request"]
+                                                  / s["aiir"]["server_cpu_ms_per_request"], 3)
+            s["p99_ratio_aiir_vs_mlflow"] = round(s["aiir"]["p99_ms_median"] / s["mlflow"]["p99_ms_median"], 3)
+            summary[scen] = s
+
+        token = (tmp / "gw-log" / "admin.token").read_text().strip()
+        iso = isolation_latency(ports["aiir"], token, bodies["single_row"], fallback=info["aliases"]["last-known-good"],
+                                primary=info["aliases"]["champion"], cycles=args.cycles)
+        # the log really recorded every decision
+        c = http.client.HTTPConnection("127.0.0.1", ports["aiir"], timeout=30)
+        c.request("POST", "/admin/flush", "{}", {"Authorization": f"Bearer {token}"})
+        head = json.loads(c.getresponse().read())["head"]
+        results = {
+            "benchmark": "gateway", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": {**machine(), "loadavg_1m_before": round(load_before[0], 2),
+                        "loadavg_1m_after": round(os.getloadavg()[0], 2)},
+            "params": {"requests": args.requests, "connections": args.connections, "rounds": args.rounds,
+                       "batch": args.batch, "cycles": args.cycles, "model": MODEL,
+                       "mlflow_cmd": "mlflow models serve -m models:/NAME@champion --env-manager local"},
+            "summary": summary, "isolation": iso,
+            "decision_log": {"rows": head["rows"], "head_seq": head["head_seq"]},
+            "runs": runs,
+        }
+    finally:
+        for p in procs.values():
+            stop(p)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"gateway-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(json.dumps({k: results[k] for k in ("date", "machine", "summary", "isolation", "decision_log")},
+                     indent=2))
+    print(f"· results in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
