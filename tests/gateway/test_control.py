@@ -231,3 +231,23 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": 2}
     assert [f.name for f in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_a_failed_save_is_reported_and_retried(tmp_path, monkeypatch):
+    ctl = make(tmp_path)
+    real_save = ctl.store.save
+
+    def broken(state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ctl.store, "save", broken)
+    with pytest.raises(ControlError, match="in effect but NOT persisted") as ei:
+        ctl.isolate(reason="disk full")
+    assert ei.value.status == 500
+    assert ctl.routing.serving.version == "1"  # containment took effect anyway
+    with pytest.raises(ControlError, match="NOT persisted"):  # an identical retry does not pretend success
+        ctl.isolate(reason="disk full")
+    monkeypatch.setattr(ctl.store, "save", real_save)
+    assert ctl.isolate(reason="disk full")["mode"] == "isolated"
+    assert json.loads(ctl.store.state_path.read_text())["mode"] == "isolated"
+    assert any(e.get("persist_error") for e in ctl.store.read_audit())

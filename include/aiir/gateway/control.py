@@ -7,6 +7,10 @@ Two orthogonal things:
 * **containment** — ``isolated`` (all traffic to a fallback version), ``quarantined`` (every scoring
   request refused with 503), blocked clients (403) and per-client rate limits (429).
 
+An operation takes effect (the routing swap) before it is made durable (``state.json`` written and
+fsynced); the caller gets its answer after both. If saving fails the caller gets an error saying the
+change is in effect but not persisted, and every later operation retries the save.
+
 ``rollback`` is a routing decision that replaces an isolation (mode goes back to ``serving`` on the
 rolled-back version) but keeps a quarantine, blocks and rate limits — only ``restore`` lifts those.
 Every operation is idempotent: it computes the target state, and when that equals the current state
@@ -69,6 +73,7 @@ class Controller:
         self.routing: Routing | None = None
         self.alias_versions: dict[str, str | None] = {}
         self._lock = threading.Lock()
+        self._dirty = False  # in-memory state not yet saved
         self._canary_acc = 0.0
         self._buckets: dict[str, list[float]] = {}
         self.stats: Counter = Counter()
@@ -184,13 +189,27 @@ class Controller:
             if changed:
                 new.reason = reason
                 new.updated_at = utc_now()
-                self.store.save(new)
                 if routing.rate_limits != self.routing.rate_limits:
                     self._buckets.clear()
                 self.state = new
-                self.routing = routing  # one assignment: the next request sees the new routing
+                # One assignment and the next request sees the new routing. It happens before the fsyncs
+                # below: containment takes effect first, then becomes durable.
+                self.routing = routing
+                self._dirty = True
+            persist_error = None
+            if self._dirty:  # also retries a save that failed on an earlier call
+                try:
+                    self.store.save(self.state)
+                    self._dirty = False
+                except OSError as exc:
+                    persist_error = f"{type(exc).__name__}: {exc}"
             self.store.audit({"action": action, "actor": actor, "params": params, "reason": reason,
-                              "changed": changed, "state": self.state.essence()})
+                              "changed": changed, "state": self.state.essence(),
+                              **({"persist_error": persist_error} if persist_error else {})})
+            if persist_error:
+                raise ControlError(f"{action} is in effect but NOT persisted ({persist_error}); a restart "
+                                   "would lose it — fix the state dir and repeat the call",
+                                   status=500, code="not_persisted")
             return self.describe()
 
     def isolate(self, *, fallback_version: str | None = None, quarantine: bool = False, reason: str = "",
