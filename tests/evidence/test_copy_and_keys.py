@@ -135,3 +135,13 @@ def test_public_key_sources_agree(tmp_path):
     for src in (k, k.public_key(), public_key_pem(k), public_key_pem(k).decode(), tmp_path / "pub.pem",
                 str(tmp_path / "pub.pem")):
         assert fingerprint(load_public_key(src)) == fingerprint(k)
+
+
+def test_hash_falls_back_to_pread_when_mmap_fails(tmp_path, big, monkeypatch):
+    src, digest, size = big
+
+    def no_mmap(*a, **k):
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(cp.mmap, "mmap", no_mmap)
+    assert cp.copy_and_hash(src, tmp_path / "o", method="cfr") == (digest, size)

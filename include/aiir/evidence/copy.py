@@ -4,9 +4,10 @@ Measured on the build machine (see ``docs/benchmarks.md``): hashing is the bottl
 at OpenSSL speed through ``hashlib``), so the copy is moved off the hashing thread:
 
 * files of ``PIPELINE_MIN`` bytes or more: a copier thread moves fixed-size chunks with
-  ``os.copy_file_range`` (kernel-side, no user-space copy) while the calling thread reads each chunk
-  back from the *destination* with ``pread`` and hashes it. The digest is therefore the digest of the
-  bytes stored in the bundle, and copy and hash overlap on two cores.
+  ``os.copy_file_range`` (kernel-side, no user-space copy) while the calling thread maps each finished
+  chunk of the *destination* read-only and hashes it straight from the page cache (``pread`` if mapping
+  fails). The digest is therefore the digest of the bytes stored in the bundle, no byte is copied
+  through user space, and copy and hash overlap on two cores.
 * where ``copy_file_range`` is not supported (another filesystem type, old kernel) the fallback reads
   and hashes on the calling thread and writes on a writer thread from a small ring of buffers.
 * small files: one thread, one buffer.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import queue
 import stat
@@ -119,7 +121,7 @@ class _Stop(Exception):
 
 
 def _cfr_pipeline(fi: int, fo: int, size: int, chunk: int) -> tuple[str, int]:
-    """copy_file_range in a copier thread; pread + hash of the destination here.
+    """copy_file_range in a copier thread; hash of the destination (mmap, else pread) here.
 
     Raises OSError with an errno in ``_CFR_UNSUPPORTED`` if the very first copy is refused, before
     any byte was written, so the caller can fall back.
@@ -167,8 +169,7 @@ def _cfr_pipeline(fi: int, fo: int, size: int, chunk: int) -> tuple[str, int]:
     t = threading.Thread(target=copier, name="aiir-evidence-copy", daemon=True)
     t.start()
     h = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
+    buf: bytearray | None = None
     total = 0
     try:
         while True:
@@ -176,13 +177,21 @@ def _cfr_pipeline(fi: int, fo: int, size: int, chunk: int) -> tuple[str, int]:
             if item is None:
                 break
             off, n = item
-            got = 0
-            while got < n:
-                k = os.preadv(fo, [view[got:n]], off + got)
-                if not k:
-                    raise OSError(errno.EIO, "destination shorter than the bytes copied")
-                got += k
-            h.update(view[:n])
+            try:  # hash straight from the page cache: no copy into user space
+                with mmap.mmap(fo, n, offset=off, access=mmap.ACCESS_READ) as m:
+                    if hasattr(m, "madvise"):
+                        m.madvise(mmap.MADV_SEQUENTIAL)
+                    h.update(m)
+            except (OSError, ValueError):
+                buf = buf or bytearray(chunk)
+                view = memoryview(buf)
+                got = 0
+                while got < n:
+                    k = os.preadv(fo, [view[got:n]], off + got)
+                    if not k:
+                        raise OSError(errno.EIO, "destination shorter than the bytes copied") from None
+                    got += k
+                h.update(view[:n])
             total += n
     finally:
         stop.set()
