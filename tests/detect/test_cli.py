@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import AIIR
+from detect_data import AIIR
 
 
 def aiir_check(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -64,9 +64,10 @@ def test_malformed_contract_and_thresholds(data_dir, tmp_path):
 
 
 def test_clean_batch_exits_0(data_dir, tmp_path):
-    out = tmp_path / "clean"
-    proc = aiir_check("--reference", str(data_dir / "reference.parquet"), "--current", str(data_dir / "clean.csv"),
-                      "--out", str(out), "--label-column", "is_fraud", "--source-column", "source", "--no-html")
+    out = tmp_path / "clean"  # CSV reference, Parquet batch; no label (the in-process tests cover labels)
+    proc = aiir_check("--reference", str(data_dir / "small_reference.csv"), "--current",
+                      str(data_dir / "small_clean.parquet"), "--out", str(out), "--source-column", "source",
+                      "--no-html")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["status"] == "clean" and summary["suspect_sources"] == []
@@ -88,3 +89,9 @@ def test_poisoned_batch_exits_3(data_dir, tmp_path):
     assert ("label_shift", ("partner_feed_c",)) in kinds and ("source_anomaly", ("partner_feed_c",)) in kinds
     doc = json.loads((tmp_path / "o" / "findings.json").read_text())
     assert doc["thresholds"]["incident"]["open_incident_at"] == "critical"
+    # label flipping alone (no injected rows): no duplicate finding; the labels contradict the features
+    # in partner_feed_c only
+    assert "duplicates" not in {f["kind"] for f in doc["findings"]}
+    groups = doc["labels"]["consistency"]["groups"]
+    assert groups["partner_feed_c"]["observed_positives"] < groups["partner_feed_c"]["expected_positives"] / 3
+    assert all(groups[s]["severity"] is None for s in ("bank_core", "partner_feed_a", "partner_feed_b"))
