@@ -163,11 +163,18 @@ def test_rerunning_a_task_changes_nothing(world, incident):
     w = incident["workdir"]
     before = {n: (w / n).read_bytes() for n in ("contain.json", "evidence.json", "forensics.json")}
     state_before = world["target"].describe().to_dict()
-    af.api("POST", f"/dags/incident_data_poisoning/dagRuns/{iid}/clearTaskInstances",
-           {"dry_run": False, "task_ids": ["isolate_endpoint", "preserve_evidence", "forensics"],
-            "only_failed": False, "reset_dag_runs": True})
-    time.sleep(1)
-    af.wait_for_run("incident_data_poisoning", iid, timeout=300)
+    cleared = ["isolate_endpoint", "preserve_evidence", "forensics"]
+    tries = {t["task_id"]: t["try_number"] for t in af.task_instances("incident_data_poisoning", iid)}
+    af.api("POST", "/dags/incident_data_poisoning/clearTaskInstances",
+           {"dag_run_id": iid, "dry_run": False, "task_ids": cleared, "only_failed": False,
+            "reset_dag_runs": True})
+    from aiir.runtime import wait_until
+
+    def rerun_done():
+        tis = {t["task_id"]: t for t in af.task_instances("incident_data_poisoning", iid)}
+        return all(tis[t]["state"] == "success" and tis[t]["try_number"] > tries[t] for t in cleared)
+
+    wait_until(rerun_done, timeout=300, interval=1, what="cleared tasks to run again", service=af.service)
     assert {n: (w / n).read_bytes() for n in before} == before
     after = world["target"].describe().to_dict()
     assert after["mode"] == state_before["mode"] and after["routes"] == state_before["routes"]
