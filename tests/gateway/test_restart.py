@@ -66,3 +66,24 @@ def test_no_log_mode_serves_without_writing(gw_env, tmp_path):
         g.stop()
     assert not (state / "decisions.db").exists()
     assert "decision logging is OFF" in (tmp_path / "serve.log").read_text()
+
+
+def test_startup_errors_are_one_clear_line(gw_env, tmp_path):
+    import socket
+    import subprocess
+
+    from tests.gateway.gwkit import AIIR, MODEL
+
+    def serve(*args):
+        return subprocess.run([str(AIIR), "serve", "--state-dir", str(tmp_path / "s"), *args], env=gw_env,
+                              capture_output=True, text=True, timeout=180)
+
+    r = serve("--model", "no-such-model", "--port", "1")
+    assert r.returncode == 2 and "no registered model 'no-such-model'" in r.stderr
+    r = serve("--model", MODEL, "--alias", "nope")
+    assert r.returncode == 2 and "has no alias 'nope'" in r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = serve("--model", MODEL, "--port", str(s.getsockname()[1]))
+    assert r.returncode == 1 and "could not listen" in r.stderr and "Traceback" not in r.stderr

@@ -389,6 +389,13 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run()
+    except SystemExit as exc:  # uvicorn exits 3 when it cannot bind; aiir's exit 3 means "incident"
+        if server.started:
+            raise
+        from aiir.errors import TargetError
+
+        raise TargetError(f"gateway could not listen on {host}:{port} (uvicorn exit {exc.code}: address in "
+                          "use or not allowed — see the line above)") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -398,7 +405,3 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
                      + (f", {writer.rejected} rejected" if writer.rejected else ""))
         if log is not None:
             log.close()
-    if not server.started:
-        from aiir.errors import TargetError
-
-        raise TargetError(f"gateway could not listen on {host}:{port} (port in use or not allowed)")

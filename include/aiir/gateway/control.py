@@ -94,6 +94,10 @@ class Controller:
         if not st.primary_pinned:
             v = self.alias_versions.get(self.alias)
             if v is None:
+                exists = getattr(self.models, "model_exists", None)
+                if exists is not None and not exists():
+                    uri = getattr(self.models, "tracking_uri", "the registry")
+                    raise BadInput("--model", f"no registered model '{self.name}' in {uri}")
                 if st.primary_version is None:
                     raise BadInput("--alias", f"model '{self.name}' has no alias '{self.alias}' in the registry "
                                               "(set it, or check MLFLOW_TRACKING_URI)")

@@ -109,6 +109,15 @@ class ModelStore:
             return None
         return str(mv.version)
 
+    def model_exists(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client().get_registered_model(self.name)
+        except MlflowException:
+            return False
+        return True
+
     def exists(self, version: str) -> bool:
         from mlflow.exceptions import MlflowException
 
