@@ -2,13 +2,14 @@
 ### Incident: data poisoning
 
 Opened by `data_integrity_check` or by a person (**Trigger DAG w/ config**: model, target, severity,
-dry run, approval). The conf is validated before any task acts. Tasks follow the NIST SP 800-61r3 /
+dry run, approval). The conf is validated by the Params schema when the run is triggered, and again
+by the first tasks before they act. Tasks follow the NIST SP 800-61r3 /
 CSF 2.0 lifecycle and are idempotent (re-running any of them changes nothing):
 
 | phase | task | effect |
 |---|---|---|
-| Detect | `open_incident` | validate conf, pin suspect + last-known-good versions |
-| Contain (RS.MI) | `isolate_endpoint` | all traffic to last-known-good, or quarantine (503); pages on failure |
+| Contain (RS.MI) | `isolate_endpoint` | first task: all traffic to last-known-good, or quarantine (503); pages on failure |
+| Detect | `open_incident` | save the record, pin suspect + last-known-good versions (beside containment) |
 | Analyse (RS.AN) | `preserve_evidence` | signed, write-once evidence bundle with SHA-256 manifest and custody chain |
 | Analyse (RS.AN) | `triage` | precision/recall vs labelled feedback + label-free estimate |
 | Analyse (RS.AN) | `forensics` | poisoned batch/source/pattern, blast radius per client |
@@ -78,7 +79,8 @@ def incident_data_poisoning():
     report = PlaybookStepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
                                   on_success_callback=SiemNotifier("report", "report_published"))
 
-    opened >> isolate >> preserve >> forensics >> eradicate >> retrain >> report
+    # Containment first: isolate_endpoint starts with the run, beside open_incident.
+    [isolate, opened] >> preserve >> forensics >> eradicate >> retrain >> report
     opened >> triage >> forensics
 
 

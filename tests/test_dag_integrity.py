@@ -25,7 +25,9 @@ out = {"errors": {k: v[-400:] for k, v in bag.import_errors.items()}, "seconds":
        "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r or m.startswith(("airflow.providers.amazon.aws.hooks", "airflow.providers.cncf.kubernetes.hooks"))),
        "dags": {d.dag_id: {"owners": sorted({t.owner for t in d.tasks}), "tags": sorted(d.tags),
                            "retries": [t.retries for t in d.tasks], "doc": bool(d.doc_md),
-                           "tasks": [t.task_id for t in d.tasks]} for d in bag.dags.values()}}
+                           "tasks": [t.task_id for t in d.tasks],
+                           "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
+                           "max_active_runs": d.max_active_runs} for d in bag.dags.values()}}
 print("RESULT" + json.dumps(out))
 """ % (HEAVY,)
 
@@ -69,6 +71,15 @@ def test_parsing_imports_no_heavy_library(dagbag):
 
 
 def test_playbook_order_contains_before_evidence_and_forensics(dagbag):
-    tasks = dagbag["dags"]["incident_data_poisoning"]["tasks"]
-    assert tasks.index("open_incident") < tasks.index("isolate_endpoint")
+    d = dagbag["dags"]["incident_data_poisoning"]
+    tasks, up = d["tasks"], d["upstream"]
+    assert up["isolate_endpoint"] == [], "containment must not wait for any task"
+    assert "isolate_endpoint" in up["preserve_evidence"]
+    assert "preserve_evidence" in up["forensics"] and "triage" in up["forensics"]
     assert {"preserve_evidence", "triage", "forensics", "eradicate", "retrain_from_clean_data", "report"} <= set(tasks)
+
+
+def test_incidents_are_serialised(dagbag):
+    """Two incidents never act on a model at once: the playbook runs one at a time."""
+    assert dagbag["dags"]["incident_data_poisoning"]["max_active_runs"] == 1
+    assert dagbag["dags"]["retrain_from_clean_data"]["max_active_runs"] == 1

@@ -115,8 +115,18 @@ class IncidentRecord:
         return sorted({t for f in self.findings for t in f.get("owasp", [])} or {"ML02"})
 
 
-def validate_conf(conf: Any) -> IncidentRecord:
-    """Check a playbook conf field by field; fill defaults; raise BadInput naming the first bad field."""
+def id_from_run(run_id: str) -> str:
+    """An incident id derived from an Airflow run id (every task of one run derives the same one)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-._")[:110]
+    return slug if ID_RE.match(slug) else f"INC-{slug or 'run'}"
+
+
+def validate_conf(conf: Any, *, default_id: str | None = None,
+                  default_detected_at: str | None = None) -> IncidentRecord:
+    """Check a playbook conf field by field; fill defaults; raise BadInput naming the first bad field.
+
+    ``default_id`` / ``default_detected_at`` fill an empty id / time deterministically (the Airflow
+    operators pass the run id and the run's trigger time, so every task derives the same record)."""
     if not isinstance(conf, dict):
         raise BadInput("conf", f"expected a JSON object, got {type(conf).__name__}")
     unknown = sorted(set(conf) - set(PARAM_SPECS))
@@ -145,10 +155,11 @@ def validate_conf(conf: Any) -> IncidentRecord:
     if values["incident_id"] and not ID_RE.match(values["incident_id"]):
         raise BadInput("conf.incident_id", "expected 3-121 characters of letters, digits, '.', '_' or '-'")
     if not values["incident_id"]:
-        values["incident_id"] = new_incident_id(values["model_name"])
-    values["detected_at"] = (parse_time(values["detected_at"], field_name="conf.detected_at")
+        values["incident_id"] = default_id or new_incident_id(values["model_name"])
+    detected = values["detected_at"] or default_detected_at
+    values["detected_at"] = (parse_time(detected, field_name="conf.detected_at")
                              .isoformat(timespec="milliseconds").replace("+00:00", "Z")
-                             if values["detected_at"] else now_iso())
+                             if detected else now_iso())
     for i, f in enumerate(values["findings"]):
         if not isinstance(f, dict) or "kind" not in f:
             raise BadInput(f"conf.findings[{i}]", "expected an object with at least a 'kind'")

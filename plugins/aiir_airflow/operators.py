@@ -47,9 +47,21 @@ def _task_context(context: Context) -> dict[str, Any]:
     return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number}
 
 
+def record_from_params(conf: Any, context: Context) -> IncidentRecord:
+    """The incident record of this run: the conf (Params) validated, with the id and detection time
+    defaulting to the run's id and trigger time — so every task of the run derives the same record."""
+    from aiir.incident import id_from_run, validate_conf
+
+    dag_run = context.get("dag_run")
+    when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+    body = dict(conf) if isinstance(conf, dict) else conf
+    return validate_conf(body, default_id=id_from_run(context["run_id"]),
+                         default_detected_at=when.isoformat() if when else None)
+
+
 class OpenIncidentOperator(BaseOperator):
-    """Validate the run's conf (the trigger form's Params) and open the incident. Fails, with the field
-    named, before any other task acts."""
+    """Validate the run's conf (the trigger form's Params), save the incident record and pin the
+    suspect and last-known-good versions. Fails, with the field named, on a malformed conf."""
 
     template_fields: Sequence[str] = ("conf",)
 
@@ -60,10 +72,8 @@ class OpenIncidentOperator(BaseOperator):
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
         from aiir import playbook
-        from aiir.incident import validate_conf
 
-        conf = dict(self.conf) if not isinstance(self.conf, str) else self.conf
-        record = validate_conf(conf)
+        record = record_from_params(self.conf, context)
         pinned = playbook.open_incident(record)
         self.log.info("incident %s opened on %s (suspect v%s, last-known-good v%s)", record.incident_id,
                       record.model_name, pinned["suspect_version"], pinned["good_version"])
@@ -90,28 +100,29 @@ class AiirIncidentOperator(BaseOperator):
         return IncidentRecord(**self.incident)
 
 
-class IsolateEndpointOperator(AiirIncidentOperator):
+class IsolateEndpointOperator(BaseOperator):
     """Contain: route all traffic to last-known-good (or quarantine) through the DeploymentTarget.
 
-    Imports only the target's client: no mlflow, pandas or sklearn, so it acts within a second."""
+    The playbook's first task. It validates the conf itself (a malformed conf fails here, before
+    anything is touched) and imports only the target's client — no mlflow, pandas or sklearn — so it
+    acts within a second of starting."""
 
-    template_fields: Sequence[str] = ("incident", "target_conn_id")
+    template_fields: Sequence[str] = ("conf", "target_conn_id")
     ui_color = "#e06666"
 
-    def __init__(self, *, target_conn_id: str | None = None, **kwargs) -> None:
+    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", target_conn_id: str | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        self.conf = conf
         self.target_conn_id = target_conn_id
-
-    @cached_property
-    def hook(self) -> DeploymentTargetHook:
-        rec = self.record()
-        return DeploymentTargetHook(rec.target_kind, rec.target_name, target_conn_id=self.target_conn_id)
 
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
         from aiir import playbook
 
-        result = playbook.contain(self.record(), target=self.hook.target)
+        record = record_from_params(self.conf, context)
+        hook = DeploymentTargetHook(record.target_kind, record.target_name, target_conn_id=self.target_conn_id)
+        result = playbook.contain(record, target=hook.target)
         self.log.info("contained %s in %.3f s: mode=%s", result["target"], result["seconds"],
                       result["after"]["mode"])
         return result
