@@ -83,6 +83,10 @@ def test_drift_is_detected_only_where_it_was_injected():
     assert not small["binary_cat"] and not small["flag"]
     large = {r["column"]: r["drifted"] for r in drift_table(_frame(20000, 1), _frame(20000, 2))}
     assert not any(large.values()), large
+    shifted = {r["column"]: r for r in drift_table(_frame(20000, 1), _frame(20000, 2, shift=0.2))}
+    assert shifted["num"]["test"] == "wasserstein" and shifted["num"]["drifted"]  # ~0.2 std >= 0.1
+    assert shifted["cat"]["test"] == "jensenshannon" and shifted["cat"]["drifted"]
+    assert not shifted["binary_cat"]["drifted"] and not shifted["int_many"]["drifted"]
 
 
 def test_nan_and_inf_are_dropped_and_missing_columns_skipped():
