@@ -4,7 +4,9 @@ Measures
   1. throughput and p50/p99 latency under the same concurrent load (single-row and 10-row requests,
      fixed request count, N keep-alive connections) for: aiir serve (decision logging on),
      aiir serve --no-log, and mlflow models serve -m models:/NAME@champion --env-manager local;
-  2. logging overhead = 1 - throughput(log on) / throughput(--no-log);
+  2. logging overhead = 1 - throughput(log on) / throughput(--no-log), and the same in server CPU time
+     per request (all processes of the server: gateway, log writer child; mlflow's uvicorn worker);
+     aiir serve --durable (answers after the commit) is measured alongside;
   3. containment latency: time from the start of an admin isolate call to the first response served by
      the fallback version, with another thread scoring continuously (repeated isolate/restore cycles).
 
@@ -285,7 +287,7 @@ def main() -> int:
         f"batch_{args.batch}": json.dumps({"dataframe_split": {"columns": FEATURES,
                                                                "data": rows[:args.batch]}}).encode(),
     }
-    ports = {"aiir": free_port(), "aiir_nolog": free_port(), "mlflow": free_port()}
+    ports = {"aiir": free_port(), "aiir_nolog": free_port(), "aiir_durable": free_port(), "mlflow": free_port()}
     aiir_bin = str(VENV_BIN / "aiir")
     procs = {}
     results: dict = {}
@@ -296,6 +298,9 @@ def main() -> int:
         procs["aiir_nolog"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_nolog"]),
                                      "--state-dir", str(tmp / "gw-nolog"), "--no-log"], env,
                                     ports["aiir_nolog"], tmp / "aiir-nolog.log")
+        procs["aiir_durable"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_durable"]),
+                                       "--state-dir", str(tmp / "gw-durable"), "--durable"], env,
+                                      ports["aiir_durable"], tmp / "aiir-durable.log")
         procs["mlflow"] = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
                                  "--env-manager", "local", "-p", str(ports["mlflow"]), "--host", "127.0.0.1"],
                                 env, ports["mlflow"], tmp / "mlflow.log")
@@ -333,6 +338,8 @@ def main() -> int:
             s["cpu_ratio_mlflow_vs_aiir"] = round(s["mlflow"]["server_cpu_ms_per_request"]
                                                   / s["aiir"]["server_cpu_ms_per_request"], 3)
             s["p99_ratio_aiir_vs_mlflow"] = round(s["aiir"]["p99_ms_median"] / s["mlflow"]["p99_ms_median"], 3)
+            s["ratio_aiir_durable_vs_mlflow_throughput"] = round(
+                s["aiir_durable"]["rps_median"] / s["mlflow"]["rps_median"], 3)
             summary[scen] = s
 
         token = (tmp / "gw-log" / "admin.token").read_text().strip()

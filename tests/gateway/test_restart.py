@@ -87,3 +87,20 @@ def test_startup_errors_are_one_clear_line(gw_env, tmp_path):
         s.listen()
         r = serve("--model", MODEL, "--port", str(s.getsockname()[1]))
     assert r.returncode == 1 and "could not listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_durable_mode_commits_before_answering_even_across_sigkill(gw_env, tmp_path):
+    state = tmp_path / "state"
+    g = Gateway(gw_env, state, tmp_path / "serve.log", extra=("--durable",)).start()
+    answered = []
+    try:
+        log = DecisionLog(state / "decisions.db")
+        for _ in range(20):
+            r = g.score(split(ROWS[:2]), client="d")
+            assert r.status_code == 200
+            answered += r.json()["decision_ids"]
+            assert log.count() == len(answered)  # committed before the response, no flush needed
+        assert g.ok("/admin/state")["extra"]["decision_log"]["durable"] is True
+    finally:
+        g.stop(signal.SIGKILL)  # no graceful shutdown at all
+    assert [r["decision_id"] for r in DecisionLog(state / "decisions.db").query()] == answered

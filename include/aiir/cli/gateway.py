@@ -67,6 +67,8 @@ def serve(
     no_log: bool = typer.Option(False, "--no-log", help="Do not record decisions (benchmarking only)."),
     log_writer: str = typer.Option("process", "--log-writer",
                                    help="Decision-log writer: 'process' (child process, default) or 'thread'."),
+    durable: bool = typer.Option(False, "--durable",
+                                 help="Answer a request only after its decisions are committed to the log."),
 ) -> None:
     """Serve MODEL@ALIAS on POST /invocations (MLflow scoring formats), log every decision, and accept
     containment on the /admin API."""
@@ -83,7 +85,7 @@ def serve(
         raise BadInput("--log-writer", f"expected process or thread, got '{log_writer}'")
     run_server(model=model, alias=alias, fallback_alias=fallback_alias or None, host=host, port=port,
                state_dir=state_dir, max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows,
-               log_decisions=not no_log, log_writer=log_writer)
+               log_decisions=not no_log, log_writer=log_writer, durable=durable)
 
 
 # ------------------------------------------------------------------------------------------ traffic

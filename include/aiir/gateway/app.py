@@ -40,7 +40,7 @@ def _dumps(obj: Any) -> bytes:
 
 
 def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: Any | None,
-               max_body_bytes: int = DEFAULT_MAX_BODY):
+               max_body_bytes: int = DEFAULT_MAX_BODY, durable: bool = False):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -139,8 +139,10 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             latency_ms = (time.perf_counter() - t0) * 1000.0
             if writer is not None:
                 try:
-                    writer.submit((t_epoch, client, rid, model_name, lv.version, lv.digest, cols, rows, ids,
-                                   preds, scores, latency_ms, "gateway"))
+                    mark = writer.submit((t_epoch, client, rid, model_name, lv.version, lv.digest, cols, rows,
+                                          ids, preds, scores, latency_ms, "gateway"))
+                    if durable:  # answer only once the decisions are committed
+                        await writer.committed(mark)
                 except LogBacklogFull as exc:
                     return err(503, "decision_log_unavailable", f"refusing to serve unlogged decisions: {exc}",
                                rid)
@@ -346,7 +348,8 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
 def run_server(*, model: str, alias: str = "champion", fallback_alias: str | None = "last-known-good",
                host: str = "127.0.0.1", port: int = 8080, state_dir: str | Path | None = None,
                tracking_uri: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_rows: int = 10_000, log_decisions: bool = True, log_writer: str = "process") -> None:
+               max_rows: int = 10_000, log_decisions: bool = True, log_writer: str = "process",
+               durable: bool = False) -> None:
     """Start the gateway and block until SIGINT/SIGTERM; flushes the decision log on the way out."""
     import uvicorn
 
@@ -373,12 +376,17 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
         if log_writer == "process":
             from aiir.gateway.log_writer import ProcessDecisionWriter
 
-            writer = ProcessDecisionWriter(log.path)
+            writer = ProcessDecisionWriter(log.path, durable=durable)
         else:
+            if durable:
+                from aiir.errors import BadInput
+
+                raise BadInput("--durable", "needs the process log writer (--log-writer process)")
             writer = DecisionWriter(log)
     else:
         progress("warning: decision logging is OFF (--no-log); decisions are not recorded")
-    app = create_app(ctl, token=token, log=log, writer=writer, max_body_bytes=max_body_bytes)
+    app = create_app(ctl, token=token, log=log, writer=writer, max_body_bytes=max_body_bytes,
+                     durable=durable and writer is not None)
     progress(f"serving '{model}' v{ctl.routing.serving.version} ({st.mode}) on http://{host}:{port} — "
              f"state {sdir}, admin token in {store.token_path}")
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",

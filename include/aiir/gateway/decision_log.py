@@ -527,7 +527,7 @@ class DecisionWriter:
     # A request's decisions travel as one item:
     # (t_epoch, client_id, request_id, model, version, digest, columns, rows, decision_ids,
     #  predictions, scores, latency_ms, source)
-    def submit(self, item: tuple) -> None:
+    def submit(self, item: tuple) -> int:
         n = len(item[8])
         if self._submitted - self._done + n > self.max_backlog:
             raise LogBacklogFull(f"decision log backlog is full ({self.pending} rows pending"
@@ -539,6 +539,7 @@ class DecisionWriter:
         if self._idle:
             self._idle = False
             self._wake.set()
+        return self._submitted
 
     @property
     def pending(self) -> int:

@@ -41,9 +41,11 @@ class ProcessDecisionWriter:
     ``pending``); ``submit`` must be called from the event loop thread."""
 
     def __init__(self, path: str | Path, *, linger: float = 0.025, max_backlog: int = 100_000,
-                 ship_rows: int = 2000):
+                 ship_rows: int = 2000, durable: bool = False):
         self.path = Path(path)
-        self.linger = linger
+        self.durable = durable
+        # durable: responses wait for the commit, so ship often (group commit every ~2 ms)
+        self.linger = min(linger, 0.002) if durable else linger
         self.max_backlog = max_backlog
         self.ship_rows = ship_rows
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -71,6 +73,7 @@ class ProcessDecisionWriter:
         self.dead: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task | None = None
+        self._waiters: list[tuple[int, asyncio.Future]] = []
         self._writer_registered = False
         self._closed = False
 
@@ -87,7 +90,8 @@ class ProcessDecisionWriter:
             if self._buf:
                 self._ship()
 
-    def submit(self, item: tuple) -> None:
+    def submit(self, item: tuple) -> int:
+        """Queue one request's decisions; returns the commit mark to pass to :meth:`committed`."""
         if self.dead is not None:
             raise LogBacklogFull(f"decision log writer is down ({self.dead})")
         n = len(item[8])
@@ -101,6 +105,35 @@ class ProcessDecisionWriter:
         self._submitted += n
         if self._buf_rows >= self.ship_rows:
             self._ship()
+        return self._submitted
+
+    async def committed(self, mark: int, timeout: float = 10.0) -> None:
+        """Wait until every decision up to ``mark`` is committed (raises LogBacklogFull if it cannot be)."""
+        if self._done >= mark:
+            return
+        if self.dead is not None:
+            raise LogBacklogFull(f"decision log writer is down ({self.dead})")
+        fut = self._loop.create_future()
+        self._waiters.append((mark, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise LogBacklogFull(f"decision not committed within {timeout:g}s") from None
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        keep = []
+        for mark, fut in self._waiters:
+            if fut.done():
+                continue
+            if self.dead is not None:
+                fut.set_exception(LogBacklogFull(f"decision log writer is down ({self.dead})"))
+            elif mark <= self._done:
+                fut.set_result(None)
+            else:
+                keep.append((mark, fut))
+        self._waiters = keep
 
     def _ship(self) -> None:
         items, self._buf = self._buf, []
@@ -164,6 +197,7 @@ class ProcessDecisionWriter:
         self._done = done
         while self._unacked and self._unacked[0][0] <= done:
             self._unacked.popleft()
+        self._wake_waiters()
 
     def _died(self, why: str) -> None:
         if self.dead is not None:
@@ -181,6 +215,10 @@ class ProcessDecisionWriter:
             self._done += lost
         print(f"aiir gateway: decision log writer failed: {why}; scoring now returns 503",
               file=sys.stderr, flush=True)
+        try:
+            self._wake_waiters()
+        except RuntimeError:  # loop already closed
+            pass
 
     @property
     def pending(self) -> int:
@@ -264,7 +302,7 @@ class ProcessDecisionWriter:
             self._died(f"writer process ended with code {self.proc.returncode} before committing everything")
 
     def stats(self) -> dict[str, Any]:
-        return {"mode": "process", "pid": self.proc.pid, "pending": self.pending, "written": self.written,
+        return {"mode": "process", "durable": self.durable, "pid": self.proc.pid, "pending": self.pending, "written": self.written,
                 "batches": self.batches, "rejected": self.rejected, "last_error": self.last_error,
                 "alive": self.dead is None and self.proc.poll() is None}
 
