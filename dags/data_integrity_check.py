@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
 from aiir_airflow.assets import INCIDENTS, INTEGRITY_FINDINGS, TRAINING_BATCHES
 from aiir_airflow.callables import incident_opened
 from aiir_airflow.notifiers import SiemNotifier
-from aiir_airflow.operators import DataIntegrityCheckOperator
+from aiir_airflow.operators import DataIntegrityCheckOperator, TriggerPlaybookOperator
 
 SCHEDULE = "@hourly"  # change here (or pass `schedule` via a subclass) to check more or less often
 
@@ -65,7 +64,7 @@ def data_integrity_check():
         op_args=["{{ ti.xcom_pull(task_ids='check') }}"],
         on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
-    trigger = TriggerDagRunOperator(
+    trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
         trigger_dag_id="incident_data_poisoning",
         trigger_run_id="{{ ti.xcom_pull(task_ids='check')['incident']['incident_id'] }}",

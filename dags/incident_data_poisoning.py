@@ -24,7 +24,6 @@ Every phase change is emitted to the SIEM (ECS + Splunk HEC). Runs are serialise
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import TaskGroup, TriggerRule, dag
 
 from aiir_airflow.notifiers import SiemNotifier, page_on_failure
@@ -33,6 +32,7 @@ from aiir_airflow.operators import (
     OpenIncidentOperator,
     PlaybookStepOperator,
     PreserveEvidenceOperator,
+    TriggerPlaybookOperator,
 )
 from aiir_airflow.params import incident_params
 
@@ -67,13 +67,12 @@ def incident_data_poisoning():
     with TaskGroup("eradicate_recover", prefix_group_id=False, tooltip="NIST RS.MI / RC.RP"):
         eradicate = PlaybookStepOperator(task_id="eradicate", step="eradicate",
                                          on_success_callback=SiemNotifier("eradicate", "poison_quarantined"))
-        retrain = TriggerDagRunOperator(
+        retrain = TriggerPlaybookOperator(
             task_id="retrain_from_clean_data",
             trigger_dag_id="retrain_from_clean_data",
             trigger_run_id="{{ ti.xcom_pull(task_ids='open_incident')['incident_id'] }}-retrain",
             conf="{{ ti.xcom_pull(task_ids='eradicate')['retrain_conf'] }}",
-            wait_for_completion=True, deferrable=True, poke_interval=3,
-            skip_when_already_exists=False, reset_dag_run=False,
+            wait_for_completion=True, poke_interval=3, skip_when_already_exists=False,
             on_success_callback=SiemNotifier("recover", "model_recovered"),
         )
     report = PlaybookStepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,

@@ -96,6 +96,7 @@ def write_profiles(files: demo.DemoFiles) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         FRAUD_MODEL: {"label": "is_fraud", "recipe": "fraud-hgb-v1", "source_column": "source",
+                      "ignore_columns": ["batch"],
                       "reference": str(files.fraud_reference), "holdout": str(files.fraud_holdout),
                       "feedback": str(files.fraud_feedback), "batches": str(files.fraud_batch(0).parent)},
         CANCER_MODEL: {"label": "benign", "recipe": "cancer-logreg-v1", "source_column": None,

@@ -51,7 +51,7 @@ def run(*, model_name: str, reference: str | None = None, current: str | None = 
     out = config.paths().checks / f"{Path(current).stem}__{safe_run}"
     registry = digests_path() if digests_path().exists() else None
     result = run_check(reference, current, out, label_column=label_column, source_column=source_column,
-                       registry=registry).to_dict()
+                       registry=registry, ignore_columns=tuple(prof.get("ignore_columns", ()))).to_dict()
     summary: dict[str, Any] = {
         "status": result["status"], "severity": result.get("severity"), "check_dir": str(out),
         "current": str(current), "reference": str(reference), "findings": len(result.get("findings", [])),

@@ -235,3 +235,50 @@ class RecoveryStepOperator(BaseOperator):
             hook = DeploymentTargetHook(conf["target_kind"], conf["target_name"])
             return recovery.promote(conf, target=None if conf["dry_run"] else hook.target)
         return getattr(recovery, self.step)(conf)
+
+
+class TriggerPlaybookOperator(BaseOperator):
+    """Trigger another aiir DAG (the incident playbook, the clean retrain) and optionally wait for it.
+
+    A light stand-in for ``TriggerDagRunOperator``: that operator imports SQLAlchemy models at module
+    level, which costs every DAG file that uses it ~20 ms of parse time on each dag-processor pass. This one
+    imports nothing at parse time and hands the trigger to the task runner through the same
+    ``DagRunTriggerException``; with ``wait_for_completion`` it defers to the standard provider's
+    ``DagStateTrigger`` in the triggerer (no worker slot held) and resumes in :meth:`execute_complete`.
+    """
+
+    template_fields: Sequence[str] = ("trigger_dag_id", "trigger_run_id", "conf")
+    ui_color = "#ffefeb"
+
+    def __init__(self, *, trigger_dag_id: str, trigger_run_id: str, conf: dict[str, Any] | str | None = None,
+                 wait_for_completion: bool = False, poke_interval: int = 5,
+                 skip_when_already_exists: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.trigger_dag_id = trigger_dag_id
+        self.trigger_run_id = trigger_run_id
+        self.conf = conf
+        self.wait_for_completion = wait_for_completion
+        self.poke_interval = poke_interval
+        self.skip_when_already_exists = skip_when_already_exists
+        self.allowed_states = ["success"]
+        self.failed_states = ["failed"]
+
+    def execute(self, context: Context) -> None:
+        from airflow.sdk.exceptions import DagRunTriggerException
+
+        if self.conf is not None and not isinstance(self.conf, dict):
+            raise AirflowFailException(f"conf must render to a JSON object, got {type(self.conf).__name__} "
+                                       "(set render_template_as_native_obj=True on the DAG)")
+        raise DagRunTriggerException(
+            trigger_dag_id=self.trigger_dag_id, dag_run_id=self.trigger_run_id, conf=self.conf,
+            reset_dag_run=False, skip_when_already_exists=self.skip_when_already_exists,
+            wait_for_completion=self.wait_for_completion, allowed_states=self.allowed_states,
+            failed_states=self.failed_states, poke_interval=self.poke_interval, deferrable=True,
+        )
+
+    def execute_complete(self, context: Context, event: Any) -> None:
+        data = event[1] if isinstance(event, (tuple, list)) else event
+        failed = [r for r in data.get("run_ids", []) if data.get(r) in self.failed_states]
+        if failed:
+            raise AirflowFailException(f"{self.trigger_dag_id} run(s) {failed} ended failed")
+        self.log.info("%s run(s) %s succeeded", self.trigger_dag_id, data.get("run_ids"))

@@ -95,3 +95,29 @@ def test_poisoned_batch_exits_3(data_dir, tmp_path):
     groups = doc["labels"]["consistency"]["groups"]
     assert groups["partner_feed_c"]["observed_positives"] < groups["partner_feed_c"]["expected_positives"] / 3
     assert all(groups[s]["severity"] is None for s in ("bank_core", "partner_feed_a", "partner_feed_b"))
+
+
+def test_ignore_column_leaves_provenance_out(tmp_path):
+    """A batch-id column takes a new value in every batch by design; --ignore-column keeps it out."""
+    import pandas as pd
+
+    from tests.conftest import run_aiir
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"x": rng.normal(size=400).round(6), "batch": ["b0"] * 400})
+    cur = pd.DataFrame({"x": rng.normal(size=400).round(6), "batch": ["b9"] * 400})
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    cur.to_csv(tmp_path / "cur.csv", index=False)
+    flagged = run_aiir("check", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                       "--out", str(tmp_path / "a"), "--no-html")
+    assert "batch" in (tmp_path / "a" / "findings.json").read_text()
+    ok = run_aiir("check", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                  "--out", str(tmp_path / "b"), "--no-html", "--ignore-column", "batch")
+    assert ok.returncode == 0, ok.stderr
+    assert '"batch"' not in (tmp_path / "b" / "findings.json").read_text().split('"thresholds"')[0]
+    bad = run_aiir("check", "--reference", str(tmp_path / "ref.csv"), "--current", str(tmp_path / "cur.csv"),
+                   "--out", str(tmp_path / "c"), "--no-html", "--ignore-column", "nope")
+    assert bad.returncode == 2 and "--ignore-column 'nope'" in bad.stderr
+    assert flagged.returncode in (0, 3)

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         thresholds: Annotated[Path | None, typer.Option(
             "--thresholds", help="TOML overriding detect/thresholds.toml (or env AIIR_THRESHOLDS).")] = None,
         no_html: Annotated[bool, typer.Option("--no-html", help="Skip the Evidently HTML report.")] = False,
+        ignore_column: Annotated[list[str] | None, typer.Option(
+            "--ignore-column", help="Leave this column out of every check (repeatable), e.g. a batch id.")] = None,
     ) -> None:
         """Check CURRENT against REFERENCE: contract, drift, label shift, duplicates, outliers, sources,
         artifact digests. Exit 0 clean, 3 incident, 2 bad input. Findings JSON on stdout."""
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
             out = paths().checks / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         result = run_check(reference, current, out, contract=contract, label_column=label_column,
                            source_column=source_column, registry=registry, thresholds=thresholds,
-                           html=not no_html, progress=progress)
+                           html=not no_html, progress=progress, ignore_columns=tuple(ignore_column or ()))
         progress(f"{result.status}: {len(result.findings)} finding(s), severity {result.severity or 'none'}; "
                  f"findings in {result.paths['findings']}")
         emit_json(result.summary())

@@ -103,8 +103,12 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
               out_dir: str | Path, contract: str | Path | None = None, label_column: str | None = None,
               source_column: str | None = None, registry: str | Path | None = None,
               thresholds: str | Path | dict[str, Any] | None = None, html: bool = True,
-              progress: Callable[[str], None] | None = None) -> CheckResult:
+              progress: Callable[[str], None] | None = None,
+              ignore_columns: list[str] | tuple[str, ...] = ()) -> CheckResult:
     """Run every integrity check of CUR against REF and write the evidence to ``out_dir``.
+
+    ``ignore_columns`` are left out of every check (provenance such as a batch id, which takes a new
+    value in every batch by design); each must exist in the reference.
 
     Writes ``findings.json``, ``contract.json`` (the suite used), ``gx_validation.json``,
     ``drift_report.html`` (unless ``html=False``) and ``suspect_rows.csv`` (when rows are suspected).
@@ -136,6 +140,13 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     require_columns(cur, {"--label-column": label_column, "--source-column": source_column}, where=cur_where)
     if label_column is not None and label_column == source_column:
         raise BadInput("--source-column", "must differ from --label-column")
+    for col in ignore_columns:
+        require_columns(ref, {"--ignore-column": col}, where=ref_where)
+        if col in (label_column, source_column):
+            raise BadInput("--ignore-column", f"'{col}' is the label or source column; it cannot be ignored")
+    if ignore_columns:
+        ref = ref.drop(columns=list(ignore_columns))
+        cur = cur.drop(columns=[c for c in ignore_columns if c in cur.columns])
     if contract_data is not None:  # GX's own checks of a supplied suite, before any progress line
         contract_mod.build_suite(contract_data, str(contract))
     out.mkdir(parents=True, exist_ok=True)

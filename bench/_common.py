@@ -1,0 +1,49 @@
+"""Shared by the benchmarks: machine facts and writing a section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()
+    total = mem[1].split()[1] if len(mem) > 1 else "?"
+    return f"{os.cpu_count()} CPUs ({cpu}), {total} RAM, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+
+
+def save_json(name: str, obj: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(obj, indent=2, default=str))
+    return path
+
+
+def write_section(heading: str, body: str) -> None:
+    """Replace (or append) the section ``## heading`` in docs/benchmarks.md."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured on the project machine; each section is written by its benchmark script.\n"
+    stamp = f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC} — machine: {machine()}\n\n"
+    section = f"## {heading}\n\n{stamp}{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    DOC.write_text(text.rstrip() + "\n")
