@@ -1,0 +1,133 @@
+"""Mean time to contain, under the real scheduler (goal: ≤ 1.3× a no-op DAG's trigger-to-task time).
+
+One Airflow (standalone: scheduler, api-server, dag-processor, triggerer; LocalExecutor, SQLite) and one
+gateway, both real processes. In the same run:
+
+* baseline — REST trigger of ``aiir_latency_probe`` → its no-op task finished (task end_date);
+* MTTC — REST trigger of ``incident_data_poisoning`` → the first scoring request answered by the
+  last-known-good version, as a client sees it (a thread scores one row every 10 ms).
+
+Each incident run is stopped once contained (the rest of the playbook is not what is measured) and the
+gateway is put back to serving the compromised version before the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_json, write_section  # noqa: E402
+
+
+def _ts(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="aiir-mttc-")) / "aiir-home"
+    os.environ["AIIR_HOME"] = str(home)
+    import httpx
+
+    from aiir import bootstrap, runtime
+    from aiir.targets.local import LocalGatewayTarget
+
+    bootstrap.bootstrap()
+    v2 = bootstrap.nightly_retrain([4, 5]).version
+    services = []
+    try:
+        gw = runtime.start_gateway(bootstrap.FRAUD_MODEL)
+        services.append(gw)
+        os.environ["AIIR_GATEWAY_URL"] = gw.url
+        target = LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url)
+        af = runtime.Airflow()
+        af.start()
+        services.append(af.service)
+        for d in ("aiir_latency_probe", "incident_data_poisoning"):
+            af.wait_for_dag(d)
+        row = {"dataframe_records": [{"amount": 120.0, "merchant_category": "grocery", "hour": 14,
+                                      "country_mismatch": 0, "card_present": 1, "velocity_1h": 1,
+                                      "device_age_days": 300, "distance_from_home_km": 5.0,
+                                      "account_age_days": 900, "prior_chargebacks": 0}]}
+
+        # warm both DAGs once (first task start of a DAG pays one-off costs)
+        r = af.trigger("aiir_latency_probe")
+        af.wait_for_run("aiir_latency_probe", r["dag_run_id"])
+
+        baseline = []
+        for _ in range(args.runs):
+            t0 = time.time()
+            r = af.trigger("aiir_latency_probe")
+            af.wait_for_run("aiir_latency_probe", r["dag_run_id"])
+            ti = af.task_instances("aiir_latency_probe", r["dag_run_id"])[0]
+            baseline.append(_ts(ti["end_date"]) - t0)
+
+        mttc, task_seconds = [], []
+        for i in range(args.runs + 1):
+            target.restore(reason="bench reset")
+            target.rollback(v2, reason="bench: compromised version serving")
+            seen: dict[str, float] = {}
+            stop = threading.Event()
+
+            def poll():
+                with httpx.Client(base_url=gw.url, timeout=5) as c:
+                    while not stop.is_set():
+                        try:
+                            resp = c.post("/invocations", json=row, headers={"X-Client-Id": "bench"})
+                            if resp.status_code == 200 and resp.json().get("model_version") == "1":
+                                seen["t"] = time.time()
+                                return
+                        except httpx.HTTPError:
+                            pass
+                        time.sleep(0.01)
+
+            th = threading.Thread(target=poll, daemon=True)
+            th.start()
+            iid = f"BENCH-MTTC-{os.getpid()}-{i}"
+            t0 = time.time()
+            af.trigger("incident_data_poisoning", {"incident_id": iid, "model_name": bootstrap.FRAUD_MODEL,
+                                                   "target_name": bootstrap.FRAUD_MODEL, "severity": "high"},
+                       run_id=iid)
+            th.join(timeout=180)
+            stop.set()
+            if "t" not in seen:
+                raise RuntimeError(f"run {iid}: the gateway never served last-known-good")
+            if i > 0:  # run 0 warms the playbook DAG
+                mttc.append(seen["t"] - t0)
+                task_seconds.append(json.loads((home / "incidents" / iid / "contain.json").read_text())["seconds"])
+            af.api("PATCH", f"/dags/incident_data_poisoning/dagRuns/{iid}", {"state": "failed"})
+            runtime.wait_until(lambda iid=iid: af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}")["state"]
+                               in ("failed", "success"), timeout=60)
+            time.sleep(2)
+    finally:
+        for s in reversed(services):
+            s.stop()
+
+    b, m = statistics.median(baseline), statistics.median(mttc)
+    res = {"baseline_s": baseline, "mttc_s": mttc, "containment_call_s": task_seconds, "baseline_median": b,
+           "mttc_median": m, "ratio": m / b}
+    save_json("mttc", res)
+    body = (f"Same Airflow (standalone, LocalExecutor, SQLite) and gateway, same run, {args.runs} runs each after "
+            f"one warm-up.\n\n| measure | median | runs |\n|---|---|---|\n"
+            f"| no-op DAG: REST trigger → task finished | {b:.2f} s | {', '.join(f'{x:.2f}' for x in baseline)} |\n"
+            f"| MTTC: REST trigger → first request served by last-known-good | {m:.2f} s | "
+            f"{', '.join(f'{x:.2f}' for x in mttc)} |\n"
+            f"| of which the containment calls (describe + isolate) | {statistics.median(task_seconds) * 1000:.0f} ms | |\n\n"
+            f"Ratio **{m / b:.2f}×** (goal ≤ 1.3×).")
+    write_section("Mean time to contain (bench/bench_mttc.py)", body)
+    print(json.dumps({k: v for k, v in res.items() if "median" in k or k == "ratio"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
