@@ -51,7 +51,7 @@ def main() -> None:
         services.append(gw)
         os.environ["AIIR_GATEWAY_URL"] = gw.url
         target = LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url)
-        af = runtime.Airflow()
+        af = runtime.Airflow(integrity_schedule="none")
         af.start()
         services.append(af.service)
         for d in ("aiir_latency_probe", "incident_data_poisoning"):

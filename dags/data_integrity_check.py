@@ -1,7 +1,7 @@
 """
 ### Data-integrity check
 
-Runs **hourly** and **whenever a new training-data batch lands** (the `fraud_training_batches` Asset).
+Runs **hourly** (`AIIR_INTEGRITY_SCHEDULE`: a cron expression, or `none`) and **whenever a new training-data batch lands** (the `fraud_training_batches` Asset).
 It checks the batch against the model's reference data — Great Expectations contract, per-feature
 drift (Evidently's tests, computed by aiir), label shift overall and per source, duplicate injection,
 outliers, the source that explains the anomaly, SHA-256 of every registered artifact — and writes
@@ -16,6 +16,8 @@ Same code as `aiir check` / `aiir check-batch` on the command line.
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
@@ -25,13 +27,14 @@ from aiir_airflow.callables import incident_opened
 from aiir_airflow.notifiers import SiemNotifier
 from aiir_airflow.operators import DataIntegrityCheckOperator, TriggerPlaybookOperator
 
-SCHEDULE = "@hourly"  # change here (or pass `schedule` via a subclass) to check more or less often
+# Cron expression of the periodic check; "none" leaves only the Asset trigger (tests, demo).
+SCHEDULE = os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly")
 
 
 @dag(
     dag_id="data_integrity_check",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
-                                 assets=TRAINING_BATCHES),
+    schedule=TRAINING_BATCHES if SCHEDULE == "none" else AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=TRAINING_BATCHES),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -101,9 +101,18 @@ def contain(record: IncidentRecord, *, target=None, target_options: dict[str, An
     if record.dry_run:
         result = {"dry_run": True, "before": before.to_dict(), "after": before.to_dict()}
     else:
-        after = target.isolate(quarantine=record.containment == "quarantine",
+        quarantine = record.containment == "quarantine"
+        note = ""
+        if not quarantine and (before.fallback_version is None or before.fallback_version in before.serving_versions):
+            # The last-known-good version is the one under suspicion (or there is none): routing traffic
+            # to it contains nothing, so refuse all traffic instead.
+            quarantine, note = True, (f"fallback v{before.fallback_version} is itself serving; quarantined instead"
+                                      if before.fallback_version else "no fallback version; quarantined instead")
+        after = target.isolate(quarantine=quarantine,
                                reason=f"incident {record.incident_id}: suspected data poisoning")
         result = {"dry_run": False, "before": before.to_dict(), "after": after.to_dict()}
+        if note:
+            result["note"] = note
     result.update({"effective_at": now_iso(), "seconds": round(time.perf_counter() - t0, 4),
                    "containment": record.containment, "target": target.ref})
     record.workdir.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 def airflow_env(*, port: int = 8280, home: Path | None = None, dags: Path | None = None,
-                parallelism: int = 4) -> dict[str, str]:
+                parallelism: int = 4, integrity_schedule: str | None = None) -> dict[str, str]:
     """Environment for a single-machine Airflow on SQLite with the LocalExecutor."""
     p = config.paths()
     home = home or p.airflow_home
@@ -63,6 +63,7 @@ def airflow_env(*, port: int = 8280, home: Path | None = None, dags: Path | None
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "GX_ANALYTICS_ENABLED": "false",
+        "AIIR_INTEGRITY_SCHEDULE": integrity_schedule or os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly"),
         "MLFLOW_TRACKING_URI": p.mlflow_tracking_uri,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(
@@ -158,9 +159,10 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.25, what: str =
 class Airflow:
     """A real Airflow (api-server, scheduler, dag-processor, triggerer) started with ``airflow standalone``."""
 
-    def __init__(self, *, port: int | None = None, home: Path | None = None, dags: Path | None = None):
+    def __init__(self, *, port: int | None = None, home: Path | None = None, dags: Path | None = None,
+                 integrity_schedule: str | None = None):
         self.port = port or free_port()
-        self.env = airflow_env(port=self.port, home=home, dags=dags)
+        self.env = airflow_env(port=self.port, home=home, dags=dags, integrity_schedule=integrity_schedule)
         self.home = Path(self.env["AIRFLOW_HOME"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.service: Service | None = None

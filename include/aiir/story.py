@@ -55,7 +55,7 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
         target.restore(reason="demo start")
         target.rollback(v1, reason="demo start: serve baseline")
         log(f"starting Airflow on http://127.0.0.1:{af_port} (first start takes ~30 s)")
-        af = runtime.Airflow(port=af_port)
+        af = runtime.Airflow(port=af_port, integrity_schedule="none")  # the story drives the check
         af.start()
         services.append(af.service)
         for dag_id in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):

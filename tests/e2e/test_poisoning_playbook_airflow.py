@@ -36,7 +36,7 @@ def world(tmp_path_factory):
         gw = runtime.start_gateway(bootstrap.FRAUD_MODEL)
         services.append(gw)
         os.environ["AIIR_GATEWAY_URL"] = gw.url
-        af = runtime.Airflow()
+        af = runtime.Airflow(integrity_schedule="none")
         af.start()
         services.append(af.service)
         for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
