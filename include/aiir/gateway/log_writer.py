@@ -346,14 +346,14 @@ def _child(db_path: str) -> int:
         n_rows = sum(len(it[8]) for it in items)
         err = None
         try:
-            rows = [r for it in items for r in DecisionWriter._expand(it)]
+            rows = [v for it in items for v in DecisionWriter._expand_values(it)]
         except Exception as exc:  # noqa: BLE001
             err = f"cannot encode decisions: {exc}"
             rows = None
         if rows is not None:
             for attempt in range(20):
                 try:
-                    log.write_rows(rows)
+                    log.write_values(rows)
                     err = None
                     break
                 except Exception as exc:  # noqa: BLE001 — locked, disk full …: retry with backoff
