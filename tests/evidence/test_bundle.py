@@ -417,3 +417,18 @@ def test_concurrent_adders_keep_one_valid_chain(tmp_path, key):
     assert len(b.files) == 21
     b.seal(key)
     assert verify_bundle(b.path, key.public_key()).ok
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "manifest.sig", "public_key.pem", "custody.jsonl"])
+def test_metadata_replaced_by_a_fifo_fails_without_hanging(sealed, key, name):
+    import threading
+
+    writable(sealed.path)
+    (sealed.path / name).unlink()
+    os.mkfifo(sealed.path / name)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(verify_bundle(sealed.path, record=False)), daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), f"verify blocked on a FIFO named {name}"
+    assert out and not out[0].ok

@@ -62,6 +62,16 @@ def open_regular(path: str | Path, *, follow_symlinks: bool = True) -> tuple[int
     return fd, st
 
 
+def read_regular(path: str | Path, *, follow_symlinks: bool = False) -> bytes:
+    """The whole content of a regular file; BadInput for anything else (a FIFO cannot block the reader)."""
+    fd, _ = open_regular(path, follow_symlinks=follow_symlinks)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def _fadvise_sequential(fd: int) -> None:
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)

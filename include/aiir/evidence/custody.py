@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,24 @@ def read_chain(path: Path, state: ChainState | None = None, *, keep: bool = True
     """Read (the rest of) the custody log and check every link; problems are collected, not raised."""
     state = state or ChainState()
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < state.offset:
-                state.problems.append(f"{CUSTODY_FILENAME} shrank from {state.offset} to {size} bytes")
-                return state
-            fh.seek(state.offset)
-            data = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         if state.offset:
             state.problems.append(f"{CUSTODY_FILENAME} disappeared")
         return state
+    except OSError as exc:
+        state.problems.append(f"{CUSTODY_FILENAME} cannot be opened ({exc.strerror}; a symbolic link?)")
+        return state
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            state.problems.append(f"{CUSTODY_FILENAME} is not a regular file")
+            return state
+        if st.st_size < state.offset:
+            state.problems.append(f"{CUSTODY_FILENAME} shrank from {state.offset} to {st.st_size} bytes")
+            return state
+        fh.seek(state.offset)
+        data = fh.read()
     if not data:
         return state
     *lines, tail = data.split(b"\n")

@@ -35,7 +35,7 @@ from aiir.errors import BadInput
 from . import custody as _custody
 from ._util import loads_strict, sha256_hex, utc_now
 from .bundle import CUSTODY, MANIFEST, PAYLOAD_DIR, PUBLIC_KEY, SIGNATURE, STAGING_DIR, _actor, _walk_payload
-from .copy import hash_file
+from .copy import hash_file, read_regular
 from .keys import fingerprint, load_public_key
 
 if TYPE_CHECKING:
@@ -104,8 +104,8 @@ def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str |
     expected: dict[str, tuple[str, int]] = {}
     res.sealed = (bundle / MANIFEST).exists()
     if res.sealed:
-        manifest_bytes = (bundle / MANIFEST).read_bytes()
         try:
+            manifest_bytes = read_regular(bundle / MANIFEST)
             manifest = loads_strict(manifest_bytes, MANIFEST)
             if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
                 raise BadInput(MANIFEST, "no 'files' list")
@@ -216,15 +216,15 @@ def _check_signature(bundle: Path, data: bytes, manifest: dict[str, Any] | None,
     else:
         res.key_source = "bundle"
         try:
-            pub = load_public_key((bundle / PUBLIC_KEY).read_bytes())
+            pub = load_public_key(read_regular(bundle / PUBLIC_KEY))
         except (OSError, BadInput) as exc:
             msgs.append(f"SIGNATURE: cannot load {PUBLIC_KEY}: {exc}")
             return False
     res.public_key_sha256 = fingerprint(pub)
     try:
-        sig = (bundle / SIGNATURE).read_bytes()
-    except OSError as exc:
-        msgs.append(f"SIGNATURE: cannot read {SIGNATURE}: {exc.strerror}")
+        sig = read_regular(bundle / SIGNATURE)
+    except BadInput as exc:
+        msgs.append(f"SIGNATURE: cannot read {SIGNATURE}: {exc.problem}")
         return False
     try:
         pub.verify(sig, data)
