@@ -105,7 +105,9 @@ def main() -> None:
                 raise RuntimeError(f"run {iid}: the gateway never served last-known-good")
             if i > 0:  # run 0 warms the playbook DAG
                 mttc.append(seen["t"] - t0)
-                task_seconds.append(json.loads((home / "incidents" / iid / "contain.json").read_text())["seconds"])
+                cpath = home / "incidents" / iid / "contain.json"
+                runtime.wait_until(cpath.exists, timeout=30, what=str(cpath))
+                task_seconds.append(json.loads(cpath.read_text())["seconds"])
             af.api("PATCH", f"/dags/incident_data_poisoning/dagRuns/{iid}", {"state": "failed"})
             runtime.wait_until(lambda iid=iid: af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}")["state"]
                                in ("failed", "success"), timeout=60)
