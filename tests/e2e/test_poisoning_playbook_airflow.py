@@ -80,8 +80,9 @@ def incident(world):
     af.api("POST", "/assets/events", {"asset_id": asset["id"], "extra": {"path": str(batch)}})
     from aiir.runtime import wait_until
 
-    check = wait_until(lambda: next(iter(af.runs("data_integrity_check")), None), timeout=120,
-                       what="data_integrity_check run", service=af.service)
+    check = wait_until(lambda: next((r for r in af.runs("data_integrity_check")
+                                     if r["run_type"] == "asset_triggered"), None),
+                       timeout=120, what="an asset-triggered data_integrity_check run", service=af.service)
     check = af.wait_for_run("data_integrity_check", check["dag_run_id"], timeout=600)
     summary = af.xcom("data_integrity_check", check["dag_run_id"], "check")
     incident_id = summary["incident"]["incident_id"] if summary.get("incident") else None
@@ -186,3 +187,14 @@ def test_malformed_conf_is_refused_before_any_task(world):
     with pytest.raises(HTTPError) as exc:
         world["af"].trigger("incident_data_poisoning", {"target_kind": "azure"})
     assert exc.value.code in (400, 422)
+
+
+def test_clean_batch_opens_no_incident(world, incident):
+    """The same DAG on the clean batch 004 (mild natural drift): clean, and nothing is triggered."""
+    af = world["af"]
+    run = af.trigger("data_integrity_check", {"current": str(world["files"].fraud_batch(4))})
+    run = af.wait_for_run("data_integrity_check", run["dag_run_id"], timeout=300)
+    summary = af.xcom("data_integrity_check", run["dag_run_id"], "check")
+    assert summary["status"] == "clean" and summary["incident"] is None, summary
+    tis = {t["task_id"]: t["state"] for t in af.task_instances("data_integrity_check", run["dag_run_id"])}
+    assert tis["trigger_incident_playbook"] == "skipped"
