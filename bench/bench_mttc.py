@@ -80,7 +80,7 @@ def main() -> None:
             seen: dict[str, float] = {}
             stop = threading.Event()
 
-            def poll():
+            def poll(seen=seen, stop=stop):
                 with httpx.Client(base_url=gw.url, timeout=5) as c:
                     while not stop.is_set():
                         try:

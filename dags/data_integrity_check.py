@@ -22,8 +22,8 @@ import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
+from aiir_airflow import callables
 from aiir_airflow.assets import INCIDENTS, INTEGRITY_FINDINGS, TRAINING_BATCHES
-from aiir_airflow.callables import incident_opened
 from aiir_airflow.notifiers import SiemNotifier
 from aiir_airflow.operators import DataIntegrityCheckOperator, TriggerPlaybookOperator
 
@@ -61,9 +61,9 @@ def data_integrity_check():
         outlets=[INTEGRITY_FINDINGS],
         on_success_callback=SiemNotifier("detect", "integrity_check_completed"),
     )
-    opened = ShortCircuitOperator(
+    incident_opened = ShortCircuitOperator(
         task_id="incident_opened",
-        python_callable=incident_opened,
+        python_callable=callables.incident_opened,
         op_args=["{{ ti.xcom_pull(task_ids='check') }}"],
         on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
@@ -75,7 +75,7 @@ def data_integrity_check():
         skip_when_already_exists=True,
         outlets=[INCIDENTS],
     )
-    check >> opened >> trigger
+    check >> incident_opened >> trigger
 
 
 data_integrity_check()

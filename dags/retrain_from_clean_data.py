@@ -13,12 +13,12 @@ and `last-known-good` (hash-chained registry log) and serves the new version on 
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import TriggerRule, dag
 
+from aiir_airflow import callables
 from aiir_airflow.assets import PROMOTED_MODELS
-from aiir_airflow.callables import approval_required
 from aiir_airflow.notifiers import SiemNotifier
 from aiir_airflow.operators import RecoveryStepOperator
 from aiir_airflow.params import retrain_params
@@ -42,17 +42,17 @@ def retrain_from_clean_data():
     train = RecoveryStepOperator(task_id="train_candidate", step="train_candidate")
     gate = RecoveryStepOperator(task_id="gate", step="gate", retries=0,
                                 on_success_callback=SiemNotifier("recover", "candidate_passed_gate"))
-    branch = BranchPythonOperator(task_id="approval_required", python_callable=approval_required,
+    approval_required = BranchPythonOperator(task_id="approval_required", python_callable=callables.approval_required,
                                   op_args=["{{ params }}"])
-    approve = ApprovalOperator(task_id="await_approval", subject="Promote the retrained model?",
+    await_approval = ApprovalOperator(task_id="await_approval", subject="Promote the retrained model?",
                                body="Incident {{ params.incident_id }}: candidate passed the gate. "
                                     "Approve to promote it to champion and serve it.",
                                execution_timeout=pendulum.duration(hours=12), fail_on_reject=True)
     promote = RecoveryStepOperator(task_id="promote", step="promote", outlets=[PROMOTED_MODELS],
                                    trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
                                    on_success_callback=SiemNotifier("recover", "model_promoted"))
-    clean >> validate >> train >> gate >> branch >> [approve, promote]
-    approve >> promote
+    clean >> validate >> train >> gate >> approval_required >> [await_approval, promote]
+    await_approval >> promote
 
 
 retrain_from_clean_data()

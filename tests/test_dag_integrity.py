@@ -29,7 +29,7 @@ out = {"errors": {k: v[-400:] for k, v in bag.import_errors.items()}, "seconds":
                            "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
                            "max_active_runs": d.max_active_runs} for d in bag.dags.values()}}
 print("RESULT" + json.dumps(out))
-""" % (HEAVY,)
+""" % (HEAVY,)  # noqa: UP031 (the code contains braces)
 
 
 @pytest.fixture(scope="module")

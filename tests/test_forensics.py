@@ -152,6 +152,7 @@ def test_rerun_changes_nothing(demo, loc, tmp_path):
 
 def test_tampered_training_file_is_a_finding_not_a_crash(demo, tmp_path):
     import pandas as pd
+
     from aiir import forensics
 
     path = _batch(demo, 4)
@@ -191,6 +192,7 @@ def test_generic_dataset_without_source_or_batch_columns(demo, tmp_path):
     """The breast-cancer model: no provenance columns, positive class = benign, poison = malignant rows
     relabelled benign (flips towards the positive class). The relabelled file is found, the clean one not."""
     import pandas as pd
+
     from aiir import forensics, registry, retrain, training
     from aiir.errors import BadInput
 
@@ -277,6 +279,7 @@ def _decisions():
 
 def test_blast_radius_counts_only_the_compromised_version_inside_its_window(loc, tmp_path):
     import pandas as pd
+
     from aiir import forensics
 
     _, r = loc
@@ -311,6 +314,7 @@ def test_blast_radius_counts_only_the_compromised_version_inside_its_window(loc,
 
 def test_blast_radius_rejects_bad_input(tmp_path):
     import pandas as pd
+
     from aiir import forensics
     from aiir.errors import BadInput
 

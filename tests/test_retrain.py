@@ -111,6 +111,7 @@ def test_clean_set_rebuild_is_byte_identical(work):
 
 def test_clean_set_removes_quarantined_row_digests(demo, work, tmp_path):
     import pandas as pd
+
     from aiir import forensics, retrain
 
     b4 = pd.read_parquet(_data(demo) / "batches" / "batch_004.parquet")
@@ -126,6 +127,7 @@ def test_clean_set_removes_quarantined_row_digests(demo, work, tmp_path):
 
 def test_clean_set_refuses_a_tampered_training_file(demo, work, tmp_path):
     import pandas as pd
+
     from aiir import retrain
     from aiir.errors import IntegrityError
 
@@ -157,6 +159,7 @@ def test_clean_set_refuses_an_edited_row_digest_list(work, tmp_path):
 
 def test_validate_clean_set_with_great_expectations(demo, work, tmp_path):
     import pandas as pd
+
     from aiir import retrain
 
     ref = _data(demo) / "train_reference.parquet"

@@ -131,9 +131,9 @@ def _port_free(port: int) -> bool:
 
 
 def _traffic(url: str, data: Path, *, seconds: float) -> None:
-    from aiir.gateway.traffic import replay
-
     import pandas as pd
+
+    from aiir.gateway.traffic import replay
 
     live = data.parent / "live_traffic.parquet"
     if not live.exists():  # what clients send: features only (no label, no provenance columns)

@@ -9,7 +9,6 @@ fixed by a retry — with the same one-line message the CLI prints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator

@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
