@@ -28,6 +28,7 @@ class LocalGatewayTarget(DeploymentTarget):
         self._token = token
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self._http = None
 
     # ------------------------------------------------------------------ plumbing
     def _get_token(self) -> str:
@@ -43,6 +44,26 @@ class LocalGatewayTarget(DeploymentTarget):
                               f"--model {self.name}` once, or pass token=") from None
         return self._token
 
+    def _client(self):
+        """One HTTP client per target (kept alive). Plain http:// has no TLS to verify, so no CA bundle is
+        loaded (that alone costs 25-70 ms per client); a loopback gateway is never reached through a
+        proxy from the environment, so the admin token cannot leak to one."""
+        if self._http is None:
+            from urllib.parse import urlsplit
+
+            import httpx
+
+            parts = urlsplit(self.url)
+            loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+            self._http = httpx.Client(timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                                      verify=parts.scheme == "https", trust_env=not loopback)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                  params: dict[str, Any] | None = None) -> Any:
         import httpx
@@ -50,9 +71,8 @@ class LocalGatewayTarget(DeploymentTarget):
         url = f"{self.url}{path}"
         headers = {"Authorization": f"Bearer {self._get_token()}", "X-Aiir-Model": self.name,
                    "User-Agent": "aiir-local-target"}
-        timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout)
         try:
-            r = httpx.request(method, url, json=body, params=params, headers=headers, timeout=timeout)
+            r = self._client().request(method, url, json=body, params=params, headers=headers)
         except httpx.ConnectError:
             raise TargetError(f"{self.ref}: gateway at {self.url} is unreachable (connection refused or "
                               f"no route) — is `aiir serve --model {self.name}` running there?") from None
