@@ -39,7 +39,8 @@ class DeploymentTargetHook(BaseHook):
             opts["url"] = f"{scheme}://{conn.host}" + (f":{conn.port}" if conn.port else "")
         if conn.password:
             opts["token"] = conn.password
-        opts.update({k: v for k, v in (conn.extra_dejson or {}).items() if k in ("state_dir", "region", "namespace")})
+        allowed = {"local": ("state_dir",)}.get(self.kind, ())
+        opts.update({k: v for k, v in (conn.extra_dejson or {}).items() if k in allowed})
         return opts
 
     @cached_property
