@@ -99,11 +99,10 @@ def test_poisoned_batch_exits_3(data_dir, tmp_path):
 
 def test_ignore_column_leaves_provenance_out(tmp_path):
     """A batch-id column takes a new value in every batch by design; --ignore-column keeps it out."""
+    import numpy as np
     import pandas as pd
 
     from tests.conftest import run_aiir
-
-    import numpy as np
 
     rng = np.random.default_rng(3)
     ref = pd.DataFrame({"x": rng.normal(size=400).round(6), "batch": ["b0"] * 400})

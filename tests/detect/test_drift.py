@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from aiir.detect.drift import column_type, drift_table, js_distance, wasserstein_sorted
 from scipy import stats
+
+from aiir.detect.drift import column_type, drift_table, js_distance, wasserstein_sorted
 
 
 def _frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:

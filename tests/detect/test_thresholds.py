@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from aiir.detect.thresholds import load_thresholds, max_severity, severity_rank
 from aiir.errors import BadInput
 

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiir.gateway.decision_log import DecisionLog
 
+from aiir.gateway.decision_log import DecisionLog
 from tests.gateway.gwkit import AIIR, FEATURES, MODEL, ROWS, free_port
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sagemaker_capture.jsonl"

@@ -8,6 +8,7 @@ import stat
 from types import SimpleNamespace
 
 import pytest
+
 from aiir.errors import BadInput
 from aiir.gateway.control import ControlError, Controller
 from aiir.gateway.models import UnknownVersion

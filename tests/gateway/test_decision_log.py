@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from aiir.errors import BadInput
 from aiir.gateway.decision_log import (
     GENESIS,

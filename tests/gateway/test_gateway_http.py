@@ -6,8 +6,8 @@ import json
 import uuid
 
 import pytest
-from aiir.gateway.decision_log import DecisionLog
 
+from aiir.gateway.decision_log import DecisionLog
 from tests.gateway.gwkit import FEATURES, MODEL, ROWS, split
 
 
@@ -61,6 +61,7 @@ def test_scores_are_the_models_predict_proba(gw, mlflow_store, monkeypatch):
 def test_every_decision_is_logged_with_digest_and_request_id(gw, mlflow_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["tracking_uri"])
     import mlflow
+
     from aiir.hashing import tree_digest
 
     client = f"log-{uuid.uuid4().hex[:8]}"

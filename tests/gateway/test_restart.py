@@ -6,7 +6,6 @@ import signal
 import stat
 
 from aiir.gateway.decision_log import DecisionLog
-
 from tests.gateway.gwkit import ROWS, Gateway, split
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from aiir.gateway.scoring import ColumnSpec, InputError, InputSchema, parse_body
 
 COLS = ["amount", "merchant_risk", "hour"]

@@ -6,10 +6,10 @@ import json
 import time
 
 import pytest
+
 from aiir.errors import BadInput, TargetError
 from aiir.targets import ServingState, get_target
 from aiir.targets.local import LocalGatewayTarget
-
 from tests.gateway.gwkit import MODEL, ROWS, free_port, split
 
 
