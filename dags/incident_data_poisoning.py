@@ -9,7 +9,7 @@ CSF 2.0 lifecycle and are idempotent (re-running any of them changes nothing):
 | phase | task | effect |
 |---|---|---|
 | Contain (RS.MI) | `isolate_endpoint` | first task: all traffic to last-known-good, or quarantine (503); pages on failure |
-| Detect | `open_incident` | save the record, pin suspect + last-known-good versions (beside containment) |
+| Detect | `open_incident` | save the record, pin suspect + last-known-good versions (right after containment) |
 | Analyse (RS.AN) | `preserve_evidence` | signed, write-once evidence bundle with SHA-256 manifest and custody chain |
 | Analyse (RS.AN) | `triage` | precision/recall vs labelled feedback + label-free estimate |
 | Analyse (RS.AN) | `forensics` | poisoned batch/source/pattern, blast radius per client |
@@ -78,9 +78,11 @@ def incident_data_poisoning():
     report = PlaybookStepOperator(task_id="report", step="report", trigger_rule=TriggerRule.ALL_DONE,
                                   on_success_callback=SiemNotifier("report", "report_published"))
 
-    # Containment first: isolate_endpoint starts with the run, beside open_incident.
-    [isolate, opened] >> preserve >> forensics >> eradicate >> retrain >> report
-    opened >> triage >> forensics
+    # Containment first: isolate_endpoint is the run's only first task, so nothing (not even the
+    # MLflow import of open_incident) competes with it for a CPU.
+    isolate >> opened >> [preserve, triage]
+    preserve >> forensics >> eradicate >> retrain >> report
+    triage >> forensics
 
 
 incident_data_poisoning()

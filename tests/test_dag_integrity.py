@@ -74,7 +74,8 @@ def test_playbook_order_contains_before_evidence_and_forensics(dagbag):
     d = dagbag["dags"]["incident_data_poisoning"]
     tasks, up = d["tasks"], d["upstream"]
     assert up["isolate_endpoint"] == [], "containment must not wait for any task"
-    assert "isolate_endpoint" in up["preserve_evidence"]
+    assert [t for t, u in up.items() if not u] == ["isolate_endpoint"], "containment must start alone"
+    assert "open_incident" in up["preserve_evidence"] and up["open_incident"] == ["isolate_endpoint"]
     assert "preserve_evidence" in up["forensics"] and "triage" in up["forensics"]
     assert {"preserve_evidence", "triage", "forensics", "eradicate", "retrain_from_clean_data", "report"} <= set(tasks)
 
