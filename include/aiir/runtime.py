@@ -190,8 +190,17 @@ class Airflow:
             self._token = http_json("GET", f"{self.url}/auth/token")["access_token"]
         return self._token
 
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        return http_json(method, f"{self.url}/api/v2{path}", body, token=self.token())
+    def api(self, method: str, path: str, body: Any = None, *, tries: int = 4) -> Any:
+        """One REST call. Idempotent calls (GET, PATCH) are retried on a 5xx: Airflow on SQLite answers
+        500 now and then when its database is locked by the scheduler."""
+        attempts = tries if method in ("GET", "PATCH") else 1
+        for i in range(attempts):
+            try:
+                return http_json(method, f"{self.url}/api/v2{path}", body, token=self.token())
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or i == attempts - 1:
+                    raise
+                time.sleep(0.5 * (i + 1))
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         return wait_until(lambda: self.api("GET", f"/dags/{dag_id}"), timeout=timeout,
