@@ -8,6 +8,10 @@ import os
 import stat
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from aiir.errors import BadInput
 from aiir.evidence import copy as cp
 from aiir.evidence.keys import (
@@ -19,9 +23,6 @@ from aiir.evidence.keys import (
     private_key_pem,
     public_key_pem,
 )
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,8 @@ def test_group_readable_key_is_refused(tmp_path):
 def test_pem_from_an_airflow_connection(tmp_path):
     k = Ed25519PrivateKey.generate()
     pem = private_key_pem(k).decode()
-    for form in (pem, pem.encode(), pem.replace("\n", "\\n"), "  " + pem + "\n\n"):
+    one_line = pem.replace("\n", "\\n")
+    for form in (pem, pem.encode(), one_line, one_line.encode(), "  " + pem + "\n\n"):
         assert fingerprint(load_private_key_pem(form)) == fingerprint(k)
     enc = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                           serialization.BestAvailableEncryption(b"s3cret"))

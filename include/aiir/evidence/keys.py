@@ -32,6 +32,11 @@ def default_key_path() -> Path:
 
 
 def _as_pem_bytes(data: bytes | str) -> bytes:
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("ascii")  # PEM is ASCII; anything else is passed through as is
+        except UnicodeDecodeError:
+            return bytes(data)
     if isinstance(data, str):
         text = data.strip()
         # Airflow connection fields often hold the PEM on one line with literal "\n".
