@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
 from aiir.errors import BadInput
 from aiir.report import md, render_report
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from aiir import siem
 from aiir.errors import BadInput
 from aiir.knowledge.taxonomy import NIST_PHASES

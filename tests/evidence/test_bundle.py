@@ -12,11 +12,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from aiir.errors import BadInput, IntegrityError
 from aiir.evidence import EvidenceStore, verify_bundle
 from aiir.evidence._util import ZERO_HASH, canonical_json
 from aiir.evidence.custody import entry_hash
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def sha(data: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from aiir.knowledge import taxonomy
 
 ATLAS_YAML = Path(__file__).resolve().parents[3] / "shared/reference/mitre-atlas/ATLAS.yaml"
