@@ -15,7 +15,17 @@ variable                   default                                    what lives
 ``AIIR_GATEWAY_DIR``       ``$AIIR_HOME/gateway``                     gateway state, token, decision log
 ``AIIR_GATEWAY_URL``       ``http://127.0.0.1:8080``                  where the local gateway listens
 ``AIIR_THRESHOLDS``        (built-in ``detect/thresholds.toml``)      detection thresholds and severities
+``AIIR_INTEGRITY_SCHEDULE``  ``@hourly``                              cron of data_integrity_check, or ``none``
+``AIIR_ACTOR``             the OS user                                who is recorded in custody and registry logs
+``AIIR_SIEM_HEC_URL``      (unset: events only written to files)      Splunk HEC endpoint to forward events to
+``AIIR_SIEM_HEC_TOKEN``    —                                          its token (``AIIR_SIEM_HEC_INDEX``,
+                                                                      ``AIIR_SIEM_HEC_INSECURE=1`` optional)
+``AIIR_PAGER_WEBHOOK``     (unset)                                    URL POSTed when containment fails
 =========================  =========================================  ==============================
+
+SIEM events are always written to ``$AIIR_HOME/siem/ecs.jsonl`` and ``hec.jsonl``; the evidence signing
+key defaults to ``$AIIR_HOME/keys/evidence_ed25519.pem`` (0600), or the Airflow connection
+``aiir_evidence_signing``.
 """
 
 from __future__ import annotations

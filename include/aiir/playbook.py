@@ -202,7 +202,7 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
     v = versions(record)
     suspect = registry.get_version(record.model_name, v["suspect_version"])
     p = config.paths()
-    key = signing_key or load_or_create_signing_key(p.home / "keys" / "evidence_ed25519.pem")
+    key = signing_key or load_or_create_signing_key()
     store = EvidenceStore(p.evidence)
     bundle = store.open_bundle(record.incident_id, actor=actor, host=socket.gethostname(), context=context or {})
     bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
@@ -219,18 +219,30 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
     if p.registry_log.exists():
         bundle.add_file(p.registry_log, "registry/alias_log.jsonl", category="registry",
                         description="hash-chained alias log")
+    # Inputs generated here are made once and reused, so a retried task re-adds the same bytes
+    # (the write-once store accepts that) instead of a fresh export it would refuse.
     snap = record.workdir / "target_snapshot"
     try:
-        files = _target(record).snapshot(snap)
+        done = snap / ".complete"
+        if not done.exists():
+            if snap.exists():
+                import shutil
+
+                shutil.rmtree(snap)
+            _target(record).snapshot(snap)
+            done.touch()
+        files = sorted(p for p in snap.iterdir() if p.is_file() and p.name != ".complete")
         for f in files:
             bundle.add_file(f, f"target/{Path(f).name}", category="target_state",
                             description="serving target state and logs")
     except Exception as exc:  # the target may be down: record that, keep preserving
         bundle.add_json({"error": str(exc)}, "target/snapshot_error.json", category="target_state",
                         description="target snapshot failed")
-    dec = decisions_frame(record)
     dec_path = record.workdir / "decisions_recent.csv"
-    dec.tail(200_000).to_csv(dec_path, index=False)
+    if not dec_path.exists():
+        tmp = dec_path.with_suffix(".csv.tmp")
+        decisions_frame(record).tail(200_000).to_csv(tmp, index=False)
+        os.replace(tmp, dec_path)
     bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
                     description="recent decisions served by the target")
     for name in ("contain.json", "versions.json", "triage.json"):
