@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from detect_data import flip_labels, make_transactions
+from tests.detect.detect_data import flip_labels, make_transactions
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from detect_data import flip_labels, inject_near_copies, make_transactions
+from tests.detect.detect_data import flip_labels, inject_near_copies, make_transactions
 
 from aiir.detect import run_check
 from aiir.errors import BadInput

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from detect_data import AIIR
+from tests.detect.detect_data import AIIR
 
 
 def aiir_check(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
