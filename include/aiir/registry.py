@@ -41,8 +41,16 @@ def client():
 
     p = config.paths().ensure()
     uri = p.mlflow_tracking_uri
+    # mlflow.set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, which would
+    # then outrank AIIR_HOME for every later call and every child process: put the environment back.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if c.get_experiment_by_name(EXPERIMENT) is None:
         try:
