@@ -49,6 +49,9 @@ def test_scoring_formats(gw, fmt):
 def test_scores_are_the_models_predict_proba(gw, mlflow_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["tracking_uri"])
     import mlflow
+
+    mlflow.set_tracking_uri(mlflow_store["tracking_uri"])  # an earlier test may have set other ones
+    mlflow.set_registry_uri(mlflow_store["tracking_uri"])
     import pandas as pd
 
     m = mlflow.sklearn.load_model(f"models:/{MODEL}/2")
@@ -61,6 +64,9 @@ def test_scores_are_the_models_predict_proba(gw, mlflow_store, monkeypatch):
 def test_every_decision_is_logged_with_digest_and_request_id(gw, mlflow_store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["tracking_uri"])
     import mlflow
+
+    mlflow.set_tracking_uri(mlflow_store["tracking_uri"])  # an earlier test may have set other ones
+    mlflow.set_registry_uri(mlflow_store["tracking_uri"])
 
     from aiir.hashing import tree_digest
 
