@@ -98,7 +98,8 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
         out = {
             "incident_id": incident_id, "playbook_state": run["state"], "elapsed_s": round(time.time() - t0, 1),
             "contained_in_s": contain["seconds"], "contained_mode": contain["after"]["mode"],
-            "serving_now": final.to_dict(), "new_version": recovery and recovery["new_version"],
+            "serving_now": {"mode": final.mode, "routes": [r.__dict__ for r in final.routes]},
+            "new_version": recovery and recovery["new_version"],
             "evidence_bundle": ev["bundle"], "evidence_verified": verified.ok,
             "report": str(workdir / "report" / "report.html"),
             "forensics": str(workdir / "forensics"), "siem_events": str(p.home / "siem"),
