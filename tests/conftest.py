@@ -43,6 +43,29 @@ def demo_home(tmp_path_factory) -> Path:
         os.environ["AIIR_HOME"] = old
 
 
+@pytest.fixture(scope="module")
+def poisoned_demo(tmp_path_factory) -> Path:
+    """The demo after the compromise: bootstrapped, then v2 retrained on the poisoned batch and promoted
+    to champion (last-known-good stays v1). One per test session, shared by the modules that only read
+    it or whose changes the others tolerate (forensics, retrain)."""
+    home = tmp_path_factory.getbasetemp() / "aiir-poisoned-demo"
+    old = os.environ.get("AIIR_HOME")
+    os.environ["AIIR_HOME"] = str(home)
+    from aiir import bootstrap, registry
+    from aiir.errors import BadInput
+
+    bootstrap.bootstrap()
+    try:
+        registry.get_version("fraud-detector", "2")
+    except BadInput:
+        bootstrap.nightly_retrain([4, 5])
+    yield home
+    if old is None:
+        os.environ.pop("AIIR_HOME", None)
+    else:
+        os.environ["AIIR_HOME"] = old
+
+
 def run_aiir(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
     import subprocess
 

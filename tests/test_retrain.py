@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,30 +13,9 @@ MODEL = "fraud-detector"
 INCIDENT = "INC-TEST-0001"
 
 
-def poisoned_demo_home(tmp_path_factory) -> Path:
-    """One bootstrapped + compromised demo per test session (same folder as tests/test_forensics.py)."""
-    home = tmp_path_factory.getbasetemp() / "aiir-poisoned-demo"
-    os.environ["AIIR_HOME"] = str(home)
-    from aiir import bootstrap, registry
-    from aiir.errors import BadInput
-
-    bootstrap.bootstrap()
-    try:
-        registry.get_version(MODEL, "2")
-    except BadInput:
-        bootstrap.nightly_retrain([4, 5])
-    return home
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    old = os.environ.get("AIIR_HOME")
-    home = poisoned_demo_home(tmp_path_factory)
-    yield home
-    if old is None:
-        os.environ.pop("AIIR_HOME", None)
-    else:
-        os.environ["AIIR_HOME"] = old
+def demo(poisoned_demo):
+    return poisoned_demo
 
 
 @pytest.fixture(scope="module")

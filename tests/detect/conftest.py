@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from tests.detect.detect_data import flip_labels, make_transactions
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tests.detect.detect_data import flip_labels, inject_near_copies, make_transactions
 
 from aiir.detect import run_check
 from aiir.errors import BadInput
 from aiir.knowledge.taxonomy import suggest
+from tests.detect.detect_data import flip_labels, inject_near_copies, make_transactions
 
 FRAUD = {"label_column": "is_fraud", "source_column": "source", "html": False}
 
