@@ -12,7 +12,7 @@ def incident_opened(check_summary: dict[str, Any] | None) -> bool:
 
 def approval_required(conf: dict[str, Any]) -> str:
     """Branch: wait for a person before promotion, or promote straight away."""
-    return "await_approval" if conf.get("require_approval") else "promote"
+    return "await_approval" if conf.get("require_approval") else "no_approval_needed"
 
 
 def noop() -> None:

@@ -196,3 +196,4 @@ def test_clean_batch_opens_no_incident(world, incident):
     assert summary["status"] == "clean" and summary["incident"] is None, summary
     tis = {t["task_id"]: t["state"] for t in af.task_instances("data_integrity_check", run["dag_run_id"])}
     assert tis["trigger_incident_playbook"] == "skipped"
+
