@@ -36,14 +36,19 @@ def save_json(name: str, obj: dict) -> Path:
     return path
 
 
+def replace_section(section: str) -> None:
+    """Put ``section`` (starting with its ``## heading`` line) into docs/benchmarks.md, replacing the
+    section of the same heading or appending it."""
+    heading = section.splitlines()[0]
+    text = DOC.read_text() if DOC.exists() else (
+        "# Benchmarks\n\nMeasured on the project machine; each section is written by its benchmark script.\n\n")
+    pattern = re.compile(re.escape(heading) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    section = section.rstrip("\n") + "\n\n"
+    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    DOC.write_text(text.rstrip("\n") + "\n")
+
+
 def write_section(heading: str, body: str) -> None:
-    """Replace (or append) the section ``## heading`` in docs/benchmarks.md."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured on the project machine; each section is written by its benchmark script.\n"
+    """Write ``## heading`` with a run stamp and ``body`` into docs/benchmarks.md."""
     stamp = f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC} — machine: {machine()}\n\n"
-    section = f"## {heading}\n\n{stamp}{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOC.write_text(text.rstrip() + "\n")
+    replace_section(f"## {heading}\n\n{stamp}{body.strip()}\n")

@@ -26,6 +26,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import replace_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
@@ -210,11 +213,7 @@ def write_doc(result: dict) -> None:
         lines += ["Evidently skipped (`--skip-evidently`)."]
     lines.append("")
     section = "\n".join(lines) + "\n"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nMeasured on the project machine; each section is " \
-        "written by its benchmark script.\n\n"
-    pattern = re.compile(re.escape(HEADING) + r".*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text)
+    replace_section(section)
 
 
 def main() -> None:
