@@ -38,34 +38,18 @@ def bootstrap(*, force: bool = False, progress: Callable[[str], None] = _noop) -
     progress(f"writing demo data under {p.data}")
     files = demo.write_demo_data(p.data)
 
-    import pandas as pd
-
     progress("training fraud-detector v1 (recipe fraud-hgb-v1) on the reference set")
-    recipe = training.get_recipe("fraud-hgb-v1")
-    ref = pd.read_parquet(files.fraud_reference)
-    model = recipe.fit(ref)
-    metrics = training.evaluate(model, pd.read_parquet(files.fraud_holdout), recipe)
-    fraud_v = registry.log_and_register(
-        model, name=FRAUD_MODEL, recipe=recipe.name, train=ref.drop(columns=["source", "batch"]),
-        train_files=[files.fraud_reference], label=recipe.label,
-        metrics={f"holdout_{k}": v for k, v in metrics.items()},
+    fraud_v, metrics = _train_and_register(
+        FRAUD_MODEL, "fraud-hgb-v1", [files.fraud_reference], files.fraud_holdout,
         tags={"aiir.stage": "baseline", "aiir.data_batches": "batch_000..batch_003"},
         description="Baseline fraud model trained on the vetted reference batches.")
-    for alias in (registry.CHAMPION, registry.LAST_KNOWN_GOOD):
-        registry.set_alias(FRAUD_MODEL, alias, fraud_v.version, reason="bootstrap baseline", actor="aiir-bootstrap")
-
     progress("training diagnosis-classifier v1 (recipe cancer-logreg-v1) on the breast-cancer set")
-    crecipe = training.get_recipe("cancer-logreg-v1")
-    cref = pd.read_parquet(files.cancer_reference)
-    cmodel = crecipe.fit(cref)
-    cmetrics = training.evaluate(cmodel, pd.read_parquet(files.cancer_holdout), crecipe)
-    cancer_v = registry.log_and_register(
-        cmodel, name=CANCER_MODEL, recipe=crecipe.name, train=cref, train_files=[files.cancer_reference],
-        label=crecipe.label, metrics={f"holdout_{k}": v for k, v in cmetrics.items()},
+    cancer_v, cmetrics = _train_and_register(
+        CANCER_MODEL, "cancer-logreg-v1", [files.cancer_reference], files.cancer_holdout,
         tags={"aiir.stage": "baseline"}, description="Baseline diagnosis classifier (sklearn breast cancer).")
-    for alias in (registry.CHAMPION, registry.LAST_KNOWN_GOOD):
-        registry.set_alias(CANCER_MODEL, alias, cancer_v.version, reason="bootstrap baseline",
-                           actor="aiir-bootstrap")
+    for name, version in ((FRAUD_MODEL, fraud_v.version), (CANCER_MODEL, cancer_v.version)):
+        for alias in (registry.CHAMPION, registry.LAST_KNOWN_GOOD):
+            registry.set_alias(name, alias, version, reason="bootstrap baseline", actor="aiir-bootstrap")
 
     write_digests([fraud_v, cancer_v], files)
     write_profiles(files)
@@ -80,6 +64,22 @@ def bootstrap(*, force: bool = False, progress: Callable[[str], None] = _noop) -
     marker.write_text(json.dumps(state, indent=2))
     progress(f"bootstrap done: {FRAUD_MODEL} v{fraud_v.version}, {CANCER_MODEL} v{cancer_v.version}")
     return state
+
+
+def _train_and_register(name: str, recipe_name: str, train_files: list[Path], holdout: Path, *,
+                        tags: dict[str, str], description: str) -> tuple[registry.ModelVersion, dict[str, Any]]:
+    """Fit ``recipe_name`` on the concatenated ``train_files``, evaluate on ``holdout``, register."""
+    import pandas as pd
+
+    recipe = training.get_recipe(recipe_name)
+    df = pd.concat([pd.read_parquet(f) for f in train_files], ignore_index=True)
+    model = recipe.fit(df)
+    metrics = training.evaluate(model, pd.read_parquet(holdout), recipe)
+    version = registry.log_and_register(
+        model, name=name, recipe=recipe.name, train=df.drop(columns=[c for c in recipe.drop if c in df.columns]),
+        train_files=train_files, label=recipe.label, metrics={f"holdout_{k}": v for k, v in metrics.items()},
+        tags=tags, description=description)
+    return version, metrics
 
 
 def write_digests(versions: list[registry.ModelVersion], files: demo.DemoFiles) -> Path:
@@ -108,18 +108,11 @@ def write_profiles(files: demo.DemoFiles) -> Path:
 
 def nightly_retrain(batches: list[int], *, progress: Callable[[str], None] = _noop) -> registry.ModelVersion:
     """The demo's compromise: retrain on the reference plus every arrived batch and promote, no gate."""
-    import pandas as pd
-
     files = demo.DemoFiles(config.paths().data)
-    recipe = training.get_recipe("fraud-hgb-v1")
     paths = [files.fraud_reference, *[files.fraud_batch(i) for i in batches]]
-    df = pd.concat([pd.read_parquet(x) for x in paths], ignore_index=True)
-    progress(f"nightly retrain on {len(df)} rows from {len(paths)} files")
-    model = recipe.fit(df)
-    metrics = training.evaluate(model, pd.read_parquet(files.fraud_holdout), recipe)
-    v = registry.log_and_register(
-        model, name=FRAUD_MODEL, recipe=recipe.name, train=df.drop(columns=["source", "batch"]),
-        train_files=paths, label=recipe.label, metrics={f"holdout_{k}": val for k, val in metrics.items()},
+    progress(f"nightly retrain on {len(paths)} files: " + ", ".join(p.stem for p in paths))
+    v, _ = _train_and_register(
+        FRAUD_MODEL, "fraud-hgb-v1", paths, files.fraud_holdout,
         tags={"aiir.stage": "nightly", "aiir.data_batches": ",".join(p.stem for p in paths)},
         description="Nightly retrain on all arrived batches (no promotion gate).")
     registry.set_alias(FRAUD_MODEL, registry.CHAMPION, v.version, reason="nightly retrain, auto-promoted",
