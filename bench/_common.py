@@ -15,15 +15,18 @@ RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
+def cpu_model(default: str = "unknown CPU") -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return default
+
+
+def machine() -> str:
+    cpu = cpu_model()
     mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()
     total = mem[1].split()[1] if len(mem) > 1 else "?"
     return f"{os.cpu_count()} CPUs ({cpu}), {total} RAM, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"

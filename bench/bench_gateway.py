@@ -38,6 +38,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "include"))
@@ -237,14 +240,7 @@ def isolation_latency(port: int, token: str, body: bytes, fallback: str, primary
 # ------------------------------------------------------------------------------------------ main
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor())
     mem = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
