@@ -15,6 +15,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("AIRFLOW_HOME", None)
+# Subprocesses (the aiir CLI, airflow, the gateway) import this checkout's code, whichever checkout the
+# venv's editable install points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO / "include"), str(REPO / "plugins")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 @pytest.fixture

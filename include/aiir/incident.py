@@ -22,7 +22,7 @@ from typing import Any
 from aiir import config
 from aiir.errors import BadInput
 
-TARGET_KINDS = ("local", "sagemaker", "kubernetes")
+TARGET_KINDS = ("local", "sagemaker", "kubernetes")  # the form offers registry.available_kinds()
 SEVERITIES = ("low", "medium", "high", "critical")
 REGIMES = ("gdpr", "nis2", "hipaa", "sec_8k", "nydfs", "eu_ai_act")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,120}$")

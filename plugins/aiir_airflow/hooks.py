@@ -29,19 +29,16 @@ class DeploymentTargetHook(BaseHook):
         self.target_conn_id = target_conn_id or f"aiir_target_{kind}"
 
     def _options(self) -> dict[str, Any]:
+        """The target's options from the connection, mapped by the target class itself (aiir core)."""
+        from aiir.targets import target_class
+
+        cls = target_class(self.kind)
         try:
             conn = self.get_connection(self.target_conn_id)
         except Exception:  # no such connection: aiir's embedded defaults
             return {}
-        opts: dict[str, Any] = {}
-        if conn.host:
-            scheme = conn.schema or "http"
-            opts["url"] = f"{scheme}://{conn.host}" + (f":{conn.port}" if conn.port else "")
-        if conn.password:
-            opts["token"] = conn.password
-        allowed = {"local": ("state_dir",)}.get(self.kind, ())
-        opts.update({k: v for k, v in (conn.extra_dejson or {}).items() if k in allowed})
-        return opts
+        return cls.options_from_connection(host=conn.host, port=conn.port, schema=conn.schema, login=conn.login,
+                                           password=conn.password, extra=conn.extra_dejson or {})
 
     @cached_property
     def target(self) -> DeploymentTarget:

@@ -12,11 +12,33 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from aiir.errors import BadInput, TargetError
-from aiir.targets.base import DeploymentTarget, ServingState
+from aiir.targets.base import DeploymentTarget, ServingState, TargetOption
 
 
 class LocalGatewayTarget(DeploymentTarget):
     kind: ClassVar[str] = "local"
+    title: ClassVar[str] = "aiir serving gateway (embedded default)"
+    requires: ClassVar[tuple[str, ...]] = ("httpx",)
+    default_conn_id: ClassVar[str | None] = "aiir_target_local"
+    options: ClassVar[tuple[TargetOption, ...]] = (
+        TargetOption("url", description="gateway base URL (default AIIR_GATEWAY_URL or http://127.0.0.1:8080)"),
+        TargetOption("token", description="admin bearer token (default: the token file in state_dir)",
+                     secret=True),
+        TargetOption("state_dir", description="gateway state folder (token file, decision log)"),
+        TargetOption("timeout", type="number", default=5.0, description="seconds per admin call"),
+        TargetOption("connect_timeout", type="number", default=2.0, description="seconds to connect"),
+    )
+
+    @classmethod
+    def options_from_connection(cls, *, host=None, port=None, schema=None, login=None, password=None,
+                                extra=None) -> dict[str, Any]:
+        """host/port/schema give the URL, password the admin token, extras the other options."""
+        opts = super().options_from_connection(extra=extra)
+        if host:
+            opts["url"] = f"{schema or 'http'}://{host}" + (f":{port}" if port else "")
+        if password:
+            opts["token"] = password
+        return opts
 
     def __init__(self, name: str, url: str | None = None, token: str | None = None,
                  state_dir: str | Path | None = None, *, timeout: float = 5.0, connect_timeout: float = 2.0):
@@ -131,6 +153,25 @@ class LocalGatewayTarget(DeploymentTarget):
     def canary(self, version: str, share: float, *, reason: str = "") -> ServingState:
         return self._state(self._request("POST", "/admin/canary",
                                          {"version": str(version), "share": share, "reason": reason}))
+
+    def decisions(self, since=None, until=None, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Served decisions, oldest first: read straight from the decision log when it is on this machine
+        (the state folder), else through the admin API (at most 100,000 rows a call)."""
+        from aiir.gateway import DECISIONS_FILE
+
+        since = since.isoformat() if hasattr(since, "isoformat") else since
+        until = until.isoformat() if hasattr(until, "isoformat") else until
+        path = self.state_dir / DECISIONS_FILE
+        if path.exists():
+            from aiir.gateway.decision_log import DecisionLog
+
+            return DecisionLog(path).query(since=since, until=until, limit=limit)
+        params: dict[str, Any] = {"limit": int(limit or 100_000)}
+        if since:
+            params["since"] = since
+        if until:
+            params["until"] = until
+        return self._request("GET", "/admin/decisions", params=params).get("decisions", [])
 
     def snapshot(self, dest: Path, *, decisions: int = 1000) -> list[Path]:
         """Write ``state.json``, ``admin-audit.jsonl``, ``decisions-recent.jsonl`` (the last ``decisions``
