@@ -75,3 +75,18 @@ def run_aiir(*args: str, env: dict[str, str] | None = None, timeout: float = 300
 
     return subprocess.run([str(VENV_BIN / "aiir"), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/browserkit.py). Skips where Chromium/Playwright are
+    missing, except under CI (CI=true), where .ci/run installs them and a missing browser is a failure."""
+    from tests.browserkit import Browser, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests cannot run: {reason}")
+        pytest.skip(reason)
+    with Browser() as b:
+        yield b
