@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aiir.errors import BadInput, IntegrityError
 from aiir.evidence import EvidenceStore, verify_bundle
 from aiir.evidence._util import ZERO_HASH, canonical_json
-from aiir.evidence.custody import entry_hash
+from aiir.evidence.custody import entry_hash, signer
+from aiir.evidence.keys import load_or_create_signing_key
 
 
 def sha(data: bytes) -> str:
@@ -48,8 +49,10 @@ def store(tmp_path) -> EvidenceStore:
 
 
 @pytest.fixture
-def key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
+def key(aiir_home) -> Ed25519PrivateKey:
+    """This machine's signing key (created on first use, so aiir trusts it and signs custody entries
+    appended after sealing with it)."""
+    return load_or_create_signing_key()
 
 
 @pytest.fixture
@@ -77,8 +80,13 @@ def test_sealed_bundle_is_intact_and_complete(sealed, src, key):
     assert m["file_count"] == 4 and m["total_bytes"] == sum(f["size"] for f in m["files"])
     # the copies are byte-identical and read-only; folders are locked once sealed
     assert (sealed.path / "files/model/weights/w.bin").read_bytes() == w
-    assert stat.S_IMODE((sealed.path / "files/model/weights/w.bin").stat().st_mode) == 0o444
-    assert stat.S_IMODE((sealed.path / "files/model").stat().st_mode) == 0o555
+    # owner-only, like the decision log's folder (files 0400, folders 0500, the custody log 0600)
+    assert stat.S_IMODE((sealed.path / "files/model/weights/w.bin").stat().st_mode) == 0o400
+    assert stat.S_IMODE((sealed.path / "files/model").stat().st_mode) == 0o500
+    assert stat.S_IMODE(sealed.path.stat().st_mode) == 0o500
+    for name in ("manifest.json", "manifest.sig", "public_key.pem"):
+        assert stat.S_IMODE((sealed.path / name).stat().st_mode) == 0o400
+    assert stat.S_IMODE((sealed.path / "custody.jsonl").stat().st_mode) == 0o600
     # signature over the exact manifest bytes, which are canonical JSON
     raw = (sealed.path / "manifest.json").read_bytes()
     assert raw == canonical_json(json.loads(raw))
@@ -267,26 +275,32 @@ def test_full_forgery_needs_a_trusted_key_to_be_caught(sealed, key):
     for e in entries[:-1]:
         e["prev"] = prev
         prev = entry_hash(e)
+    evil = Ed25519PrivateKey.generate()
     m = json.loads((sealed.path / "manifest.json").read_bytes())
     for f in m["files"]:
         if f["path"] == "files/training_data/train.csv":
             f["sha256"], f["size"] = new, p.stat().st_size
     m["total_bytes"] = sum(f["size"] for f in m["files"])
     m["custody_head"] = {"seq": len(entries) - 2, "sha256": prev}
-    evil = Ed25519PrivateKey.generate()
     from aiir.evidence.keys import fingerprint, public_key_pem
 
     m["public_key_sha256"] = fingerprint(evil)
     data = canonical_json(m)
     entries[-1].update(prev=prev, manifest_sha256=sha(data), public_key_sha256=fingerprint(evil))
+    entries[-1] = signer(evil)(entries[-1])  # the 'sealed' entry re-signed by the forger
     (sealed.path / "custody.jsonl").write_bytes(b"".join(canonical_json(e) + b"\n" for e in entries))
     (sealed.path / "manifest.json").write_bytes(data)
     (sealed.path / "manifest.sig").write_bytes(evil.sign(data))
     (sealed.path / "public_key.pem").write_bytes(public_key_pem(evil))
 
-    self_check = verify_bundle(sealed.path, record=False)
-    assert self_check.ok and self_check.key_source == "bundle"  # the documented limit
-    assert any("pass the public key you trust" in m for m in self_check.messages)
+    # by default the verifier trusts only known keys: the forger's key is not one of them
+    default = verify_bundle(sealed.path, record=False)
+    assert not default.ok and default.signature_ok and default.key_trusted is False
+    assert any(m.startswith("UNTRUSTED KEY") and fingerprint(evil) in m for m in default.messages)
+    # self-consistency only, on request: the documented limit
+    self_check = verify_bundle(sealed.path, record=False, allow_unknown_key=True)
+    assert self_check.ok and self_check.key_source == "bundle" and self_check.key_trusted is False
+    assert "NOT a trusted key" in self_check.messages[0]
     trusted = verify_bundle(sealed.path, key.public_key(), record=False)
     assert not trusted.ok and trusted.signature_ok is False
 
@@ -433,3 +447,80 @@ def test_metadata_replaced_by_a_fifo_fails_without_hanging(sealed, key, name):
     t.join(20)
     assert not t.is_alive(), f"verify blocked on a FIFO named {name}"
     assert out and not out[0].ok
+
+
+def _custody_lines(b) -> list[bytes]:
+    return (b.path / "custody.jsonl").read_bytes().splitlines()
+
+
+def _write_custody(b, lines: list[bytes]) -> None:
+    (b.path / "custody.jsonl").write_bytes(b"".join(x + b"\n" for x in lines))
+
+
+def test_entries_after_sealing_are_signed_so_edits_and_drops_are_caught(sealed, key):
+    sealed.record("exported", destination="tape-7")
+    assert verify_bundle(sealed.path, actor="bob").ok  # logs a signed 'verified' entry
+    sealed.record("transferred", to="legal")
+    entries = sealed.custody()
+    assert [e["action"] for e in entries[-4:]] == ["sealed", "exported", "verified", "transferred"]
+    for e in entries[-4:]:
+        assert e["signer"] == sealed.manifest["public_key_sha256"] and len(e["sig"]) > 80
+    assert "sig" not in entries[0]  # entries up to the head are covered by the signed manifest instead
+    writable(sealed.path)
+    original = _custody_lines(sealed)
+
+    # edit the 'sealed' entry and recompute every later link: its own signature no longer verifies
+    forged = [json.loads(x) for x in original]
+    i = next(n for n, e in enumerate(forged) if e["action"] == "sealed")
+    forged[i]["actor"] = "mallory"
+    prev = forged[i - 1] and entry_hash(forged[i - 1])
+    for e in forged[i:]:
+        e["prev"] = prev
+        prev = entry_hash(e)
+    _write_custody(sealed, [canonical_json(e) for e in forged])
+    res = verify_bundle(sealed.path, record=False)
+    assert not res.ok and not res.custody_ok
+    assert any(f"entry {i} ('sealed', after sealing): signature does not verify" in m for m in res.messages)
+
+    # drop the 'verified' entry in the middle, relinking the rest: the next entry's signed prev breaks
+    kept = [json.loads(x) for x in original]
+    v = next(n for n, e in enumerate(kept) if e["action"] == "verified")
+    del kept[v]
+    prev = entry_hash(kept[v - 1])
+    for n, e in enumerate(kept[v:], v):
+        e["seq"], e["prev"] = n, prev
+        prev = entry_hash(e)
+    _write_custody(sealed, [canonical_json(e) for e in kept])
+    res = verify_bundle(sealed.path, record=False)
+    assert not res.ok and any("signature does not verify" in m for m in res.messages), res.messages
+
+    # an unsigned entry appended by hand after sealing
+    extra = {"at": "2026-01-01T00:00:00.000000Z", "action": "note", "actor": "mallory", "host": "x", "pid": 1,
+             "context": {}, "seq": len(original), "prev": entry_hash(json.loads(original[-1]))}
+    _write_custody(sealed, [*original, canonical_json(extra)])
+    res = verify_bundle(sealed.path, record=False)
+    assert not res.ok and any(f"entry {len(original)} ('note', after sealing): not signed" in m
+                              for m in res.messages)
+
+    # an entry signed by an unknown key
+    stranger = signer(Ed25519PrivateKey.generate())(extra)
+    _write_custody(sealed, [*original, canonical_json(stranger)])
+    res = verify_bundle(sealed.path, record=False)
+    assert not res.ok and any("neither the bundle's nor a trusted key" in m for m in res.messages)
+
+    _write_custody(sealed, original)
+    assert verify_bundle(sealed.path, record=False).ok
+
+
+def test_verifier_without_a_signing_key_checks_but_does_not_log(sealed, monkeypatch, tmp_path):
+    pub = tmp_path / "pub.pem"
+    from aiir.evidence.keys import public_key_pem
+
+    pub.write_bytes(public_key_pem(sealed._signing_key))
+    monkeypatch.setenv("AIIR_HOME", str(tmp_path / "auditor-home"))  # another machine: no key, no store
+    n = len(sealed.custody())
+    res = verify_bundle(sealed.path)
+    assert not res.ok and res.key_trusted is False  # nothing trusted there yet
+    res = verify_bundle(sealed.path, pub)
+    assert res.ok and not res.recorded and any("verification not logged" in m for m in res.messages)
+    assert len(sealed.custody()) == n

@@ -84,3 +84,38 @@ def test_verify_wrong_key_exits_3(aiir_home, tmp_path):
     other.write_text(run_aiir("evidence", "pubkey", "--key", str(tmp_path / "other-key.pem")).stdout)
     r = run_aiir("verify", "INC-K", "--public-key", str(other))
     assert r.returncode == 3 and "SIGNATURE" in r.stdout
+
+
+def test_verify_trusts_only_known_keys_by_default(aiir_home, tmp_path):
+    """A bundle re-signed with a key aiir never issued fails (exit 3, says why) unless the key is trusted
+    by the operator (--trusted-key, `aiir evidence trust`) or --allow-unknown-key is given."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from aiir.evidence import EvidenceStore
+    from aiir.evidence.keys import fingerprint, public_key_pem
+
+    f = tmp_path / "a.txt"
+    f.write_text("a")
+    attacker = Ed25519PrivateKey.generate()  # made outside aiir: not in the trust store
+    b = EvidenceStore(aiir_home / "evidence", fsync=False).open_bundle("INC-EVIL", actor="mallory")
+    b.add_file(f, category="other")
+    b.seal(attacker)
+    r = run_aiir("verify", "INC-EVIL")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "UNTRUSTED KEY" in r.stdout and fingerprint(attacker) in r.stdout and "--allow-unknown-key" in r.stdout
+    r = run_aiir("verify", "INC-EVIL", "--allow-unknown-key")
+    assert r.returncode == 0 and "NOT a trusted key" in r.stdout, r.stdout
+    pem = tmp_path / "attacker.pub.pem"
+    pem.write_bytes(public_key_pem(attacker))
+    assert run_aiir("verify", "INC-EVIL", "--trusted-key", str(pem), "--no-record").returncode == 0
+    assert run_aiir("verify", "INC-EVIL", "--trusted-key", fingerprint(attacker), "--no-record").returncode == 0
+    assert run_aiir("verify", "INC-EVIL", "--no-record").returncode == 3
+    r = run_aiir("evidence", "trust", str(pem), "--comment", "partner's key")
+    assert r.returncode == 0 and fingerprint(attacker) in r.stdout
+    store = (aiir_home / "keys" / "trusted_keys")
+    assert fingerprint(attacker) in store.read_text() and (store.stat().st_mode & 0o077) == 0
+    assert run_aiir("verify", "INC-EVIL", "--no-record").returncode == 0
+    bad = tmp_path / "bad-store"
+    bad.write_text("not a fingerprint\n")
+    r = run_aiir("verify", "INC-EVIL", "--trust-store", str(bad))
+    assert r.returncode == 2 and "bad-store:1" in r.stderr

@@ -3,8 +3,9 @@
 These work with Airflow down: they only touch the evidence store (``$AIIR_EVIDENCE_DIR``) and the
 signing key (``$AIIR_HOME/keys/evidence_ed25519.pem`` unless ``--key``).
 
-Exit codes of ``aiir verify``: 0 intact; 3 changed, missing or added files, bad signature, broken
-custody chain or not sealed; 2 bad input (not a bundle folder, unreadable key).
+Exit codes of ``aiir verify``: 0 intact; 3 changed, missing or added files, bad signature, a key that is
+not trusted (not in the trust store; ``--allow-unknown-key`` accepts it), broken custody chain or not
+sealed; 2 bad input (not a bundle folder, unreadable key or trust store).
 """
 
 from __future__ import annotations
@@ -48,19 +49,27 @@ def _resolve_bundle(arg: str, store: Path | None) -> Path:
 @guarded
 def verify_cmd(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, or an incident id in the evidence store.")],
-    public_key: Annotated[Path | None, typer.Option("--public-key", help="PEM public key you trust; default: the "
-                                                    "bundle's own public_key.pem (detects change, not re-signing).")] = None,
+    public_key: Annotated[Path | None, typer.Option("--public-key", help="PEM public key the bundle must be "
+                                                    "signed with (default: its own key, which must be trusted).")] = None,
+    trusted_key: Annotated[list[str] | None, typer.Option("--trusted-key", help="Also trust this key (PEM file or "
+                                                          "64-hex fingerprint); repeatable.")] = None,
+    allow_unknown_key: Annotated[bool, typer.Option("--allow-unknown-key", help="Accept a bundle signed by a key that "
+                                                    "is not trusted (checks self-consistency only).")] = False,
+    trust_store: Annotated[Path | None, typer.Option("--trust-store", help="Trust store file (default "
+                                                     "$AIIR_TRUSTED_KEYS or $AIIR_HOME/keys/trusted_keys).")] = None,
     as_json: JsonOpt = False,
     no_record: Annotated[bool, typer.Option("--no-record", help="Do not log this verification in custody.jsonl "
                                             "(read-only media).")] = False,
     actor: ActorOpt = None,
     store: StoreOpt = None,
 ) -> None:
-    """Verify an evidence bundle: files vs. signed manifest, signature, custody chain. Exit 0 intact, 3 not."""
+    """Verify an evidence bundle: files vs. signed manifest, a trusted signature, custody chain. Exit 0 intact,
+    3 not (also: signed by a key that is not trusted)."""
     from aiir.evidence import verify_bundle
 
     path = _resolve_bundle(bundle, store)
-    res = verify_bundle(path, public_key, record=not no_record, actor=actor)
+    res = verify_bundle(path, public_key, trusted_keys=trusted_key or (), trust_store=trust_store,
+                        allow_unknown_key=allow_unknown_key, record=not no_record, actor=actor)
     if as_json:
         emit_json(res.to_dict())
     else:
@@ -165,6 +174,20 @@ def pubkey_cmd(key: KeyOpt = None) -> None:
     progress(f"fingerprint (sha256 of the raw public key): {fingerprint(k)}")
 
 
+@guarded
+def trust_cmd(
+    key: Annotated[str, typer.Argument(help="Public key PEM file, or its 64-hex fingerprint.")],
+    comment: Annotated[str, typer.Option("--comment", help="Who this key belongs to.")] = "",
+    trust_store: Annotated[Path | None, typer.Option("--trust-store", help="Trust store file (default "
+                                                     "$AIIR_TRUSTED_KEYS or $AIIR_HOME/keys/trusted_keys).")] = None,
+) -> None:
+    """Trust a signing key: `aiir verify` accepts bundles it signed (e.g. the Airflow connection's key)."""
+    from aiir.evidence.keys import trust_key, trust_store_path
+
+    fp = trust_key(key, comment, trust_store)
+    typer.echo(f"trusted {fp} in {trust_store or trust_store_path()}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify_cmd)
     ev = typer.Typer(help="Preserve evidence by hand (works with Airflow down).", no_args_is_help=True)
@@ -173,4 +196,5 @@ def register(app: typer.Typer) -> None:
     ev.command("show")(show_cmd)
     ev.command("list")(list_cmd)
     ev.command("pubkey")(pubkey_cmd)
+    ev.command("trust")(trust_cmd)
     app.add_typer(ev, name="evidence")

@@ -2,8 +2,8 @@
 
 Layout of ``<store root>/<incident_id>/`` (see ``docs/evidence.md``)::
 
-    files/...          the evidence, as added (0444 files; folders 0555 once sealed)
-    custody.jsonl      hash-chained custody log (appended after sealing too)
+    files/...          the evidence, as added (0400 files; folders 0500 once sealed)
+    custody.jsonl      hash-chained custody log (appended after sealing too, each such entry signed)
     manifest.json      canonical JSON: every file's path, sha256, size, category, description, ...
     manifest.sig       raw 64-byte Ed25519 signature over the exact bytes of manifest.json
     public_key.pem     the signer's public key (SubjectPublicKeyInfo PEM)
@@ -57,7 +57,7 @@ from ._util import (
     utc_now,
 )
 from .copy import copy_and_hash, hash_file, write_and_hash
-from .keys import fingerprint, load_private_key_pem, public_key_pem
+from .keys import fingerprint, load_private_key_pem, load_signing_key_if_present, public_key_pem
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -74,6 +74,10 @@ SIGNATURE = "manifest.sig"
 PUBLIC_KEY = "public_key.pem"
 CUSTODY = _custody.CUSTODY_FILENAME
 METADATA = (MANIFEST, SIGNATURE, PUBLIC_KEY, CUSTODY)
+# Owner-only, like the decision log's folder: evidence holds copies of decisions, data and models.
+FILE_MODE = 0o400
+DIR_MODE = 0o700
+SEALED_DIR_MODE = 0o500
 
 # Suggested categories (any short lower-case word is accepted).
 CATEGORIES = ("model", "training_data", "decision_log", "config", "target_state", "finding", "report",
@@ -142,11 +146,16 @@ class EvidenceStore:
         entry written through this handle. Opening an existing bundle writes nothing.
         """
         path = self.path_for(incident_id)
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=DIR_MODE)
+            _chmod_quiet(path, DIR_MODE)  # whatever the umask
+        except FileExistsError:
+            pass
         bundle = Bundle(path, actor=actor, host=host, context=context, fsync=self.fsync)
         with bundle._locked():
             if bundle._chain.seq < 0:
-                (path / PAYLOAD_DIR).mkdir(exist_ok=True)
+                (path / PAYLOAD_DIR).mkdir(exist_ok=True, mode=DIR_MODE)
                 bundle._append("opened", incident_id=incident_id, bundle_id=uuid.uuid4().hex, format=FORMAT,
                                tool={"name": "aiir", "version": aiir.__version__})
         return bundle
@@ -163,8 +172,11 @@ class Bundle:
     """A handle on one bundle folder. Obtain it from :meth:`EvidenceStore.open_bundle`."""
 
     def __init__(self, path: str | Path, *, actor: str | None = None, host: str | None = None,
-                 context: dict[str, Any] | None = None, fsync: bool = True):
+                 context: dict[str, Any] | None = None, fsync: bool = True,
+                 signing_key: Ed25519PrivateKey | None = None):
         self.path = Path(path)
+        # signs custody entries appended after sealing (default: this machine's signing key, if any)
+        self._signing_key = signing_key
         self.actor = _actor(actor)
         self.host = host or socket.gethostname()
         self.context = dict(context or {})
@@ -221,11 +233,24 @@ class Bundle:
                 self._sealed_entries.append(e)
         self._seen = len(self._chain.entries)
 
+    def _post_seal_key(self) -> Ed25519PrivateKey | None:
+        if self._signing_key is None:
+            self._signing_key = load_signing_key_if_present()
+        return self._signing_key
+
     def _append(self, action: str, **fields: Any) -> dict[str, Any]:
         entry = {"at": utc_now(), "action": action, "actor": self.actor, "host": self.host, "pid": os.getpid(),
                  "context": self.context}
         entry.update({k: v for k, v in fields.items() if v is not None})
-        appended = _custody.append_entry(self.path / CUSTODY, self._chain, entry, fsync=self.fsync)
+        sign = None
+        if self._is_sealed():  # past the signed manifest's custody head: every entry carries a signature
+            key = self._post_seal_key()
+            if key is None:
+                raise BadInput(f"bundle {self.path.name}", "is sealed: custody entries after sealing must be "
+                               "signed, and no signing key is available (pass signing_key=, or create "
+                               "$AIIR_HOME/keys/evidence_ed25519.pem with `aiir evidence pubkey`)")
+            sign = _custody.signer(key)
+        appended = _custody.append_entry(self.path / CUSTODY, self._chain, entry, fsync=self.fsync, sign=sign)
         self._absorb()
         return appended
 
@@ -276,8 +301,11 @@ class Bundle:
     def _same_or_refuse(self, rec: FileRecord, sha: str, size: int, source: str | None) -> FileRecord:
         if rec.sha256 == sha and rec.size == size:
             return rec
-        self._append("refused", file=rec.path, sha256=sha, size=size, recorded_sha256=rec.sha256, source=source,
-                     reason="different content for an existing name (write-once)")
+        try:
+            self._append("refused", file=rec.path, sha256=sha, size=size, recorded_sha256=rec.sha256,
+                         source=source, reason="different content for an existing name (write-once)")
+        except BadInput:  # sealed and no key to sign the entry with: refuse without logging
+            log.warning("%s: refusal of %s not logged (no signing key)", self.path.name, rec.path)
         raise IntegrityError(f"{self.path.name}/{rec.path}: write-once — already holds sha256 {rec.sha256} "
                              f"({rec.size} bytes); refusing different content {sha} ({size} bytes)")
 
@@ -306,8 +334,8 @@ class Bundle:
                 return self._same_or_refuse(rec, sha, size, source)
             self._check_can_add(dest)
             final = self.path / dest
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(staged, 0o444)
+            final.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            os.chmod(staged, FILE_MODE)
             try:
                 os.link(staged, final)
             except FileExistsError:
@@ -462,7 +490,8 @@ class Bundle:
         """Append a custody event of your own (``exported``, ``transferred``, ``note`` ...), also after sealing."""
         if not isinstance(action, str) or not _ACTION_RE.match(action) or action in RESERVED_ACTIONS:
             raise BadInput("action", f"{action!r}: expected a lower-case word other than {sorted(RESERVED_ACTIONS)}")
-        reserved = {"at", "action", "actor", "host", "pid", "context", "seq", "prev"} & set(fields)
+        reserved = {"at", "action", "actor", "host", "pid", "context", "seq", "prev",
+                    *_custody.SIGNED_FIELDS} & set(fields)
         if reserved:
             raise BadInput("fields", f"{sorted(reserved)} are set by aiir")
         try:
@@ -485,6 +514,7 @@ class Bundle:
 
         key = signing_key if isinstance(signing_key, Ed25519PrivateKey) else load_private_key_pem(signing_key)
         fp = fingerprint(key)
+        self._signing_key = key  # signs the 'sealed' entry (and later ones through this handle)
         with self._locked():
             if (self.path / MANIFEST).exists():
                 return self._resume_sealed(fp)
@@ -563,17 +593,19 @@ class Bundle:
         payload = self.path / PAYLOAD_DIR
         for root, dirs, _ in os.walk(payload, topdown=False):
             for d in dirs:
-                _chmod_quiet(Path(root, d), 0o555)
-        _chmod_quiet(payload, 0o555)
-        _chmod_quiet(self.path, 0o555)
+                _chmod_quiet(Path(root, d), SEALED_DIR_MODE)
+        _chmod_quiet(payload, SEALED_DIR_MODE)
+        _chmod_quiet(self.path / CUSTODY, 0o600)
+        _chmod_quiet(self.path, SEALED_DIR_MODE)
 
     # ------------------------------------------------------------------ verification
     def verify(self, public_key: Ed25519PublicKey | bytes | str | Path | None = None, *,
-               record: bool = True) -> VerifyResult:
+               record: bool = True, **kwargs: Any) -> VerifyResult:
+        """:func:`~aiir.evidence.verify.verify_bundle` on this bundle (same keyword options)."""
         from .verify import verify_bundle
 
         return verify_bundle(self.path, public_key, record=record, actor=self.actor, host=self.host,
-                             context=self.context)
+                             context=self.context, signing_key=self._signing_key, **kwargs)
 
 
 def _walk_payload(bundle: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -600,7 +632,7 @@ def _fsync_path(path: Path) -> None:
 
 def _write_readonly(path: Path, data: bytes, fsync: bool) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o444)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     try:
         view = memoryview(data)
         while view:

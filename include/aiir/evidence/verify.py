@@ -7,12 +7,15 @@
   *changed*; a path the manifest does not list (and any unexpected entry beside the metadata
   files) is *added*.
 * signature: ``manifest.sig`` must verify over the exact bytes of ``manifest.json``, under the key the
-  caller passes (``public_key``) or else under the bundle's own ``public_key.pem``. The latter only
-  proves the bundle is consistent with *some* key: an attacker who rewrites everything can re-sign
-  with their own key. ``key_source`` says which was used; pass a key you trust to close that gap.
+  caller passes (``public_key``) or else under the bundle's own ``public_key.pem``; and that key must be
+  **trusted**: the caller's key, or a fingerprint in the trust store (keys aiir issued, keys the operator
+  added — :mod:`aiir.evidence.keys`), or one of ``trusted_keys``. A bundle signed by any other key fails
+  (an attacker who rewrites everything can re-sign with their own key) unless ``allow_unknown_key=True``,
+  which reduces the check to self-consistency and says so.
 * custody: every link of ``custody.jsonl``; the manifest's ``custody_head`` must be the digest of the
   entry at that position (so no entry up to sealing changed); the ``added`` entries up to the head
-  must list exactly the manifest's files; a ``sealed`` entry for this manifest must follow.
+  must list exactly the manifest's files; a ``sealed`` entry for this manifest must follow; every entry
+  after the head must be signed by the bundle's key or a trusted one.
 
 The verification is itself logged (``verified``) unless ``record=False`` or the log cannot be written.
 """
@@ -36,10 +39,18 @@ from . import custody as _custody
 from ._util import loads_strict, sha256_hex, utc_now
 from .bundle import CUSTODY, MANIFEST, PAYLOAD_DIR, PUBLIC_KEY, SIGNATURE, STAGING_DIR, _actor, _walk_payload
 from .copy import hash_file, read_regular
-from .keys import fingerprint, load_public_key
+from .keys import (
+    fingerprint,
+    load_public_key,
+    load_signing_key_if_present,
+    trust_store_path,
+    trusted_fingerprints,
+)
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from collections.abc import Iterable
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -57,6 +68,8 @@ class VerifyResult:
     messages: list[str] = field(default_factory=list)
     key_source: str | None = None  # "caller" or "bundle"
     public_key_sha256: str | None = None
+    key_trusted: bool | None = None  # None: no valid signature to judge
+    trusted_by: str | None = None    # "--public-key", "trust store ...", "this machine's signing key ...", ...
     incident_id: str | None = None
     bundle_id: str | None = None
     sealed_at: str | None = None
@@ -74,17 +87,28 @@ def _is_bundle(p: Path) -> bool:
 
 
 def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str | Path | None = None, *,
+                  trusted_keys: Iterable[Ed25519PublicKey | bytes | str | Path] = (),
+                  trust_store: str | Path | None = None, allow_unknown_key: bool = False,
                   record: bool = True, actor: str | None = None, host: str | None = None,
                   context: dict[str, Any] | None = None, workers: int | None = None,
-                  fsync: bool = True) -> VerifyResult:
-    """Check bundle folder ``path``. Raises BadInput only if ``path`` is not a bundle folder or the
-    given public key cannot be read; every finding about the bundle itself goes into the result."""
+                  fsync: bool = True, signing_key: Ed25519PrivateKey | None = None) -> VerifyResult:
+    """Check bundle folder ``path``. Raises BadInput only if ``path`` is not a bundle folder, or a given
+    key or the trust store cannot be read; every finding about the bundle itself goes into the result.
+
+    ``public_key``: the key the bundle must be signed with (trusted by definition). Otherwise the
+    bundle's own key must be in the trust store (``trust_store``, default
+    :func:`~aiir.evidence.keys.trust_store_path`), be this machine's signing key, or be one of
+    ``trusted_keys`` (keys, PEM files or fingerprints); ``allow_unknown_key`` accepts any key.
+    ``signing_key`` signs the ``verified`` custody entry (default: this machine's key, if any)."""
     bundle = Path(path)
     if not bundle.is_dir():
         raise BadInput(str(bundle), "not a folder (expected an evidence bundle folder)")
     if not _is_bundle(bundle):
         raise BadInput(str(bundle), f"not an aiir evidence bundle (no {MANIFEST} or {CUSTODY})")
     trusted = load_public_key(public_key) if public_key is not None else None
+    trust = trusted_fingerprints(trusted_keys, trust_store=trust_store)
+    if trusted is not None:
+        trust[fingerprint(trusted)] = "--public-key"
 
     res = VerifyResult(path=str(bundle))
     msgs = res.messages
@@ -113,6 +137,8 @@ def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str |
             msgs.append(f"SIGNATURE: {exc} — the manifest was altered")
             manifest = None
         res.signature_ok = _check_signature(bundle, manifest_bytes, manifest, trusted, res)
+        if res.signature_ok:
+            _judge_trust(res, trust, allow_unknown_key, trust_store)
         if manifest is not None:
             res.incident_id = manifest.get("incident_id")
             res.bundle_id = manifest.get("bundle_id")
@@ -139,6 +165,7 @@ def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str |
     # ---------------------------------------------------------------- custody vs manifest
     if manifest is not None:
         custody_problems += _check_custody_against_manifest(entries, manifest, manifest_bytes, opened)
+        custody_problems += _check_post_seal_signatures(entries, manifest, trust, allow_unknown_key, msgs)
     res.custody_ok = not custody_problems
     msgs += [f"CUSTODY: {p}" for p in custody_problems]
 
@@ -174,8 +201,9 @@ def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str |
             msgs.append(f"CHANGED: {rel} has {st.st_size} bytes, the manifest says {expected[rel][1]}")
         else:
             to_hash.append(rel)
-            if st.st_mode & 0o222:
-                msgs.append(f"NOTE: {rel} is writable (mode {stat.S_IMODE(st.st_mode):04o}); evidence files are 0444")
+            if st.st_mode & 0o277:
+                msgs.append(f"NOTE: {rel} is writable or readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                            "evidence files are 0400")
 
     def digest(rel: str) -> tuple[str, str | None, int]:
         try:
@@ -195,14 +223,61 @@ def verify_bundle(path: str | Path, public_key: Ed25519PublicKey | bytes | str |
     res.added.sort()
 
     res.ok = bool(res.sealed and res.signature_ok and res.custody_ok
+                  and (res.key_trusted or allow_unknown_key)
                   and not (res.changed or res.missing or res.added))
     if res.ok:
+        trust_note = (f"trusted: {res.trusted_by}" if res.key_trusted
+                      else "NOT a trusted key: accepted with --allow-unknown-key, self-consistency only")
         msgs.insert(0, f"INTACT: {res.files_checked} files, {res.bytes_checked} bytes; signature OK "
-                       f"(key {res.public_key_sha256}, from the {res.key_source}); custody chain OK "
+                       f"(key {res.public_key_sha256}, from the {res.key_source}; {trust_note}); custody chain OK "
                        f"({res.custody_entries} entries)")
     if record:
-        _record(bundle, res, actor=actor, host=host, context=context, fsync=fsync)
+        _record(bundle, res, actor=actor, host=host, context=context, fsync=fsync, signing_key=signing_key)
     return res
+
+
+def _judge_trust(res: VerifyResult, trust: dict[str, str], allow_unknown: bool,
+                 trust_store: str | Path | None) -> None:
+    fp = res.public_key_sha256
+    if fp in trust:
+        res.key_trusted, res.trusted_by = True, trust[fp]
+        return
+    res.key_trusted = False
+    where = trust_store or trust_store_path()
+    if allow_unknown:
+        res.messages.append(f"NOTE: signed by key {fp}, which is not trusted here (not in {where}); accepted "
+                            "because of --allow-unknown-key: this only shows the bundle is self-consistent")
+    else:
+        res.messages.append(f"UNTRUSTED KEY: the bundle is signed by key {fp}, which is not in the trust store "
+                            f"({where}) nor this machine's signing key: anyone can re-sign a rewritten bundle "
+                            "with a key of their own. Verify with --trusted-key/--public-key PEM (the signer's "
+                            "public key, obtained out of band), or --allow-unknown-key to check self-consistency only")
+
+
+def _check_post_seal_signatures(entries: list[dict[str, Any]], manifest: dict[str, Any], trust: dict[str, str],
+                                allow_unknown: bool, msgs: list[str]) -> list[str]:
+    """Every entry after the signed custody head must carry a valid signature by the bundle's key or a
+    trusted one (so the 'sealed' entry and later ones cannot be edited, inserted or dropped unseen)."""
+    head = (manifest.get("custody_head") or {}).get("seq")
+    if not isinstance(head, int) or head < 0:
+        return []  # reported by _check_custody_against_manifest
+    problems: list[str] = []
+    unknown: set[str] = set()
+    own = manifest.get("public_key_sha256")
+    for e in entries[head + 1:]:
+        fp, problem = _custody.check_entry_signature(e)
+        if problem:
+            problems.append(f"entry {e.get('seq')} ('{e.get('action')}', after sealing): {problem}")
+        elif fp != own and fp not in trust:
+            if allow_unknown:
+                unknown.add(fp)
+            else:
+                problems.append(f"entry {e.get('seq')} ('{e.get('action')}', after sealing) is signed by key {fp}, "
+                                "which is neither the bundle's nor a trusted key")
+    if unknown:
+        msgs.append(f"NOTE: custody entries after sealing signed by untrusted key(s) {sorted(unknown)}, accepted "
+                    "because of --allow-unknown-key")
+    return problems
 
 
 def _check_signature(bundle: Path, data: bytes, manifest: dict[str, Any] | None,
@@ -236,9 +311,6 @@ def _check_signature(bundle: Path, data: bytes, manifest: dict[str, Any] | None,
     if named != res.public_key_sha256:
         msgs.append(f"SIGNATURE: the manifest names key {named} but was signed by {res.public_key_sha256}")
         return False
-    if trusted is None:
-        msgs.append(f"NOTE: signature checked against the bundle's own {PUBLIC_KEY} ({res.public_key_sha256}); "
-                    "pass the public key you trust (--public-key) to rule out a re-signed bundle")
     return True
 
 
@@ -273,7 +345,15 @@ def _check_custody_against_manifest(entries: list[dict[str, Any]], manifest: dic
 
 
 def _record(bundle: Path, res: VerifyResult, *, actor: str | None, host: str | None,
-            context: dict[str, Any] | None, fsync: bool) -> None:
+            context: dict[str, Any] | None, fsync: bool, signing_key: Ed25519PrivateKey | None = None) -> None:
+    sign = None
+    if (bundle / MANIFEST).exists():  # after sealing, custody entries are signed
+        key = signing_key or load_signing_key_if_present()
+        if key is None:
+            res.messages.append("NOTE: verification not logged: entries after sealing must be signed and there "
+                                "is no signing key on this machine (that is fine for a verifier)")
+            return
+        sign = _custody.signer(key)
     try:
         fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -291,8 +371,8 @@ def _record(bundle: Path, res: VerifyResult, *, actor: str | None, host: str | N
                  "changed": len(res.changed), "missing": len(res.missing), "added": len(res.added),
                  "signature_ok": res.signature_ok, "custody_ok": res.custody_ok,
                  "key_source": res.key_source, "public_key_sha256": res.public_key_sha256,
-                 "files_checked": res.files_checked}
-        _custody.append_entry(bundle / CUSTODY, chain, entry, fsync=fsync)
+                 "key_trusted": res.key_trusted, "files_checked": res.files_checked}
+        _custody.append_entry(bundle / CUSTODY, chain, entry, fsync=fsync, sign=sign)
         res.recorded = True
     except OSError as exc:
         res.messages.append(f"NOTE: verification not logged ({exc.strerror}); read-only copy?")
