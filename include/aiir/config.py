@@ -17,6 +17,7 @@ variable                   default                                    what lives
 ``AIIR_THRESHOLDS``        (built-in ``detect/thresholds.toml``)      detection thresholds and severities
 ``AIIR_INTEGRITY_SCHEDULE``  ``@hourly``                              cron of data_integrity_check, or ``none``
 ``AIIR_ACTOR``             the OS user                                who is recorded in custody and registry logs
+``AIIR_TRUSTED_KEYS``      ``$AIIR_HOME/keys/trusted_keys``           key fingerprints ``aiir verify`` trusts
 ``AIIR_SIEM_HEC_URL``      (unset: events only written to files)      Splunk HEC endpoint to forward events to
 ``AIIR_SIEM_HEC_TOKEN``    —                                          its token (``AIIR_SIEM_HEC_INDEX``,
                                                                       ``AIIR_SIEM_HEC_INSECURE=1`` optional)

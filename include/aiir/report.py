@@ -496,7 +496,7 @@ _HTML = """<!doctype html>
 
 <h2>Evidence</h2>
 {% if r.evidence %}<dl>{% for k, v in r.evidence %}<dt>{{ k }}</dt><dd><code>{{ v }}</code></dd>{% endfor %}</dl>
-<p class="mut">Check it: <code>aiir verify {{ evidence_bundle }}</code> (exit 0 intact, 3 changed).</p>{% else %}<p class="mut">No evidence bundle sealed yet.</p>{% endif %}
+<p class="mut">Check it: <code>aiir verify {{ evidence_bundle }}</code> (exit 0 intact and signed by a trusted key; 3 changed or untrusted key; elsewhere add <code>--trusted-key aiir-evidence.pub.pem</code>).</p>{% else %}<p class="mut">No evidence bundle sealed yet.</p>{% endif %}
 
 <h2>Attachments</h2>
 {% if r.attachments %}<ul>{% for a in r.attachments %}<li>{% if a.href %}<a href="{{ a.href }}">{{ a.title }}</a>{% else %}{{ a.title }}{% endif %} <code class="mut">{{ a.path }}</code>{% if a.exists == false %} <span class="warn">(missing)</span>{% endif %}</li>{% endfor %}</ul>{% else %}<p class="mut">None.</p>{% endif %}
@@ -606,7 +606,7 @@ def _markdown(r: dict[str, Any]) -> str:
     L += ["## Evidence", ""]
     if r["evidence"]:
         L += [f"- {md(k, lead=True)}: {md(v)}" for k, v in r["evidence"]]
-        L += ["", f"Check it: aiir verify {md(dict(r['evidence']).get('bundle', 'BUNDLE'))} (exit 0 intact, 3 changed)", ""]
+        L += ["", f"Check it: aiir verify {md(dict(r['evidence']).get('bundle', 'BUNDLE'))} (exit 0 intact and signed by a trusted key; 3 changed or untrusted key; elsewhere add --trusted-key aiir-evidence.pub.pem)", ""]
     else:
         L += ["No evidence bundle sealed yet.", ""]
     L += ["## Attachments", ""]
