@@ -72,6 +72,6 @@ for c in kube-apiserver kube-controller-manager; do
   echo "built $c in $(( $(date +%s)-s ))s"
 done
 cp "$W/root/usr/bin/etcd" "$W/root/usr/bin/etcdctl" "$W/bin/"
-"$W/bin/kube-apiserver" --version; "$W/bin/etcd" --version | head -1
+"$W/bin/kube-apiserver" --version; "$W/bin/etcd" --version | sed -n 1p  # sed reads everything: no SIGPIPE under pipefail
 touch "$W/bin/.complete"
 echo "kube binaries built in $W/bin in $(( $(date +%s)-start ))s"

@@ -70,6 +70,10 @@ for i in $(seq 1 240); do
   sleep 0.25
   [ "$i" = 240 ] && { echo "kube-apiserver not ready after 60 s; see $S/kube-apiserver.log" >&2; stop; exit 1; }
 done
+# The API server made its own CA + serving certificate (for 127.0.0.1) in the cert dir: trust exactly that
+# from now on (no insecure-skip-tls-verify for the clients).
+sed -i "s#{server: \"https://127.0.0.1:$KUBE_PORT\", insecure-skip-tls-verify: true}#{server: \"https://127.0.0.1:$KUBE_PORT\", certificate-authority: $S/pki/serving/apiserver.crt}#" "$S/kubeconfig"
+grep -q certificate-authority "$S/kubeconfig" || { echo "could not pin the API server certificate" >&2; stop; exit 1; }
 setsid "$B/kube-controller-manager" --kubeconfig="$S/kubeconfig" \
   --controllers=deployment,replicaset,garbagecollector,namespace --leader-elect=false --port=0 \
   --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --authentication-skip-lookup=true \
