@@ -30,7 +30,7 @@ esac
 for b in etcd kube-apiserver kube-controller-manager; do
   [ -x "$B/$b" ] || { echo "missing $B/$b: run scripts/k8s/build.sh first" >&2; exit 2; }
 done
-mkdir -p "$S/pki/serving"; S=$(cd "$S" && pwd); rm -rf "$S/etcd-data"
+mkdir -p "$S/pki/serving"; S=$(cd "$S" && pwd); rm -rf "$S/etcd-data" "$S/audit.log"
 [ -f "$S/pki/sa.key" ] || { openssl genrsa -out "$S/pki/sa.key" 2048 2>/dev/null
                             openssl rsa -in "$S/pki/sa.key" -pubout -out "$S/pki/sa.pub" 2>/dev/null; }
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -51,6 +51,16 @@ contexts:
 current-context: local
 KC
 umask 022
+# Audit every request a ServiceAccount makes (metadata only): tests compare the calls with deploy/kubernetes/rbac.yaml
+cat > "$S/audit-policy.yaml" <<AP
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+AP
 setsid "$B/etcd" --name local --data-dir "$S/etcd-data" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -62,6 +72,7 @@ setsid "$B/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --service-cluster-ip-range=10.96.0.0/24 --service-account-issuer=https://kubernetes.default.svc \
   --service-account-key-file="$S/pki/sa.pub" --service-account-signing-key-file="$S/pki/sa.key" \
   --token-auth-file="$S/pki/tokens.csv" --authorization-mode=RBAC --disable-admission-plugins=ServiceAccount \
+  --audit-policy-file="$S/audit-policy.yaml" --audit-log-path="$S/audit.log" \
   > "$S/kube-apiserver.log" 2>&1 < /dev/null &
 echo $! > "$S/kube-apiserver.pid"
 for i in $(seq 1 240); do
