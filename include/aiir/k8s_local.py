@@ -185,9 +185,9 @@ class PodReadiness:
     """Marks pods Running and Ready through ``pods/status`` (what a kubelet reports), after ``delay`` seconds;
     ``pause()`` holds new pods Pending (to watch a rollout in progress)."""
 
-    def __init__(self, api_client, namespaces: list[str], *, delay: float = 0.0, poll: float = 0.2):
+    def __init__(self, api_client, namespaces: list[str] | None = None, *, delay: float = 0.0, poll: float = 0.2):
         self.api = api_client
-        self.namespaces = list(namespaces)
+        self.namespaces = list(namespaces) if namespaces else None  # None: every namespace but kube-system
         self.delay, self.poll = float(delay), float(poll)
         self._stop = threading.Event()
         self._paused = threading.Event()
@@ -216,19 +216,24 @@ class PodReadiness:
         core = client.CoreV1Api(self.api)
         while not self._stop.is_set():
             if not self._paused.is_set():
-                for ns in self.namespaces:
-                    try:
-                        self.mark(core, ns)
-                    except Exception:  # the cluster stopping under us; try again next round
-                        pass
+                try:
+                    self.mark(core, self.namespaces)
+                except Exception:  # the cluster stopping under us; try again next round
+                    pass
             self._stop.wait(self.poll)
 
-    def mark(self, core, namespace: str) -> int:
+    def mark(self, core, namespaces: list[str] | None = None) -> int:
+        """One pass: every not-yet-Ready pod older than ``delay`` marked Running + Ready; returns how many."""
         from datetime import UTC, datetime
 
         n = 0
         now = datetime.now(UTC)
-        for pod in core.list_namespaced_pod(namespace).items:
+        if namespaces is None:
+            pods = [p for p in core.list_pod_for_all_namespaces().items if p.metadata.namespace != "kube-system"]
+        else:
+            pods = [p for ns in namespaces for p in core.list_namespaced_pod(ns).items]
+        for pod in pods:
+            namespace = pod.metadata.namespace
             if pod.metadata.deletion_timestamp is not None:
                 continue
             ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
@@ -353,8 +358,9 @@ def seed_model(api_client, model: str, *, namespace: str = "default", primary_ve
             if exc.status != 409:
                 raise
     cm = f"{model}-config"
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": cm, "labels": {"app.kubernetes.io/name": model}},
-                                                  "data": {"threshold": "0.5", "model": model}})
+    # Not labelled with the model: the snapshot finds it because the pods mount it.
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": cm}, "data": {"threshold": "0.5",
+                                                                                     "model": model}})
     apps.create_namespaced_deployment(namespace, deployment_manifest(model, model, primary_version, track="primary",
                                                                      replicas=replicas, namespace=namespace,
                                                                      configmap=cm))

@@ -968,10 +968,9 @@ class KubernetesTarget(DeploymentTarget):
         def dump(fname: str, docs: list[dict[str, Any]] | dict[str, Any]) -> None:
             p = dest / fname
             tmp = p.with_name(f".{p.name}.tmp")
-            if isinstance(docs, list):
-                text = yaml.safe_dump_all([kb.strip_for_snapshot(d) for d in docs], sort_keys=True)
-            else:
-                text = yaml.safe_dump(kb.strip_for_snapshot(docs), sort_keys=True)
+            if isinstance(docs, list):  # as `kubectl get -o yaml` prints several objects
+                docs = {"apiVersion": "v1", "kind": "List", "items": [kb.strip_for_snapshot(d) for d in docs]}
+            text = yaml.safe_dump(kb.strip_for_snapshot(docs), sort_keys=True)
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(p)
             written.append(p)
@@ -1018,10 +1017,15 @@ class KubernetesTarget(DeploymentTarget):
                     resp = core.read_namespaced_pod_log(pname, self.namespace, container=c["name"], tail_lines=5000,
                                                         _preload_content=False,
                                                         _request_timeout=(self.connect_timeout, self.timeout))
+                    data = resp.data or b""
+                    if not data and not (pod.get("spec") or {}).get("nodeName"):
+                        logs[key] = {"unavailable": "empty: the pod is bound to no node, so no kubelet ran it "
+                                                    "and the API server has no log for it"}
+                        continue
                     p = dest / f"pod-log-{pname}-{c['name']}.log"
-                    p.write_bytes(resp.data or b"")
+                    p.write_bytes(data)
                     written.append(p)
-                    logs[key] = {"file": p.name}
+                    logs[key] = {"file": p.name, "bytes": len(data)}
                 except Exception as exc:  # no kubelet, no log, no permission: say which and why
                     status = getattr(exc, "status", None)
                     body = getattr(exc, "body", None) or str(exc)
