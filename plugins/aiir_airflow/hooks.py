@@ -22,11 +22,23 @@ class DeploymentTargetHook(BaseHook):
     conn_type = "aiir_target"
     hook_name = "aiir deployment target"
 
-    def __init__(self, kind: str, name: str, target_conn_id: str | None = None) -> None:
+    def __init__(self, kind: str, name: str, target_conn_id: str | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.name = name
-        self.target_conn_id = target_conn_id or f"aiir_target_{kind}"
+        self.target_conn_id = target_conn_id or self.default_conn_id_for(kind)
+        self.extra_options = dict(options or {})  # explicit options win over the connection's
+
+    @staticmethod
+    def default_conn_id_for(kind: str) -> str:
+        """The target class's own default connection (``kubernetes_default`` …), else ``aiir_target_<kind>``."""
+        from aiir.targets import target_class
+
+        try:
+            return getattr(target_class(kind), "default_conn_id", None) or f"aiir_target_{kind}"
+        except Exception:  # an unknown kind fails later, naming the field
+            return f"aiir_target_{kind}"
 
     def _options(self) -> dict[str, Any]:
         """The target's options from the connection, mapped by the target class itself (aiir core)."""
@@ -36,9 +48,10 @@ class DeploymentTargetHook(BaseHook):
         try:
             conn = self.get_connection(self.target_conn_id)
         except Exception:  # no such connection: aiir's embedded defaults
-            return {}
-        return cls.options_from_connection(host=conn.host, port=conn.port, schema=conn.schema, login=conn.login,
+            return dict(self.extra_options)
+        opts = cls.options_from_connection(host=conn.host, port=conn.port, schema=conn.schema, login=conn.login,
                                            password=conn.password, extra=conn.extra_dejson or {})
+        return {**opts, **self.extra_options}
 
     @cached_property
     def target(self) -> DeploymentTarget:

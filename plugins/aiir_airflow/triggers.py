@@ -18,8 +18,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 class TargetSettledTrigger(BaseTrigger):
     def __init__(self, *, target_kind: str, target_name: str, target_conn_id: str | None = None,
-                 poll_interval: float = 5.0, timeout: float = 1800.0, started_at: float | None = None) -> None:
+                 poll_interval: float = 5.0, timeout: float = 1800.0, started_at: float | None = None,
+                 target_options: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.target_options = dict(target_options or {})  # over the connection's (never secrets: serialized)
         self.target_kind = target_kind
         self.target_name = target_name
         self.target_conn_id = target_conn_id
@@ -31,12 +33,13 @@ class TargetSettledTrigger(BaseTrigger):
         return ("aiir_airflow.triggers.TargetSettledTrigger",
                 {"target_kind": self.target_kind, "target_name": self.target_name,
                  "target_conn_id": self.target_conn_id, "poll_interval": self.poll_interval,
-                 "timeout": self.timeout, "started_at": self.started_at})
+                 "timeout": self.timeout, "started_at": self.started_at, "target_options": self.target_options})
 
     def _target(self):
         from aiir_airflow.hooks import DeploymentTargetHook
 
-        return DeploymentTargetHook(self.target_kind, self.target_name, target_conn_id=self.target_conn_id).target
+        return DeploymentTargetHook(self.target_kind, self.target_name, target_conn_id=self.target_conn_id,
+                                    options=self.target_options).target
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
