@@ -125,8 +125,25 @@ def registry_verify():
 @guarded
 def demo_run(keep_running: Annotated[bool, typer.Option(help="Leave Airflow and the gateway up afterwards.")] = False,
              gateway_port: Annotated[int | None, typer.Option(help="Default 8080, or a free port.")] = None,
-             airflow_port: Annotated[int | None, typer.Option(help="Default 8280, or a free port.")] = None):
+             airflow_port: Annotated[int | None, typer.Option(help="Default 8280, or a free port.")] = None,
+             target: Annotated[str, typer.Option(help="Where the model is served: local (the embedded gateway, "
+                                                      "the whole story) or another kind's story "
+                                                      "(kubernetes: containment, evidence, rollback on a real "
+                                                      "API server).")] = "local"):
     """The whole story: bootstrap, serve, traffic, poisoned retrain, detection, playbook, recovery, report."""
+    if target != "local":
+        import importlib
+
+        from aiir.errors import BadInput
+
+        try:
+            mod = importlib.import_module(f"aiir.story_{target}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"aiir.story_{target}":
+                raise
+            raise BadInput("--target", f"no demo story for target kind '{target}'") from None
+        mod.run(keep_running=keep_running)
+        return
     from aiir import story
 
     story.run(keep_running=keep_running, gateway_port=gateway_port, airflow_port=airflow_port)
