@@ -7,9 +7,9 @@ drift (Evidently's tests, computed by aiir), label shift overall and per source,
 outliers, the source that explains the anomaly, SHA-256 of every registered artifact — and writes
 `findings.json`, the GX result and an Evidently drift report to `$AIIR_HOME/checks/`.
 
-When the check fails it **opens an incident by itself**: an incident record is written and
-`incident_data_poisoning` is triggered with it as conf (run id = incident id, so a re-run of this
-DAG never opens the same incident twice).
+When the check fails it **opens an incident by itself**: an incident record is written and the
+playbook its findings call for (`aiir.playbooks.for_findings`; poisoning findings → `incident_data_poisoning`)
+is triggered with it as conf (run id = incident id, so a re-run of this DAG never opens it twice).
 
 Same code as `aiir check` / `aiir check-batch` on the command line.
 """
@@ -26,6 +26,7 @@ from aiir_airflow import callables
 from aiir_airflow.assets import INCIDENTS, INTEGRITY_FINDINGS, TRAINING_BATCHES
 from aiir_airflow.notifiers import SiemNotifier
 from aiir_airflow.operators import DataIntegrityCheckOperator, TriggerPlaybookOperator
+from aiir_airflow.params import target_kinds
 
 # Cron expression of the periodic check; "none" leaves only the Asset trigger (tests, demo).
 SCHEDULE = os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly")
@@ -46,7 +47,7 @@ SCHEDULE = os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly")
         "model_name": Param("fraud-detector", type="string", title="Registered model"),
         "reference": Param("", type="string", title="Reference dataset (empty: the model's profile)"),
         "current": Param("", type="string", title="Batch to check (empty: Asset event or newest batch)"),
-        "target_kind": Param("local", type="string", enum=["local", "sagemaker", "kubernetes"]),
+        "target_kind": Param("local", type="string", enum=target_kinds()),
         "target_name": Param("fraud-detector", type="string", title="Serving target"),
     },
 )
@@ -69,7 +70,7 @@ def data_integrity_check():
     )
     trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
-        trigger_dag_id="incident_data_poisoning",
+        trigger_dag_id="{{ ti.xcom_pull(task_ids='check')['playbook_dag_id'] }}",
         trigger_run_id="{{ ti.xcom_pull(task_ids='check')['incident']['incident_id'] }}",
         conf="{{ ti.xcom_pull(task_ids='check')['conf'] }}",
         skip_when_already_exists=True,

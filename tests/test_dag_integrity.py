@@ -84,3 +84,31 @@ def test_incidents_are_serialised(dagbag):
     """Two incidents never act on a model at once: the playbook runs one at a time."""
     assert dagbag["dags"]["incident_data_poisoning"]["max_active_runs"] == 1
     assert dagbag["dags"]["retrain_from_clean_data"]["max_active_runs"] == 1
+
+
+def test_every_playbook_dag_matches_its_definition(dagbag):
+    """The DAG's tasks and order are the playbook definition's: every step is a task, every step's
+    ``after`` is an upstream edge (approval steps through their branch), and nothing else runs."""
+    from aiir.playbooks import get_playbook, kinds
+
+    checked = 0
+    for kind in kinds():
+        pb = get_playbook(kind)
+        if pb.dag_id not in dagbag["dags"]:
+            continue
+        dag = dagbag["dags"][pb.dag_id]
+        extra = {"approval_required", "no_approval_needed"} if any(s.role == "approval" for s in pb.steps) else set()
+        assert set(dag["tasks"]) == set(pb.step_names) | extra, pb.kind
+        for s in pb.steps:
+            ups = set(dag["upstream"][s.name])
+            want = set()
+            for a in s.after:
+                want |= {a, "no_approval_needed"} if pb.step(a).role == "approval" else {a}
+            if s.role == "approval":
+                want = {"approval_required"}
+            assert ups == want, (pb.kind, s.name, ups, want)
+        first = [t for t, u in dag["upstream"].items() if not u]
+        if pb.steps[0].role == "contain":
+            assert first == [pb.steps[0].name], "containment must be the run's only first task"
+        checked += 1
+    assert checked >= 2

@@ -15,7 +15,7 @@ def test_defaults_fill_and_id_generated(aiir_home):
 
 
 @pytest.mark.parametrize("conf, field, words", [
-    ({"target_kind": "azure"}, "conf.target_kind", "expected one of local, sagemaker, kubernetes"),
+    ({"target_kind": "azure"}, "conf.target_kind", "got 'azure'"),
     ({"severity": "urgent"}, "conf.severity", "expected one of"),
     ({"dry_run": "yes"}, "conf.dry_run", "expected true or false"),
     ({"detected_at": "yesterday"}, "conf.detected_at", "ISO-8601"),

@@ -11,7 +11,6 @@ file or folder per playbook step. Sealed evidence lives apart, in the write-once
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 from aiir import config
 from aiir.errors import BadInput
 
-TARGET_KINDS = ("local", "sagemaker", "kubernetes")  # the form offers registry.available_kinds()
+TARGET_KINDS = ("local", "sagemaker", "kubernetes")  # built in; param_specs() offers what is installed
 SEVERITIES = ("low", "medium", "high", "critical")
 REGIMES = ("gdpr", "nis2", "hipaa", "sec_8k", "nydfs", "eu_ai_act")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,120}$")
@@ -36,6 +35,9 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
                     "title": "Target kind", "description": "Where the model is served."},
     "target_name": {"default": "fraud-detector", "type": "string", "minLength": 1,
                     "title": "Target name", "description": "Endpoint / deployment / gateway name."},
+    "target_conn_id": {"default": "", "type": "string", "title": "Target connection",
+                       "description": "Airflow connection every step uses to reach the target (empty: the "
+                                      "kind's default, e.g. aiir_target_local, aws_default, kubernetes_default)."},
     "incident_id": {"default": "", "type": "string",
                     "title": "Incident id", "description": "Leave empty to generate one."},
     "detected_at": {"default": "", "type": "string",
@@ -59,6 +61,15 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
                         "title": "Suspect sources"},
     "opened_by": {"default": "manual", "type": "string", "title": "Opened by"},
 }
+
+
+def param_specs() -> dict[str, dict[str, Any]]:
+    """PARAM_SPECS with the target kinds that can run here (the target registry), for the trigger form."""
+    from aiir.targets.registry import available_kinds
+
+    specs = {k: dict(v) for k, v in PARAM_SPECS.items()}
+    specs["target_kind"]["enum"] = available_kinds() or ["local"]
+    return specs
 
 
 def now_iso() -> str:
@@ -97,7 +108,8 @@ class IncidentRecord:
     findings: list[dict[str, Any]] = field(default_factory=list)
     suspect_sources: list[str] = field(default_factory=list)
     opened_by: str = "manual"
-    kind: str = "data_poisoning"
+    kind: str = "data_poisoning"  # the playbook (aiir.playbooks registry kind)
+    target_conn_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,12 +119,18 @@ class IncidentRecord:
         return config.paths().incidents / self.incident_id
 
     @property
+    def playbook(self):
+        from aiir.playbooks import get_playbook
+
+        return get_playbook(self.kind)
+
+    @property
     def atlas(self) -> list[str]:
-        return sorted({t for f in self.findings for t in f.get("atlas", [])} or {"AML.T0020"})
+        return sorted({t for f in self.findings for t in f.get("atlas", [])} or set(self.playbook.atlas))
 
     @property
     def owasp(self) -> list[str]:
-        return sorted({t for f in self.findings for t in f.get("owasp", [])} or {"ML02"})
+        return sorted({t for f in self.findings for t in f.get("owasp", [])} or set(self.playbook.owasp))
 
 
 def id_from_run(run_id: str) -> str:
@@ -121,8 +139,8 @@ def id_from_run(run_id: str) -> str:
     return slug if ID_RE.match(slug) else f"INC-{slug or 'run'}"
 
 
-def validate_conf(conf: Any, *, default_id: str | None = None,
-                  default_detected_at: str | None = None) -> IncidentRecord:
+def validate_conf(conf: Any, *, default_id: str | None = None, default_detected_at: str | None = None,
+                  kind: str = "data_poisoning") -> IncidentRecord:
     """Check a playbook conf field by field; fill defaults; raise BadInput naming the first bad field.
 
     ``default_id`` / ``default_detected_at`` fill an empty id / time deterministically (the Airflow
@@ -143,6 +161,10 @@ def validate_conf(conf: Any, *, default_id: str | None = None,
             raise BadInput(where, f"expected true or false, got {v!r}")
         if t == "array" and not isinstance(v, list):
             raise BadInput(where, f"expected a list, got {type(v).__name__}")
+        if name == "target_kind" and isinstance(v, str):
+            _check_target_kind(v)
+            values[name] = v
+            continue
         if "enum" in spec and v not in spec["enum"]:
             raise BadInput(where, f"expected one of {', '.join(spec['enum'])}, got {v!r}")
         if t == "array" and "enum" in spec.get("items", {}):
@@ -165,7 +187,21 @@ def validate_conf(conf: Any, *, default_id: str | None = None,
             raise BadInput(f"conf.findings[{i}]", "expected an object with at least a 'kind'")
     if values["check_dir"] and not Path(values["check_dir"]).is_dir():
         raise BadInput("conf.check_dir", f"folder {values['check_dir']} does not exist")
-    return IncidentRecord(**values)
+    from aiir.playbooks import get_playbook
+
+    get_playbook(kind)  # BadInput naming the unknown playbook
+    return IncidentRecord(**values, kind=kind)
+
+
+def _check_target_kind(kind: str) -> None:
+    from aiir.targets.registry import kinds, missing_requirements, target_class
+
+    if kind not in kinds():
+        raise BadInput("conf.target_kind", f"expected one of {', '.join(kinds())}, got {kind!r}")
+    missing = missing_requirements(target_class(kind))
+    if missing:
+        raise BadInput("conf.target_kind", f"target kind '{kind}' cannot run here (missing modules: "
+                                           f"{', '.join(missing)})")
 
 
 def from_check(result: dict[str, Any], *, model_name: str, target_kind: str, target_name: str,
@@ -180,7 +216,10 @@ def from_check(result: dict[str, Any], *, model_name: str, target_kind: str, tar
     }
     if regimes is not None:
         conf["regimes"] = regimes
-    return validate_conf(conf)
+    from aiir.playbooks import for_findings
+
+    # the playbook the findings call for (no check hard-codes a DAG)
+    return validate_conf(conf, kind=for_findings(result.get("findings", [])).kind)
 
 
 def save(record: IncidentRecord) -> Path:
@@ -189,9 +228,9 @@ def save(record: IncidentRecord) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     path = d / "incident.json"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.to_dict(), indent=2, default=str))
-        os.replace(tmp, path)
+        from aiir.jsonio import write_json
+
+        write_json(path, record.to_dict())
         add_event(record, "detected", at=record.detected_at, actor=record.opened_by,
                   details={"severity": record.severity, "findings": len(record.findings)})
     return path

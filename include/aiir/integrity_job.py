@@ -7,7 +7,6 @@ event's ``extra``, else the newest batch file in the model's batch folder.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -74,5 +73,9 @@ def run(*, model_name: str, reference: str | None = None, current: str | None = 
         conf = record.to_dict()
         conf.pop("kind", None)
         summary["conf"] = conf
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary["playbook"] = record.kind
+        summary["playbook_dag_id"] = record.playbook.dag_id
+    from aiir.jsonio import write_json
+
+    write_json(out / "summary.json", summary)
     return summary

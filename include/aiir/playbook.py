@@ -1,8 +1,11 @@
-"""The data-poisoning playbook, one function per step. Airflow operators and the CLI both call these.
+"""Incident playbook steps, one function each. The playbook *definitions* (which steps, in which order,
+under which NIST phase) live in :mod:`aiir.playbooks`; the Airflow operators and the CLI both call these
+functions through those definitions.
 
-Every step reads the incident record, writes its output into the incident workspace and returns a
-JSON-serialisable dict. Every step is idempotent: when its output file already exists it is returned
-unchanged, so re-running a task (or the whole DAG) changes nothing.
+Every step reads the incident record, writes its output into the incident workspace once
+(:func:`once`, atomic through :mod:`aiir.jsonio`) and returns a JSON-serialisable dict: re-running a task
+(or the whole DAG) changes nothing. Every step that talks to the serving target takes the one ``target``
+built for the run (the Airflow hook's connection, or the CLI's defaults).
 
 Import discipline: :func:`contain` imports only :mod:`aiir.targets` (and httpx), never mlflow, sklearn,
 pandas, GX or Evidently — containment must not wait seconds for imports.
@@ -27,22 +30,27 @@ LAST_KNOWN_GOOD = "last-known-good"
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    from aiir.jsonio import read_json
+
+    return read_json(path)
 
 
 def _write(path: Path, obj: Any) -> Any:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    from aiir.jsonio import write_json
+
+    write_json(path, obj)
     return obj
 
 
-def _once(path: Path, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def once(path: Path, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A step's output: the file's content when it exists, else ``build()`` written atomically."""
     existing = _read(path)
     if existing is not None:
         return existing
     return _write(path, build())
+
+
+_once = once
 
 
 def model_profiles() -> dict[str, Any]:
@@ -58,10 +66,17 @@ def profile(model: str) -> dict[str, Any]:
     return prof
 
 
-def _target(record: IncidentRecord, **options):
+def target_for(record: IncidentRecord, target=None, **options):
+    """The run's DeploymentTarget: the one handed in (built by the Airflow hook from the connection), else
+    built from the record's kind and name with aiir's defaults (the CLI)."""
+    if target is not None:
+        return target
     from aiir.targets import get_target
 
     return get_target(record.target_kind, record.target_name, **options)
+
+
+_target = target_for
 
 
 # --- 0. open --------------------------------------------------------------------------------------
@@ -84,8 +99,12 @@ def open_incident(record: IncidentRecord) -> dict[str, Any]:
 
 
 def versions(record: IncidentRecord) -> dict[str, Any]:
+    """The versions pinned when the incident opened. A later step never re-opens (and so re-pins) it."""
     v = _read(record.workdir / "versions.json")
-    return v if v is not None else open_incident(record)
+    if v is None:
+        raise BadInput("incident", f"incident {record.incident_id} was not opened (no versions.json in "
+                                   f"{record.workdir}); run open_incident first")
+    return v
 
 
 # --- 1. contain (fast, light) -----------------------------------------------------------------------
@@ -95,7 +114,7 @@ def contain(record: IncidentRecord, *, target=None, target_options: dict[str, An
     existing = _read(out)
     if existing is not None:
         return existing
-    target = target or _target(record, **(target_options or {}))
+    target = target_for(record, target, **(target_options or {}))
     t0 = time.perf_counter()
     before = target.describe()
     if record.dry_run:
@@ -122,6 +141,36 @@ def contain(record: IncidentRecord, *, target=None, target_options: dict[str, An
     return result
 
 
+def contain_settled(record: IncidentRecord, state: dict[str, Any], *, waited_s: float | None = None) -> dict[str, Any]:
+    """After a settling containment (SageMaker update, Kubernetes rollout): the state the platform settled
+    in, re-read by the trigger. A target that settled back on the suspect (a silent rollback) is an error."""
+    from aiir.errors import TargetError
+
+    out = record.workdir / "contain.json"
+    result = _read(out)
+    if result is None:
+        raise BadInput("contain", f"no contain.json for {record.incident_id}: containment never started")
+    if result.get("settled_state") is not None:
+        return result
+    want = result["after"].get("mode")
+
+    def serving(st: dict[str, Any]) -> list[str]:
+        return sorted(str(r.get("version")) for r in st.get("routes", []) if r.get("share", 0) > 0)
+
+    if state.get("mode") != want or (want == "isolated" and serving(state) != serving(result["after"])):
+        raise TargetError(f"{result.get('target')}: containment did not hold — asked for mode {want}, the "
+                          f"platform settled in mode {state.get('mode')} with routes {state.get('routes')} "
+                          "(a silent rollback?)")
+    result["settled_state"] = state
+    result["settled_at"] = now_iso()
+    if waited_s is not None:
+        result["settle_seconds"] = waited_s
+    _write(out, result)
+    add_event(record, "containment_settled", at=result["settled_at"], actor="aiir-playbook",
+              details={"mode": state.get("mode"), "target": result.get("target"), "waited_s": waited_s})
+    return result
+
+
 # --- 2. triage --------------------------------------------------------------------------------------
 def estimate_performance(scores, threshold: float = 0.5) -> dict[str, float]:
     """Label-free estimate (CBPE-style): treat calibrated scores as the probability of the positive class."""
@@ -142,19 +191,19 @@ def triage(record: IncidentRecord) -> dict[str, Any]:
     """Confirm the signal: suspect vs last-known-good on labelled feedback, plus a label-free estimate."""
 
     def build():
-        import mlflow
         import pandas as pd
 
-        from aiir import registry, training
+        from aiir import training
+        from aiir.models import load_verified
 
         v = versions(record)
         prof = profile(record.model_name)
-        registry.client()
         feedback = pd.read_parquet(prof["feedback"])
         recipe = training.get_recipe(prof["recipe"])
         res: dict[str, Any] = {"versions": v, "feedback_file": prof["feedback"], "rows": len(feedback)}
         for role in ("suspect", "good"):
-            m = mlflow.sklearn.load_model(f"models:/{record.model_name}/{v[role + '_version']}")
+            # the recorded artifact digest is checked before anything is unpickled
+            m = load_verified(record.model_name, v[role + "_version"]).estimator
             res[role] = training.evaluate(m, feedback, recipe)
             res[role].update(estimate_performance(m.predict_proba(recipe.features(feedback))[:, 1]))
         s, g = res["suspect"], res["good"]
@@ -174,22 +223,21 @@ def triage(record: IncidentRecord) -> dict[str, Any]:
 
 
 # --- 3. preserve evidence ----------------------------------------------------------------------------
-def decisions_frame(record: IncidentRecord, *, since: str | None = None, until: str | None = None):
-    """Decisions served by the target, as a DataFrame (local gateway decision log)."""
+def decisions_frame(record: IncidentRecord, *, target=None, since: str | None = None, until: str | None = None):
+    """Decisions served by the target (its own log, through ``DeploymentTarget.decisions``), as a DataFrame."""
     import pandas as pd
 
-    from aiir.gateway.decision_log import DecisionLog
+    from aiir.targets.base import DECISION_FIELDS
 
-    log_path = config.paths().gateway / record.target_name / "decisions.db"
-    if not log_path.exists():
-        return pd.DataFrame(columns=["decision_id", "ts", "client_id", "model", "model_version",
-                                     "prediction", "score", "features"])
-    rows = DecisionLog(log_path).query(since=since, until=until)
-    return pd.DataFrame(rows)
+    t = target_for(record, target)
+    if "decisions" not in t.capabilities:
+        return pd.DataFrame(columns=list(DECISION_FIELDS))
+    rows = t.decisions(since=since, until=until)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(DECISION_FIELDS))
 
 
 def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-playbook",
-             context: dict[str, Any] | None = None) -> dict[str, Any]:
+             context: dict[str, Any] | None = None, target=None) -> dict[str, Any]:
     """Seal the suspect model, its training data, decisions, target state, findings into a signed bundle."""
     out = record.workdir / "evidence.json"
     existing = _read(out)
@@ -222,6 +270,8 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
     # Inputs generated here are made once and reused, so a retried task re-adds the same bytes
     # (the write-once store accepts that) instead of a fresh export it would refuse.
     snap = record.workdir / "target_snapshot"
+    target = target_for(record, target)
+    snapshot_error = None
     try:
         done = snap / ".complete"
         if not done.exists():
@@ -229,19 +279,20 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
                 import shutil
 
                 shutil.rmtree(snap)
-            _target(record).snapshot(snap)
+            target.snapshot(snap)
             done.touch()
         files = sorted(p for p in snap.iterdir() if p.is_file() and p.name != ".complete")
         for f in files:
             bundle.add_file(f, f"target/{Path(f).name}", category="target_state",
                             description="serving target state and logs")
-    except Exception as exc:  # the target may be down: record that, keep preserving
-        bundle.add_json({"error": str(exc)}, "target/snapshot_error.json", category="target_state",
-                        description="target snapshot failed")
+    except Exception as exc:  # the target may be down: record that loudly, keep preserving the rest
+        snapshot_error = f"{type(exc).__name__}: {exc}"
+        bundle.add_json({"error": snapshot_error, "target": target.ref}, "target/snapshot_error.json",
+                        category="target_state", description="target snapshot failed")
     dec_path = record.workdir / "decisions_recent.csv"
     if not dec_path.exists():
         tmp = dec_path.with_suffix(".csv.tmp")
-        decisions_frame(record).tail(200_000).to_csv(tmp, index=False)
+        decisions_frame(record, target=target).tail(200_000).to_csv(tmp, index=False)
         os.replace(tmp, dec_path)
     bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
                     description="recent decisions served by the target")
@@ -254,7 +305,9 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
                         description="integrity check findings and reports")
     manifest = bundle.seal(key)
     result = {"bundle": str(bundle.path), "files": len(manifest["files"]), "sealed_at": manifest["sealed_at"],
-              "manifest_sha256": _sha(bundle.path / "manifest.json")}
+              "manifest_sha256": _sha(bundle.path / "manifest.json"), "target": target.ref}
+    if snapshot_error:
+        result["snapshot_error"] = snapshot_error
     _write(out, result)
     add_event(record, "evidence_sealed", at=result["sealed_at"], actor=actor,
               details={"bundle": result["bundle"], "files": result["files"]})
@@ -268,7 +321,7 @@ def _sha(path: Path) -> str:
 
 
 # --- 4. forensics -------------------------------------------------------------------------------------
-def forensics(record: IncidentRecord) -> dict[str, Any]:
+def forensics(record: IncidentRecord, *, target=None) -> dict[str, Any]:
     out = record.workdir / "forensics.json"
     existing = _read(out)
     if existing is not None:
@@ -281,7 +334,7 @@ def forensics(record: IncidentRecord) -> dict[str, Any]:
     contained = _read(record.workdir / "contain.json") or {}
     since, _ = fx.deployment_window(record.model_name, v["suspect_version"])
     until = contained.get("effective_at")
-    radius = fx.blast_radius(decisions_frame(record), model=record.model_name, version=v["suspect_version"],
+    radius = fx.blast_radius(decisions_frame(record, target=target), model=record.model_name, version=v["suspect_version"],
                              since=since, until=until, out_dir=fdir, pattern=loc.get("trigger_pattern"))
     result = {"localisation": loc, "blast_radius": radius, "dir": str(fdir)}
     _write(out, result)
@@ -306,7 +359,8 @@ def eradicate(record: IncidentRecord) -> dict[str, Any]:
                 "retrain_conf": {"model_name": record.model_name, "incident_id": record.incident_id,
                                  "replaced_version": v["suspect_version"], "baseline_version": v["good_version"],
                                  "quarantine_file": str(qpath), "target_kind": record.target_kind,
-                                 "target_name": record.target_name, "dry_run": record.dry_run,
+                                 "target_name": record.target_name, "target_conn_id": record.target_conn_id,
+                                 "dry_run": record.dry_run,
                                  "require_approval": record.require_approval}}
 
     res = _once(record.workdir / "eradicate.json", build)
@@ -328,8 +382,10 @@ def report(record: IncidentRecord) -> dict[str, Any]:
         inc.add_event(record, "recovered", at=recovery.get("promoted_at"), actor="retrain_from_clean_data",
                       details={"new_version": recovery.get("new_version")})
     fx = _read(w / "forensics.json") or {}
-    mitigations = sorted({m for f in record.findings for m in f.get("mitigations", [])}
-                         | {"AML.M0007", "AML.M0014", "AML.M0025"})
+    from aiir.playbooks import get_playbook
+
+    pb = get_playbook(record.kind)
+    mitigations = sorted({m for f in record.findings for m in f.get("mitigations", [])} | set(pb.mitigations))
     attachments = []
     if record.check_dir:
         for name in ("drift_report.html", "gx_validation.json", "findings.json", "contract.json"):
@@ -343,6 +399,9 @@ def report(record: IncidentRecord) -> dict[str, Any]:
         attachments.append({"title": "evidence manifest", "path": str(Path(ev["bundle"]) / "manifest.json")})
     doc = {
         "incident_id": record.incident_id, "kind": record.kind, "model": record.model_name,
+        "playbook": {"kind": pb.kind, "title": pb.title, "dag_id": pb.dag_id, "containment": pb.containment,
+                     "steps": [{"name": st.name, "phase": st.phase, "title": st.title} for st in pb.steps]},
+        "sections": list(pb.report_sections),
         "target": f"{record.target_kind}:{record.target_name}", "severity": record.severity,
         "status": "recovered" if recovery else ("contained" if (w / "contain.json").exists() else "open"),
         "detected_at": record.detected_at, "dry_run": record.dry_run,

@@ -19,8 +19,10 @@ from aiir.incident import ID_RE, now_iso
 FIELDS = {
     "model_name": str, "incident_id": str, "replaced_version": str, "baseline_version": str,
     "quarantine_file": str, "target_kind": str, "target_name": str, "dry_run": bool, "require_approval": bool,
+    "target_conn_id": str,
 }
-DEFAULTS = {"target_kind": "local", "dry_run": False, "require_approval": False, "target_name": ""}
+DEFAULTS = {"target_kind": "local", "dry_run": False, "require_approval": False, "target_name": "",
+            "target_conn_id": ""}
 
 
 def validate_conf(conf: Any) -> dict[str, Any]:
@@ -29,7 +31,7 @@ def validate_conf(conf: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, typ in FIELDS.items():
         v = conf.get(name, DEFAULTS.get(name))
-        if v is None or (typ is str and not str(v).strip() and name != "target_name"):
+        if v is None or (typ is str and not str(v).strip() and name not in ("target_name", "target_conn_id")):
             raise BadInput(f"conf.{name}", "is required")
         if typ is str and isinstance(v, int) and not isinstance(v, bool):
             v = str(v)
@@ -106,9 +108,74 @@ def gate(conf: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def promote(conf: dict[str, Any], *, target=None) -> dict[str, Any]:
-    """Move aliases to the gated candidate, serve it on the target, lift containment; write recovery.json."""
+APPROVAL_FILE = "approval.json"
+
+
+def record_approval(conf: dict[str, Any], *, approved: bool, by: str, reason: str = "",
+                    via: str = "cli", at: str | None = None) -> dict[str, Any]:
+    """Record a person's decision on the promotion once (a later, different answer does not overwrite it)."""
+    from aiir.jsonio import write_json
+
+    path = workdir(conf) / APPROVAL_FILE
+    existing = _read(path)
+    if existing is not None:
+        return existing
+    res = {"required": True, "approved": bool(approved), "by": by, "reason": reason, "via": via,
+           "at": at or now_iso(), "incident_id": conf["incident_id"]}
+    write_json(path, res)
+    return res
+
+
+def approval_request(conf: dict[str, Any], *, approve: bool | None = None, actor: str | None = None,
+                     reason: str = "") -> dict[str, Any]:
+    """The promotion's approval. Not required: recorded as such. Required: the answer given (``approve``),
+    else asked on a terminal, else refused with how to give it — the CLI never promotes unasked."""
+    import getpass
+    import sys
+
+    existing = _read(workdir(conf) / APPROVAL_FILE)
+    if existing is not None:
+        return existing
+    if not conf.get("require_approval"):
+        return {"required": False, "approved": True, "by": "policy (require_approval is off)", "at": now_iso()}
+    if approve is None and sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"Incident {conf['incident_id']}: promote the retrained {conf['model_name']} candidate? "
+                       "[y/N] ").strip().lower()
+        approve = answer in ("y", "yes")
+        if not approve and not reason:
+            reason = input("Reason for rejecting: ").strip()
+    if approve is None:
+        raise BadInput("require_approval", f"promoting the retrained model of {conf['incident_id']} needs a "
+                                           "person's approval: run again with --approve, or --reject "
+                                           "--reason '...' (or answer in the Airflow UI)")
+    return record_approval(conf, approved=approve, by=actor or getpass.getuser(), reason=reason)
+
+
+def approval_from_hitl(response: Any) -> tuple[bool, str, str] | None:
+    """``(approved, by, reason)`` from an Airflow HITL approval task's XCom, or None when it has none."""
+    if not isinstance(response, dict):
+        return None
+    chosen = response.get("chosen_options") or response.get("chosen_option") or []
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    if not chosen:
+        return None
+    user = response.get("responded_by_user") or response.get("responded_by") or {}
+    by = (user.get("name") or user.get("id") or "unknown") if isinstance(user, dict) else str(user)
+    params = response.get("params_input") or {}
+    reason = str(params.get("reason") or params.get("comment") or "") if isinstance(params, dict) else ""
+    return (str(chosen[0]).lower() in ("approve", "approved", "yes")), f"airflow:{by}", reason
+
+
+def promote(conf: dict[str, Any], *, target=None, approval: Any = None) -> dict[str, Any]:
+    """Move aliases to the gated candidate, serve it on the target, lift containment; write recovery.json.
+    ``approval``: the Airflow HITL answer, recorded before it is acted on."""
     from aiir import retrain
+
+    if conf.get("require_approval") and approval is not None:
+        answer = approval_from_hitl(approval)
+        if answer is not None:
+            record_approval(conf, approved=answer[0], by=answer[1], reason=answer[2], via="airflow-hitl")
 
     w = workdir(conf)
     inc_dir = config.paths().incidents / conf["incident_id"]
@@ -118,6 +185,13 @@ def promote(conf: dict[str, Any], *, target=None) -> dict[str, Any]:
     gate_res = _read(w / "gate.json")
     if not gate_res or not gate_res.get("passed"):
         raise BadInput("gate", "no passed gate on record; refusing to promote")
+    if conf.get("require_approval"):
+        appr = _read(w / APPROVAL_FILE)
+        if appr is None:
+            raise BadInput("approval", "promotion requires a person's approval and none is on record")
+        if not appr.get("approved"):
+            raise BadInput("approval", f"promotion was rejected by {appr.get('by')} at {appr.get('at')}"
+                                       + (f": {appr['reason']}" if appr.get("reason") else ""))
     cand = _read(w / "candidate.json") or {}
     version = str(cand.get("version") or cand.get("candidate_version"))
     result: dict[str, Any] = {"model": conf["model_name"], "new_version": version,
@@ -135,5 +209,7 @@ def promote(conf: dict[str, Any], *, target=None) -> dict[str, Any]:
             state = target.restore(reason=f"incident {conf['incident_id']}: recovered on v{version}")
             result["target_state"] = state.to_dict()
         result["promoted_at"] = now_iso()
-    (inc_dir / "recovery.json").write_text(json.dumps(result, indent=2, default=str))
+    from aiir.jsonio import write_json
+
+    write_json(inc_dir / "recovery.json", result)
     return result

@@ -28,6 +28,7 @@ from aiir import forensics as fx
 from aiir import registry
 from aiir.errors import BadInput, IntegrityError
 from aiir.hashing import sha256_bytes, sha256_file
+from aiir.jsonio import jsonable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,7 +191,7 @@ def build_clean_set(model: str, replaced_version: str, quarantine: dict[str, Any
         "removed_rows_sha256": removed_sha,
     }
     fx.write_json(out_dir / CLEAN_SUMMARY_FILE, summary)
-    return fx._jsonable(summary)
+    return jsonable(summary)
 
 
 # ============================================================================== validate_clean_set
@@ -325,7 +326,7 @@ def validate_clean_set(path: str | Path, reference_path: str | Path, out_dir: Pa
     }
     fx.write_json(out_dir / CONTRACT_FILE, suite)
     fx.write_json(out_dir / VALIDATION_FILE, summary)
-    return fx._jsonable(summary)
+    return jsonable(summary)
 
 
 # ================================================================================= train_candidate
@@ -520,7 +521,7 @@ def gate(model: str, candidate_version: str, baseline_version: str, holdout_path
         "failed": [c["name"] for c in checks if not c["passed"]],
     }
     fx.write_json(out_dir / GATE_FILE, result)
-    return fx._jsonable(result)
+    return jsonable(result)
 
 
 # ========================================================================================= promote

@@ -12,3 +12,11 @@ INTEGRITY_FINDINGS = Asset(name="integrity_findings", uri="file:///aiir/checks",
 INCIDENTS = Asset(name="incidents", uri="file:///aiir/incidents", group="aiir")
 #: A model version promoted after a gated, clean retraining.
 PROMOTED_MODELS = Asset(name="promoted_models", uri="file:///aiir/registry/promoted", group="aiir")
+
+
+def by_name(name: str) -> Asset:
+    """The Asset a playbook step names (``Step.asset``)."""
+    for a in (TRAINING_BATCHES, INTEGRITY_FINDINGS, INCIDENTS, PROMOTED_MODELS):
+        if a.name == name:
+            return a
+    raise ValueError(f"no aiir Asset named {name!r}")

@@ -46,7 +46,7 @@ def _task_context(context: Context) -> dict[str, Any]:
     return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number}
 
 
-def record_from_params(conf: Any, context: Context) -> IncidentRecord:
+def record_from_params(conf: Any, context: Context, kind: str = "data_poisoning") -> IncidentRecord:
     """The incident record of this run: the conf (Params) validated, with the id and detection time
     defaulting to the run's id and trigger time — so every task of the run derives the same record."""
     from aiir.incident import id_from_run, validate_conf
@@ -55,7 +55,40 @@ def record_from_params(conf: Any, context: Context) -> IncidentRecord:
     when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
     body = dict(conf) if isinstance(conf, dict) else conf
     return validate_conf(body, default_id=id_from_run(context["run_id"]),
-                         default_detected_at=when.isoformat() if when else None)
+                         default_detected_at=when.isoformat() if when else None, kind=kind)
+
+
+def _playbook_step(playbook: str, step: str, roles: tuple[str, ...]):
+    """The step of the definition (ValueError at parse time when the DAG names a step it does not have)."""
+    from aiir.errors import BadInput
+    from aiir.playbooks import get_playbook
+
+    try:
+        s = get_playbook(playbook).step(step)
+    except BadInput as exc:
+        raise ValueError(str(exc)) from None
+    if s.role not in roles:
+        raise ValueError(f"step {step!r} of playbook {playbook!r} has role {s.role!r}; this operator runs "
+                         f"{', '.join(roles)}")
+    return s
+
+
+def _wants(fn, name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+class _TargetMixin:
+    """The run's DeploymentTarget, from the connection the conf names (or the operator's, or the kind's
+    default) — the same for every step of the run, and for the trigger that waits on it."""
+
+    target_conn_id: str | None
+
+    def target_hook(self, record: IncidentRecord) -> DeploymentTargetHook:
+        return DeploymentTargetHook(record.target_kind, record.target_name,
+                                    target_conn_id=record.target_conn_id or self.target_conn_id)
 
 
 class OpenIncidentOperator(BaseOperator):
@@ -64,18 +97,21 @@ class OpenIncidentOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("conf",)
 
-    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
+    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", playbook: str = "data_poisoning",
+                 step: str = "open_incident", **kwargs) -> None:
         super().__init__(**kwargs)
         self.conf = conf
+        self.playbook = playbook
+        self.step = step
+        _playbook_step(playbook, step, ("open",))
 
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
-        from aiir import playbook
-
-        record = record_from_params(self.conf, context)
-        pinned = playbook.open_incident(record)
-        self.log.info("incident %s opened on %s (suspect v%s, last-known-good v%s)", record.incident_id,
-                      record.model_name, pinned["suspect_version"], pinned["good_version"])
+        record = record_from_params(self.conf, context, self.playbook)
+        fn = _playbook_step(self.playbook, self.step, ("open",)).function()
+        pinned = fn(record)
+        self.log.info("incident %s (%s) opened on %s: %s", record.incident_id, self.playbook, record.model_name,
+                      {k: v for k, v in (pinned or {}).items() if k.endswith("_version")})
         return record.to_dict()
 
 
@@ -85,75 +121,115 @@ class AiirIncidentOperator(BaseOperator):
     template_fields: Sequence[str] = ("incident",)
     ui_color = "#f4d9d0"
 
-    def __init__(self, *, incident: dict[str, Any] | str = RECORD_FROM_XCOM, **kwargs) -> None:
+    def __init__(self, *, incident: dict[str, Any] | str | None = RECORD_FROM_XCOM, **kwargs) -> None:
         super().__init__(**kwargs)
         self.incident = incident
 
-    def record(self) -> IncidentRecord:
+    def record(self, context: Context | None = None) -> IncidentRecord:
         from aiir.errors import BadInput
         from aiir.incident import IncidentRecord
 
+        if self.incident is None and context is not None:
+            # a playbook without an open step: the record comes from the run's conf, saved once
+            from aiir.incident import save
+
+            record = record_from_params(context["params"], context, getattr(self, "playbook", "data_poisoning"))
+            save(record)
+            return record
         if not isinstance(self.incident, dict):
             raise BadInput("incident", "expected the incident record from open_incident (set "
                                        "render_template_as_native_obj=True on the DAG)")
         return IncidentRecord(**self.incident)
 
 
-class IsolateEndpointOperator(BaseOperator):
-    """Contain: route all traffic to last-known-good (or quarantine) through the DeploymentTarget.
+class IsolateEndpointOperator(_TargetMixin, BaseOperator):
+    """Contain: the playbook's containment step through the DeploymentTarget (isolate to last-known-good,
+    quarantine, or block clients — the playbook's strategy).
 
     The playbook's first task. It validates the conf itself (a malformed conf fails here, before
     anything is touched) and imports only the target's client — no mlflow, pandas or sklearn — so it
-    acts within a second of starting."""
+    acts within a second of starting. When the platform is still applying the change (a SageMaker endpoint
+    update, a Kubernetes rollout) it defers to :class:`~aiir_airflow.triggers.TargetSettledTrigger` (no
+    worker slot held) and, once settled, re-reads the target to catch a silent rollback."""
 
     template_fields: Sequence[str] = ("conf", "target_conn_id")
     ui_color = "#e06666"
 
     def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", target_conn_id: str | None = None,
-                 **kwargs) -> None:
+                 playbook: str = "data_poisoning", step: str = "isolate_endpoint", poll_interval: float = 5.0,
+                 settle_timeout: float = 1800.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.conf = conf
         self.target_conn_id = target_conn_id
+        self.playbook = playbook
+        self.step = step
+        self.poll_interval = poll_interval
+        self.settle_timeout = settle_timeout
+        _playbook_step(playbook, step, ("contain",))
 
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
-        from aiir import playbook
-
-        record = record_from_params(self.conf, context)
-        hook = DeploymentTargetHook(record.target_kind, record.target_name, target_conn_id=self.target_conn_id)
-        result = playbook.contain(record, target=hook.target)
+        record = record_from_params(self.conf, context, self.playbook)
+        hook = self.target_hook(record)
+        fn = _playbook_step(self.playbook, self.step, ("contain",)).function()
+        result = fn(record, target=hook.target)
         self.log.info("contained %s in %.3f s: mode=%s", result["target"], result["seconds"],
                       result["after"]["mode"])
+        if not result["after"].get("settled", True):
+            from aiir_airflow.triggers import TargetSettledTrigger
+
+            self.log.info("%s still settling (%s); deferring", result["target"], result["after"].get("pending"))
+            self.defer(trigger=TargetSettledTrigger(target_kind=record.target_kind, target_name=record.target_name,
+                                                    target_conn_id=hook.target_conn_id,
+                                                    poll_interval=self.poll_interval, timeout=self.settle_timeout),
+                       method_name="execute_complete")
         return result
 
+    @_fail_on_aiir_error
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from aiir import playbook
+        from aiir.errors import TargetError
 
-class PlaybookStepOperator(AiirIncidentOperator):
-    """Run one named step of ``aiir.playbook`` (triage, forensics, eradicate, report)."""
+        if event.get("status") != "settled":
+            raise TargetError(event.get("message") or f"target did not settle: {event}")
+        record = record_from_params(self.conf, context, self.playbook)
+        return playbook.contain_settled(record, event["state"], waited_s=event.get("waited_s"))
+
+
+class PlaybookStepOperator(_TargetMixin, AiirIncidentOperator):
+    """Run one named step of a playbook definition (its function, with the run's target when it takes one)."""
 
     template_fields: Sequence[str] = ("incident", "step")
-    STEPS = ("triage", "forensics", "eradicate", "report")
+    ROLES = ("step", "report")
 
-    def __init__(self, *, step: str, **kwargs) -> None:
+    def __init__(self, *, step: str, playbook: str = "data_poisoning", target_conn_id: str | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
-        if step not in self.STEPS:
-            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
+        _playbook_step(playbook, step, self.ROLES)
+        self.playbook = playbook
         self.step = step
+        self.target_conn_id = target_conn_id
+
+    def step_kwargs(self, record: IncidentRecord, fn, context: Context) -> dict[str, Any]:
+        return {"target": self.target_hook(record).target} if _wants(fn, "target") else {}
 
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
-        from aiir import playbook
+        record = self.record(context)
+        fn = _playbook_step(self.playbook, self.step, self.ROLES).function()
+        return fn(record, **self.step_kwargs(record, fn, context))
 
-        return getattr(playbook, self.step)(self.record())
 
-
-class PreserveEvidenceOperator(AiirIncidentOperator):
+class PreserveEvidenceOperator(PlaybookStepOperator):
     """Seal evidence into a signed, write-once bundle. The Ed25519 key comes from the Airflow connection
     ``signing_conn_id`` (password: PEM private key) when it exists, else from aiir's key file."""
 
     template_fields: Sequence[str] = ("incident", "signing_conn_id")
+    ROLES = ("preserve",)
 
-    def __init__(self, *, signing_conn_id: str = "aiir_evidence_signing", **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, step: str = "preserve_evidence", signing_conn_id: str = "aiir_evidence_signing",
+                 **kwargs) -> None:
+        super().__init__(step=step, **kwargs)
         self.signing_conn_id = signing_conn_id
 
     def signing_key(self):
@@ -169,13 +245,11 @@ class PreserveEvidenceOperator(AiirIncidentOperator):
 
         return load_private_key_pem(conn.password.encode())
 
-    @_fail_on_aiir_error
-    def execute(self, context: Context) -> dict[str, Any]:
-        from aiir import playbook
-
+    def step_kwargs(self, record: IncidentRecord, fn, context: Context) -> dict[str, Any]:
         ctx = _task_context(context)
-        return playbook.preserve(self.record(), signing_key=self.signing_key(),
-                                 actor=f"airflow:{ctx['dag_id']}", context=ctx)
+        kw = super().step_kwargs(record, fn, context)
+        kw.update(signing_key=self.signing_key(), actor=f"airflow:{ctx['dag_id']}", context=ctx)
+        return kw
 
 
 class DataIntegrityCheckOperator(BaseOperator):
@@ -213,16 +287,16 @@ class DataIntegrityCheckOperator(BaseOperator):
 
 
 class RecoveryStepOperator(BaseOperator):
-    """One step of ``retrain_from_clean_data`` (build, validate, train, gate, promote), see ``aiir.recovery``."""
+    """One step of a retrain playbook (``retrain_from_clean_data``: build, validate, train, gate, promote)."""
 
     template_fields: Sequence[str] = ("conf", "step")
-    STEPS = ("prepare", "build_clean_set", "validate_clean_set", "train_candidate", "gate", "promote")
 
-    def __init__(self, *, step: str, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
+    def __init__(self, *, step: str, conf: dict[str, Any] | str = "{{ params }}",
+                 playbook: str = "retrain_from_clean_data", **kwargs) -> None:
         super().__init__(**kwargs)
-        if step not in self.STEPS:
-            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
+        _playbook_step(playbook, step, ("step",))
         self.step = step
+        self.playbook = playbook
         self.conf = conf
 
     @_fail_on_aiir_error
@@ -230,10 +304,23 @@ class RecoveryStepOperator(BaseOperator):
         from aiir import recovery
 
         conf = recovery.validate_conf(dict(self.conf))
-        if self.step == "promote":
-            hook = DeploymentTargetHook(conf["target_kind"], conf["target_name"])
-            return recovery.promote(conf, target=None if conf["dry_run"] else hook.target)
-        return getattr(recovery, self.step)(conf)
+        fn = _playbook_step(self.playbook, self.step, ("step",)).function()
+        kwargs: dict[str, Any] = {}
+        if _wants(fn, "target"):
+            hook = DeploymentTargetHook(conf["target_kind"], conf["target_name"],
+                                        target_conn_id=conf.get("target_conn_id") or None)
+            kwargs["target"] = None if conf["dry_run"] else hook.target
+        if _wants(fn, "approval") and conf.get("require_approval"):
+            kwargs["approval"] = self._approval(context)
+        return fn(conf, **kwargs)
+
+    def _approval(self, context: Context) -> dict[str, Any] | None:
+        """The person's answer from the HITL approval task (``await_approval``), recorded by the step."""
+        ti = context["ti"]
+        try:
+            return ti.xcom_pull(task_ids="await_approval")
+        except Exception:
+            return None
 
 
 class TriggerPlaybookOperator(BaseOperator):
@@ -281,3 +368,41 @@ class TriggerPlaybookOperator(BaseOperator):
         if failed:
             raise AirflowFailException(f"{self.trigger_dag_id} run(s) {failed} ended failed")
         self.log.info("%s run(s) %s succeeded", self.trigger_dag_id, data.get("run_ids"))
+
+
+def _approval_base():
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    return ApprovalOperator
+
+
+class PromotionApprovalOperator(_approval_base()):
+    """Airflow's HITL ApprovalOperator that records the person's answer (who, when, why) in the incident's
+    retrain folder *before* acting on it, so a rejection is on record for the report even though the
+    promotion downstream is skipped. The retrain conf is the DAG's Params."""
+
+    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
+        kwargs.setdefault("fail_on_reject", False)
+        super().__init__(**kwargs)
+        self.conf = conf
+
+    template_fields: Sequence[str] = (*_approval_base().template_fields, "conf")
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from aiir import recovery
+
+        if "error" not in event:
+            chosen = event.get("chosen_options") or []
+            user = event.get("responded_by_user") or {}
+            by = (user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
+            params = event.get("params_input") or {}
+            at = event.get("responded_at")
+            try:
+                conf = recovery.validate_conf(dict(self.conf))
+                recovery.record_approval(conf, approved=bool(chosen) and chosen[0] == self.APPROVE,
+                                         by=f"airflow:{by or 'unknown'}",
+                                         reason=str(params.get("reason", "")) if isinstance(params, dict) else "",
+                                         via="airflow-hitl", at=at.isoformat() if hasattr(at, "isoformat") else at)
+            except Exception as exc:  # recording must not lose the person's answer
+                self.log.error("could not record the approval decision: %s", exc)
+        return super().execute_complete(context, event)

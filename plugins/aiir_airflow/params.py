@@ -5,11 +5,18 @@ from __future__ import annotations
 from airflow.sdk import Param
 
 
+def target_kinds() -> list[str]:
+    """The target kinds the trigger form offers: those installed whose requirements import here."""
+    from aiir.targets.registry import available_kinds
+
+    return available_kinds() or ["local"]
+
+
 def incident_params() -> dict[str, Param]:
-    from aiir.incident import PARAM_SPECS
+    from aiir.incident import param_specs
 
     params = {}
-    for name, spec in PARAM_SPECS.items():
+    for name, spec in param_specs().items():
         schema = {k: v for k, v in spec.items() if k not in ("default", "description")}
         params[name] = Param(spec["default"], description=spec.get("description"), **schema)
     return params
@@ -22,7 +29,8 @@ def retrain_params() -> dict[str, Param]:
         "replaced_version": Param("", type="string", title="Version being replaced (the compromised one)"),
         "baseline_version": Param("", type="string", title="Last-known-good version (the gate's baseline)"),
         "quarantine_file": Param("", type="string", title="quarantine.json from forensics"),
-        "target_kind": Param("local", type="string", enum=["local", "sagemaker", "kubernetes"]),
+        "target_kind": Param("local", type="string", enum=target_kinds()),
+        "target_conn_id": Param("", type="string", title="Target connection (empty: the kind's default)"),
         "target_name": Param("fraud-detector", type="string"),
         "dry_run": Param(False, type="boolean"),
         "require_approval": Param(False, type="boolean", title="Promotion waits for a person"),

@@ -1,4 +1,5 @@
-"""`aiir incident …` and `aiir retrain …`: every playbook step, for when Airflow itself is down."""
+"""`aiir incident …`, `aiir retrain …`, `aiir playbooks …`, `aiir targets …`: every playbook step, for when
+Airflow itself is down. The steps and their order come from the playbook definitions (aiir.playbooks)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,43 @@ import typer
 
 from aiir.cli._util import emit_json, guarded, progress
 
-incident_app = typer.Typer(help="Run the data-poisoning playbook step by step (same code as the DAG).",
+incident_app = typer.Typer(help="Run an incident playbook step by step (the same definition the DAG runs).",
                            no_args_is_help=True)
 retrain_app = typer.Typer(help="Post-incident retraining from clean data, with a gated promotion.",
                           no_args_is_help=True)
+playbooks_app = typer.Typer(help="The installed playbooks and their steps.", no_args_is_help=True)
+targets_app = typer.Typer(help="The installed deployment-target kinds.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(incident_app, name="incident")
     app.add_typer(retrain_app, name="retrain")
+    app.add_typer(playbooks_app, name="playbooks")
+    app.add_typer(targets_app, name="targets")
 
 
 def _record(incident_id: str):
     from aiir.incident import load
 
     return load(incident_id)
+
+
+def _ctx(record, *, approve: bool | None = None, reason: str = "") -> dict:
+    """The context every step of one CLI run shares: one target (aiir's defaults for the record's kind)."""
+    from aiir.targets import get_target
+
+    ctx: dict = {"approve": approve, "reason": reason or None}
+    ctx["target"] = get_target(record.target_kind, record.target_name)
+    return ctx
+
+
+def _read_conf(conf: Path):
+    from aiir.errors import BadInput
+
+    try:
+        return json.loads(conf.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(str(conf), f"cannot read JSON conf ({exc})") from None
 
 
 @incident_app.command("open")
@@ -35,96 +58,137 @@ def open_(
     target_name: Annotated[str | None, typer.Option(help="Default: the model name.")] = None,
     severity: str = "high",
     containment: Annotated[str, typer.Option(help="fallback or quarantine")] = "fallback",
+    playbook: Annotated[str, typer.Option(help="Playbook kind (see `aiir playbooks list`).")] = "data_poisoning",
     conf: Annotated[Path | None, typer.Option(help="A JSON conf file (the DAG's Params) instead.")] = None,
     dry_run: bool = False,
 ):
-    """Open an incident (validate the conf, pin suspect and last-known-good versions)."""
-    from aiir import playbook
-    from aiir.errors import BadInput
+    """Open an incident (validate the conf, run the playbook's open step: pin the versions in play)."""
     from aiir.incident import validate_conf
+    from aiir.playbooks import get_playbook
+    from aiir.playbooks.runner import run_step
 
     if conf:
-        try:
-            body = json.loads(conf.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInput(str(conf), f"cannot read JSON conf ({exc})") from None
+        body = _read_conf(conf)
     else:
         body = {"model_name": model, "target_kind": target_kind, "target_name": target_name or model,
                 "severity": severity, "containment": containment, "dry_run": dry_run, "opened_by": "cli"}
-    record = validate_conf(body)
-    pinned = playbook.open_incident(record)
-    emit_json({"incident_id": record.incident_id, **pinned, "workdir": str(record.workdir)})
+    record = validate_conf(body, kind=playbook)
+    pb = get_playbook(playbook)
+    opener = next((s for s in pb.steps if s.role == "open"), None)
+    pinned = run_step(pb, opener.name, record) if opener else {}
+    if opener is None:
+        from aiir.incident import save
+
+        save(record)
+    emit_json({"incident_id": record.incident_id, "playbook": pb.kind, **(pinned or {}),
+               "workdir": str(record.workdir)})
 
 
-def _step(name: str):
+@incident_app.command("step")
+@guarded
+def step(incident_id: Annotated[str, typer.Argument(help="Incident id (see `aiir incident open`).")],
+         name: Annotated[str, typer.Argument(help="Step name (see `aiir playbooks show KIND`).")],
+         approve: Annotated[bool | None, typer.Option("--approve/--reject", help="Answer an approval step.")] = None,
+         reason: Annotated[str, typer.Option(help="Why (with --reject).")] = ""):
+    """Run one step of the incident's playbook."""
+    from aiir.playbooks.runner import run_step
+
+    rec = _record(incident_id)
+    pb = rec.playbook
+    alias = {s.alias: s.name for s in pb.steps if s.alias}
+    emit_json(run_step(pb, alias.get(name, name), rec, progress=progress, **_ctx(rec, approve=approve,
+                                                                                  reason=reason)))
+
+
+def _alias_command(alias: str, doc: str):
     @guarded
     def run(incident_id: Annotated[str, typer.Argument(help="Incident id (see `aiir incident open`).")]):
-        from aiir import playbook
+        from aiir.playbooks.runner import run_step
 
-        progress(f"{name} for {incident_id}")
-        emit_json(getattr(playbook, name)(_record(incident_id)))
+        rec = _record(incident_id)
+        pb = rec.playbook
+        names = {s.alias or s.name: s.name for s in pb.steps}
+        progress(f"{alias} for {incident_id}")
+        emit_json(run_step(pb, names.get(alias, alias), rec, **_ctx(rec)))
 
-    run.__doc__ = {
-        "contain": "Isolate the endpoint: all traffic to last-known-good (or quarantine).",
-        "triage": "Confirm the signal: suspect vs last-known-good on labelled feedback.",
-        "preserve": "Seal evidence into a signed, write-once bundle.",
-        "forensics": "Localise the poison and compute the blast radius.",
-        "eradicate": "Fix the quarantine list and the retrain conf.",
-        "report": "Render the incident report (HTML, JSON, Markdown).",
-    }[name]
+    run.__doc__ = doc
     return run
 
 
-for _name in ("contain", "triage", "preserve", "forensics", "eradicate", "report"):
-    incident_app.command(_name)(_step(_name))
+# Short names of the poisoning playbook's steps, kept from round 1 (`aiir incident step NAME` runs any step).
+for _alias, _doc in (("contain", "Contain: isolate the endpoint (all traffic to last-known-good, or quarantine)."),
+                     ("triage", "Confirm the signal: suspect vs last-known-good on labelled feedback."),
+                     ("preserve", "Seal evidence into a signed, write-once bundle."),
+                     ("forensics", "Localise the poison and compute the blast radius."),
+                     ("eradicate", "Fix the quarantine list and the retrain conf."),
+                     ("report", "Render the incident report (HTML, JSON, Markdown).")):
+    incident_app.command(_alias)(_alias_command(_alias, _doc))
 
 
 @incident_app.command("run")
 @guarded
 def run_all(incident_id: Annotated[str, typer.Argument(help="Incident id.")],
-            retrain: Annotated[bool, typer.Option(help="Also retrain, gate and promote.")] = True):
-    """Run the whole playbook in order without Airflow."""
-    from aiir import playbook, recovery
+            retrain: Annotated[bool, typer.Option(help="Also run the child playbooks (retrain, gate, promote).")]
+            = True,
+            approve: Annotated[bool | None, typer.Option("--approve/--reject",
+                                                         help="Answer the promotion approval up front.")] = None,
+            reason: Annotated[str, typer.Option(help="Why (with --reject).")] = ""):
+    """Run the incident's whole playbook in order without Airflow (the report runs even if a step fails)."""
+    from aiir.playbooks.runner import run_all as run
 
     rec = _record(incident_id)
-    out = {}
-    for step in ("contain", "preserve", "triage", "forensics", "eradicate"):
-        progress(step)
-        out[step] = getattr(playbook, step)(rec)
-    if retrain:
-        conf = recovery.validate_conf(out["eradicate"]["retrain_conf"])
-        for step in ("build_clean_set", "validate_clean_set", "train_candidate", "gate"):
-            progress(step)
-            out[step] = getattr(recovery, step)(conf)
-        from aiir.targets import get_target
-
-        progress("promote")
-        target = None if conf["dry_run"] else get_target(conf["target_kind"], conf["target_name"])
-        out["promote"] = recovery.promote(conf, target=target)
-    progress("report")
-    out["report"] = playbook.report(rec)
-    emit_json({"incident_id": incident_id, "report": out["report"]})
+    pb = rec.playbook
+    skip = tuple(s.name for s in pb.steps if s.role == "child") if not retrain else ()
+    out = run(pb, rec, progress=progress, skip=skip, **_ctx(rec, approve=approve, reason=reason))
+    report = next((out[s.name] for s in pb.steps if s.role == "report" and s.name in out), None)
+    emit_json({"incident_id": incident_id, "playbook": pb.kind, "steps": list(out), "report": report})
 
 
 @retrain_app.command("run")
 @guarded
 def retrain_run(conf_file: Annotated[Path, typer.Argument(help="JSON conf (eradicate's retrain_conf).")],
-                promote: bool = True):
+                promote: bool = True,
+                approve: Annotated[bool | None, typer.Option("--approve/--reject",
+                                                             help="Answer the promotion approval.")] = None,
+                reason: Annotated[str, typer.Option(help="Why (with --reject).")] = ""):
     """Build the clean set, validate, train with the same recipe, gate, and (optionally) promote."""
     from aiir import recovery
-    from aiir.errors import BadInput
+    from aiir.playbooks import get_playbook
+    from aiir.playbooks.runner import run_all as run
+    from aiir.targets import get_target
 
-    try:
-        conf = recovery.validate_conf(json.loads(conf_file.read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(str(conf_file), f"cannot read JSON conf ({exc})") from None
-    out = {}
-    for step in ("build_clean_set", "validate_clean_set", "train_candidate", "gate"):
-        progress(step)
-        out[step] = getattr(recovery, step)(conf)
-    if promote:
-        from aiir.targets import get_target
+    conf = recovery.validate_conf(_read_conf(conf_file))
+    pb = get_playbook("retrain_from_clean_data")
+    skip = () if promote else tuple(s.name for s in pb.steps if s.role == "approval" or s.name == "promote")
+    target = None if conf["dry_run"] else get_target(conf["target_kind"], conf["target_name"])
+    emit_json(run(pb, conf, progress=progress, skip=skip, target=target, approve=approve,
+                  reason=reason or None))
 
-        out["promote"] = recovery.promote(conf, target=None if conf["dry_run"] else
-                                          get_target(conf["target_kind"], conf["target_name"]))
-    emit_json(out)
+
+@playbooks_app.command("list")
+@guarded
+def playbooks_list():
+    """Every installed playbook (built in, or added by a package through the aiir.playbooks entry points)."""
+    from aiir.playbooks import get_playbook, kinds
+
+    emit_json([{k: v for k, v in get_playbook(k).describe().items() if k != "steps"} | {
+        "steps": list(get_playbook(k).step_names)} for k in kinds()])
+
+
+@playbooks_app.command("show")
+@guarded
+def playbooks_show(kind: Annotated[str, typer.Argument(help="Playbook kind.")]):
+    """One playbook's definition: steps, NIST phases, order, outputs."""
+    from aiir.playbooks import get_playbook
+
+    emit_json(get_playbook(kind).describe())
+
+
+@targets_app.command("list")
+@guarded
+def targets_list():
+    """Every installed target kind (built in, or added through the aiir.targets entry points), its options,
+    capabilities, and whether it can run here."""
+    from aiir.targets import list_targets
+
+    emit_json(list_targets())

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiir.errors import BadInput
+from aiir.errors import BadInput, IntegrityError
 from aiir.gateway.models import LoadedVersion, UnknownVersion
 from aiir.gateway.state import GatewayState, StateStore, utc_now
 
@@ -140,6 +140,8 @@ class Controller:
             return self.models.get(str(version))
         except UnknownVersion as exc:
             raise ControlError(str(exc), status=404, code="unknown_version") from None
+        except IntegrityError as exc:
+            raise ControlError(str(exc), status=409, code="integrity_failed") from None
 
     def _build_routing(self, st: GatewayState) -> Routing:
         primary = self._load(st.primary_version)

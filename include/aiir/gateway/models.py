@@ -151,8 +151,6 @@ class ModelStore:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from aiir.hashing import tree_digest
-
         t0 = time.perf_counter()
         client = self.client()
         try:
@@ -160,9 +158,13 @@ class ModelStore:
         except MlflowException as exc:
             raise UnknownVersion(f"model '{self.name}' has no version '{version}' "
                                  f"({str(exc).splitlines()[0][:200]})") from None
+        from aiir.models import DIGEST_TAG, verify_folder
+
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version}",
                                                     tracking_uri=self.tracking_uri)
-        digest = tree_digest(local)
+        # the recorded digest is checked before anything is unpickled (aiir.models, IntegrityError)
+        digest = verify_folder(local, (mv.tags or {}).get(DIGEST_TAG),
+                               what=f"model artifact of {self.name} v{version}")
         pyfunc = mlflow.pyfunc.load_model(local)
         raw = None
         try:

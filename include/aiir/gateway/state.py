@@ -218,22 +218,7 @@ def verify_audit(path: str | Path) -> dict[str, Any]:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Durable atomic JSON (sorted keys): :func:`aiir.jsonio.write_text` with fsync of file and folder."""
+    from aiir.jsonio import write_text
+
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", durable=True)

@@ -72,7 +72,14 @@ def build_store(root: str | Path, name: str = "gw-test", *, versions: int = 3) -
                                             registered_model_name=name,
                                             # explicit requirements: skips MLflow's slow inference step
                                             pip_requirements=["scikit-learn", "pandas", "numpy"])
-        out.append(str(info.registered_model_version))
+        v = str(info.registered_model_version)
+        # record the artifact digest as aiir's registration does: the verified loader refuses models without
+        from aiir.models import DIGEST_TAG, artifact_digest
+        from aiir.registry import _local_path
+
+        art = _local_path(client.get_model_version_download_uri(name, v) or "")
+        client.set_model_version_tag(name, v, DIGEST_TAG, artifact_digest(art))
+        out.append(v)
     client.set_registered_model_alias(name, "last-known-good", out[0])
     if len(out) > 1:
         client.set_registered_model_alias(name, "champion", out[1])

@@ -122,7 +122,7 @@ class DeploymentTarget(abc.ABC):
                 "capabilities": sorted(cls.capabilities), "options": [o.to_dict() for o in cls.options],
                 "requires": list(cls.requires), "default_conn_id": cls.default_conn_id}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release clients (HTTP sessions); the target may be used again afterwards."""
 
     # ------------------------------------------------------------------ contract
