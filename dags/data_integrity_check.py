@@ -66,7 +66,6 @@ def data_integrity_check():
         task_id="incident_opened",
         python_callable=callables.incident_opened,
         op_args=["{{ ti.xcom_pull(task_ids='check') }}"],
-        on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
     trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
@@ -75,6 +74,8 @@ def data_integrity_check():
         conf="{{ ti.xcom_pull(task_ids='check')['conf'] }}",
         skip_when_already_exists=True,
         outlets=[INCIDENTS],
+        # the alert goes out only when an incident really opened (never for a clean batch)
+        on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
     check >> incident_opened >> trigger
 

@@ -18,6 +18,10 @@ SP 800-61r3 / CSF 2.0 lifecycle, each idempotent (re-running any of them changes
 | RC.RP | `retrain_from_clean_data` | clean retrain, gate, promote (separate DAG, waited on) |
 | RS.CO | `report` | HTML/JSON/Markdown report, ATLAS/OWASP, regulatory deadlines |
 
+`confirm_quarantine` asks a person only when containment would take the whole service down (last-known-good
+is the version serving); `confirm_incident` only when triage confirmed nothing (reject = close as a false
+positive, target restored). Incidents run at once; on one model the steps that change the target or the
+registry take the model's lock, so a new incident's containment never waits behind another's approval.
 Every phase change is emitted to the SIEM (ECS + Splunk HEC).
 """
 
@@ -35,7 +39,8 @@ from aiir_airflow.playbook_dag import playbook_tasks
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    # incidents run at once (on one model, the mutating steps take the model's lock: aiir.locks)
+    max_active_runs=16,
     default_args={"owner": "incident-response", "retries": 2, "retry_delay": pendulum.duration(seconds=5)},
     tags=["aiir", "incident", "poisoning", "AML.T0020", "OWASP-ML02"],
     doc_md=__doc__,

@@ -24,7 +24,8 @@ from aiir_airflow.playbook_dag import playbook_tasks
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    # incidents run at once (on one model, the mutating steps take the model's lock: aiir.locks)
+    max_active_runs=16,
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": pendulum.duration(seconds=10)},
     tags=["aiir", "recover", "retrain"],
     doc_md=__doc__,

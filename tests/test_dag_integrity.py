@@ -76,14 +76,21 @@ def test_playbook_order_contains_before_evidence_and_forensics(dagbag):
     assert up["isolate_endpoint"] == [], "containment must not wait for any task"
     assert [t for t, u in up.items() if not u] == ["isolate_endpoint"], "containment must start alone"
     assert "open_incident" in up["preserve_evidence"] and up["open_incident"] == ["isolate_endpoint"]
-    assert "preserve_evidence" in up["forensics"] and "triage" in up["forensics"]
+    assert "preserve_evidence" in up["forensics"] and "confirm_incident" in up["forensics"]
+    assert up["confirm_incident_needed"] == ["triage"], "triage decides whether a person must confirm"
     assert {"preserve_evidence", "triage", "forensics", "eradicate", "retrain_from_clean_data", "report"} <= set(tasks)
 
 
-def test_incidents_are_serialised(dagbag):
-    """Two incidents never act on a model at once: the playbook runs one at a time."""
-    assert dagbag["dags"]["incident_data_poisoning"]["max_active_runs"] == 1
-    assert dagbag["dags"]["retrain_from_clean_data"]["max_active_runs"] == 1
+def test_incidents_run_at_once_and_mutating_steps_take_the_model_lock(dagbag):
+    """No max_active_runs=1 around hours of waiting: incidents run concurrently, and on one model the steps
+    that change the target or the registry are serialised by the model's lock (aiir.locks)."""
+    from aiir.playbooks import get_playbook
+
+    assert dagbag["dags"]["incident_data_poisoning"]["max_active_runs"] > 1
+    assert dagbag["dags"]["retrain_from_clean_data"]["max_active_runs"] > 1
+    pb = get_playbook("data_poisoning")
+    assert {s.name for s in pb.steps if s.mutates} == {"isolate_endpoint", "confirm_quarantine"}
+    assert {s.name for s in get_playbook("retrain_from_clean_data").steps if s.mutates} == {"promote"}
 
 
 def test_every_playbook_dag_matches_its_definition(dagbag):
@@ -97,16 +104,19 @@ def test_every_playbook_dag_matches_its_definition(dagbag):
         if pb.dag_id not in dagbag["dags"]:
             continue
         dag = dagbag["dags"][pb.dag_id]
-        extra = {"approval_required", "no_approval_needed"} if any(s.role == "approval" for s in pb.steps) else set()
+        extra = {i for s in pb.steps if s.role == "approval" for i in s.branch_ids}
         assert set(dag["tasks"]) == set(pb.step_names) | extra, pb.kind
         for s in pb.steps:
             ups = set(dag["upstream"][s.name])
             want = set()
             for a in s.after:
-                want |= {a, "no_approval_needed"} if pb.step(a).role == "approval" else {a}
+                up = pb.step(a)
+                want |= {a, up.branch_ids[1]} if up.role == "approval" else {a}
             if s.role == "approval":
-                want = {"approval_required"}
+                want = {s.branch_ids[0]}
             assert ups == want, (pb.kind, s.name, ups, want)
+            if s.role == "approval":
+                assert set(dag["upstream"][s.branch_ids[0]]) == set(s.after)
         first = [t for t, u in dag["upstream"].items() if not u]
         if pb.steps[0].role == "contain":
             assert first == [pb.steps[0].name], "containment must be the run's only first task"

@@ -52,5 +52,5 @@ def test_from_check_and_idempotent_timeline(aiir_home, tmp_path):
     add_event(rec, "contained", actor="t")
     add_event(rec, "contained", actor="t")
     events = [e["event"] for e in timeline(rec)]
-    assert events == ["detected", "contained"]
+    assert events == ["detected", "state:open", "contained"]
     assert timeline(rec)[0]["at"] == "2026-11-25T03:00:00.000Z"

@@ -21,7 +21,11 @@ variable                   default                                    what lives
 ``AIIR_SIEM_HEC_URL``      (unset: events only written to files)      Splunk HEC endpoint to forward events to
 ``AIIR_SIEM_HEC_TOKEN``    —                                          its token (``AIIR_SIEM_HEC_INDEX``,
                                                                       ``AIIR_SIEM_HEC_INSECURE=1`` optional)
-``AIIR_PAGER_WEBHOOK``     (unset)                                    URL POSTed when containment fails
+``AIIR_PAGER_WEBHOOK``     (unset)                                    URL POSTed when containment fails or
+                                                                      needs a person's decision
+``AIIR_REQUIRE_APPROVAL``  ``0``                                      ``1``: incidents the check opens by
+                                                                      itself wait for a person before promotion
+``AIIR_MODEL_LOCK_TIMEOUT`` ``600``                                   seconds a step waits for its model's lock
 =========================  =========================================  ==============================
 
 SIEM events are always written to ``$AIIR_HOME/siem/ecs.jsonl`` and ``hec.jsonl``; the evidence signing

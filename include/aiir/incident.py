@@ -11,6 +11,7 @@ file or folder per playbook step. Sealed evidence lives apart, in the write-once
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,10 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
                 "description": "Analyse and report only; change nothing on the target or registry."},
     "require_approval": {"default": False, "type": "boolean", "title": "Destructive steps wait for approval",
                          "description": "Promotion of the retrained model waits for a person."},
+    "canary_share": {"default": 0.0, "type": "number", "minimum": 0, "maximum": 0.99,
+                     "title": "Canary share of the retrained model",
+                     "description": "Recovery serves the new version to this share of live traffic, compares it "
+                                    "with last-known-good, then promotes or rolls back by itself (0: no canary)."},
     "regimes": {"default": ["gdpr", "nis2", "eu_ai_act"], "type": "array",
                 "items": {"type": "string", "enum": list(REGIMES)},
                 "title": "Regulatory regimes", "description": "Clocks to compute in the report."},
@@ -60,7 +65,24 @@ PARAM_SPECS: dict[str, dict[str, Any]] = {
     "suspect_sources": {"default": [], "type": "array", "items": {"type": "string"},
                         "title": "Suspect sources"},
     "opened_by": {"default": "manual", "type": "string", "title": "Opened by"},
+    "personal_data": {"default": "unknown", "type": "string", "enum": ["unknown", "yes", "no"],
+                      "title": "Personal data affected?",
+                      "description": "GDPR / HIPAA clocks apply only when personal (health) data were affected."},
+    "sec_materiality_at": {"default": "", "type": "string", "title": "SEC materiality determined at (ISO-8601)",
+                           "description": "Starts the Form 8-K Item 1.05 clock (4 business days). Empty: not yet."},
+    "eu_ai_act_death": {"default": False, "type": "boolean", "title": "EU AI Act: a person died",
+                        "description": "Art. 73(4): 10-day report instead of 15."},
+    "eu_ai_act_widespread": {"default": False, "type": "boolean",
+                             "title": "EU AI Act: widespread infringement",
+                             "description": "Art. 73(3): 2-day report."},
+    "eu_ai_act_critical_infrastructure": {"default": False, "type": "boolean",
+                                          "title": "EU AI Act: critical infrastructure disrupted",
+                                          "description": "Art. 73(3) with Art. 3(49)(b): 2-day report."},
+    "fingerprint": {"default": "", "type": "string", "title": "Fingerprint",
+                    "description": "Model, batch digest, finding kinds and sources (set by the check)."},
 }
+# Who may open an incident without a person: their containment never takes the whole service down.
+AUTOMATIC_OPENERS = ("data_integrity_check", "artifact_integrity", "scan_evasion", "gateway_guard")
 
 
 def param_specs() -> dict[str, dict[str, Any]]:
@@ -110,6 +132,18 @@ class IncidentRecord:
     opened_by: str = "manual"
     kind: str = "data_poisoning"  # the playbook (aiir.playbooks registry kind)
     target_conn_id: str = ""
+    personal_data: str = "unknown"
+    sec_materiality_at: str = ""
+    eu_ai_act_death: bool = False
+    eu_ai_act_widespread: bool = False
+    eu_ai_act_critical_infrastructure: bool = False
+    fingerprint: str = ""
+    canary_share: float = 0.0
+
+    @property
+    def automatic(self) -> bool:
+        """Opened by a check or guard, not by a person."""
+        return self.opened_by in AUTOMATIC_OPENERS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,6 +191,13 @@ def validate_conf(conf: Any, *, default_id: str | None = None, default_detected_
         t = spec["type"]
         if t == "string" and not isinstance(v, str):
             raise BadInput(where, f"expected a string, got {type(v).__name__}")
+        if t == "number":
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise BadInput(where, f"expected a number, got {type(v).__name__}")
+            if not spec.get("minimum", float("-inf")) <= v <= spec.get("maximum", float("inf")):
+                raise BadInput(where, f"expected a number from {spec.get('minimum')} to {spec.get('maximum')}, "
+                                      f"got {v}")
+            v = float(v)
         if t == "boolean" and not isinstance(v, bool):
             raise BadInput(where, f"expected true or false, got {v!r}")
         if t == "array" and not isinstance(v, list):
@@ -185,6 +226,9 @@ def validate_conf(conf: Any, *, default_id: str | None = None, default_detected_
     for i, f in enumerate(values["findings"]):
         if not isinstance(f, dict) or "kind" not in f:
             raise BadInput(f"conf.findings[{i}]", "expected an object with at least a 'kind'")
+    if values["sec_materiality_at"]:
+        values["sec_materiality_at"] = (parse_time(values["sec_materiality_at"], field_name="conf.sec_materiality_at")
+                                        .isoformat(timespec="seconds").replace("+00:00", "Z"))
     if values["check_dir"] and not Path(values["check_dir"]).is_dir():
         raise BadInput("conf.check_dir", f"folder {values['check_dir']} does not exist")
     from aiir.playbooks import get_playbook
@@ -205,7 +249,7 @@ def _check_target_kind(kind: str) -> None:
 
 
 def from_check(result: dict[str, Any], *, model_name: str, target_kind: str, target_name: str,
-               check_dir: str | Path, regimes: list[str] | None = None) -> IncidentRecord:
+               check_dir: str | Path, regimes: list[str] | None = None, fingerprint: str = "") -> IncidentRecord:
     """The incident record a failed integrity check opens by itself."""
     conf = {
         "model_name": model_name, "target_kind": target_kind, "target_name": target_name,
@@ -213,6 +257,9 @@ def from_check(result: dict[str, Any], *, model_name: str, target_kind: str, tar
         "severity": result.get("severity") if result.get("severity") in SEVERITIES else "high",
         "check_dir": str(check_dir), "findings": result.get("findings", []),
         "suspect_sources": list(result.get("suspect_sources", [])), "opened_by": "data_integrity_check",
+        "fingerprint": fingerprint,
+        # automatic incidents promote a retrained model only after a person approves, when configured
+        "require_approval": os.environ.get("AIIR_REQUIRE_APPROVAL", "0") == "1",
     }
     if regimes is not None:
         conf["regimes"] = regimes
@@ -233,6 +280,9 @@ def save(record: IncidentRecord) -> Path:
         write_json(path, record.to_dict())
         add_event(record, "detected", at=record.detected_at, actor=record.opened_by,
                   details={"severity": record.severity, "findings": len(record.findings)})
+        from aiir import lifecycle
+
+        lifecycle.init_state(record, fingerprint_value=record.fingerprint or None)
     return path
 
 

@@ -81,21 +81,23 @@ _target = target_for
 
 # --- 0. open --------------------------------------------------------------------------------------
 def open_incident(record: IncidentRecord) -> dict[str, Any]:
-    """Save the record and pin the versions in play (aliases move later; the incident must not)."""
+    """Pin the versions in play (aliases move later; the incident must not), then save the record. Nothing
+    is written when the model is unknown, so a corrected conf opens cleanly."""
     from aiir import incident, registry
 
+    existing = _read(record.workdir / "versions.json")
+    if existing is not None:
+        incident.save(record)
+        return existing
+    suspect = registry.resolve_alias(record.model_name, CHAMPION)
+    good = registry.resolve_alias(record.model_name, LAST_KNOWN_GOOD)
+    if suspect is None or good is None:
+        raise BadInput("model_name", f"model '{record.model_name}' needs aliases '{CHAMPION}' and "
+                                     f"'{LAST_KNOWN_GOOD}' in the registry")
     incident.save(record)
-
-    def build():
-        suspect = registry.resolve_alias(record.model_name, CHAMPION)
-        good = registry.resolve_alias(record.model_name, LAST_KNOWN_GOOD)
-        if suspect is None or good is None:
-            raise BadInput("model_name", f"model '{record.model_name}' needs aliases '{CHAMPION}' and "
-                                         f"'{LAST_KNOWN_GOOD}' in the registry")
-        return {"incident_id": record.incident_id, "model": record.model_name, "suspect_version": suspect,
-                "good_version": good, "pinned_at": now_iso()}
-
-    return _once(record.workdir / "versions.json", build)
+    return _once(record.workdir / "versions.json",
+                 lambda: {"incident_id": record.incident_id, "model": record.model_name, "suspect_version": suspect,
+                          "good_version": good, "pinned_at": now_iso()})
 
 
 def versions(record: IncidentRecord) -> dict[str, Any]:
@@ -109,7 +111,15 @@ def versions(record: IncidentRecord) -> dict[str, Any]:
 
 # --- 1. contain (fast, light) -----------------------------------------------------------------------
 def contain(record: IncidentRecord, *, target=None, target_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Isolate the endpoint: all traffic to the target's last-known-good fallback, or quarantine."""
+    """Isolate the endpoint: all traffic to the target's last-known-good fallback, or quarantine.
+
+    When last-known-good is the very version serving (after a recovery both aliases point at it) or there is
+    none, routing to it contains nothing, and refusing all traffic takes the whole service down. That is
+    never done without a person: containment changes nothing, pages, and records ``decision_needed`` —
+    the playbook's ``confirm_quarantine`` step asks (Airflow HITL, or the CLI). A person who chose
+    ``containment=quarantine`` at trigger gets the quarantine at once."""
+    from aiir import lifecycle
+
     out = record.workdir / "contain.json"
     existing = _read(out)
     if existing is not None:
@@ -117,28 +127,105 @@ def contain(record: IncidentRecord, *, target=None, target_options: dict[str, An
     target = target_for(record, target, **(target_options or {}))
     t0 = time.perf_counter()
     before = target.describe()
+    note = ""
+    decision_needed = None
     if record.dry_run:
-        result = {"dry_run": True, "before": before.to_dict(), "after": before.to_dict()}
+        result = {"dry_run": True, "before": before.to_dict(), "after": before.to_dict(),
+                  "note": "dry run: nothing was changed on the target"}
     else:
         quarantine = record.containment == "quarantine"
-        note = ""
-        if not quarantine and (before.fallback_version is None or before.fallback_version in before.serving_versions):
-            # The last-known-good version is the one under suspicion (or there is none): routing traffic
-            # to it contains nothing, so refuse all traffic instead.
-            quarantine, note = True, (f"fallback v{before.fallback_version} is itself serving; quarantined instead"
-                                      if before.fallback_version else "no fallback version; quarantined instead")
-        after = target.isolate(quarantine=quarantine,
-                               reason=f"incident {record.incident_id}: suspected data poisoning")
+        already = (before.mode == "quarantined" if quarantine else
+                   before.mode == "isolated" and before.serving_versions == [before.fallback_version])
+        if already:  # an earlier incident on this model contained it the same way: nothing to change
+            note = f"already {before.mode} ({target.ref}); left as it is"
+            after = before
+        elif not quarantine and (before.fallback_version is None or before.fallback_version in before.serving_versions):
+            decision_needed = "quarantine"
+            note = ((f"last-known-good v{before.fallback_version} is the version serving" if before.fallback_version
+                     else "there is no last-known-good version") + ": isolating to it contains nothing, and "
+                    "quarantine would take the whole service down — a person decides (confirm_quarantine)")
+            after = before
+        else:
+            after = target.isolate(quarantine=quarantine,
+                                   reason=f"incident {record.incident_id}: {record.playbook.title}")
         result = {"dry_run": False, "before": before.to_dict(), "after": after.to_dict()}
         if note:
             result["note"] = note
+        if decision_needed:
+            result["decision_needed"] = decision_needed
     result.update({"effective_at": now_iso(), "seconds": round(time.perf_counter() - t0, 4),
                    "containment": record.containment, "target": target.ref})
     record.workdir.mkdir(parents=True, exist_ok=True)
     _write(out, result)
-    add_event(record, "contained", at=result["effective_at"], actor="aiir-playbook",
-              details={"mode": result["after"]["mode"], "target": target.ref, "dry_run": record.dry_run})
+    add_event(record, "contained" if not decision_needed else "containment_needs_decision",
+              at=result["effective_at"], actor="aiir-playbook",
+              details={"mode": result["after"]["mode"], "target": target.ref, "dry_run": record.dry_run,
+                       "note": note})
+    if decision_needed:
+        _page(record, f"containment of {target.ref} needs a person: {note}")
+    elif not record.dry_run:
+        lifecycle.set_state(record, "contained", actor="aiir-playbook",
+                            reason=f"{target.ref} in mode {result['after']['mode']}")
     return result
+
+
+def _page(record: IncidentRecord, message: str) -> None:
+    """A critical SIEM alert and, when AIIR_PAGER_WEBHOOK is set, the pager (never raises)."""
+    import os
+
+    from aiir import siem
+
+    try:
+        event = siem.phase_event(record.incident_id, "contain", "containment_needs_decision", "unknown",
+                                 details={"message": message, "page": True}, model=record.model_name,
+                                 target=f"{record.target_kind}:{record.target_name}")
+        siem.EventSink().emit(event)
+        url = os.environ.get("AIIR_PAGER_WEBHOOK")
+        if url:
+            import httpx
+
+            httpx.post(url, json=siem.to_ecs(event), timeout=5.0)
+    except Exception:
+        pass
+
+
+def quarantine_pending(record: IncidentRecord) -> bool:
+    """Whether containment is waiting on a person's decision to quarantine (the approval step's condition)."""
+    res = _read(record.workdir / "contain.json") or {}
+    return res.get("decision_needed") == "quarantine" and "quarantine_decision" not in res
+
+
+def confirm_quarantine(record: IncidentRecord, *, approve: bool | None = None, actor: str | None = None,
+                       reason: str = "", target=None) -> dict[str, Any]:
+    """A person's answer to "take the service down?": approve → quarantine now; reject → keep serving
+    (the analysis goes on). Recorded once in contain.json."""
+    import getpass
+    import sys
+
+    from aiir import lifecycle
+
+    out = record.workdir / "contain.json"
+    res = _read(out) or {}
+    if res.get("decision_needed") != "quarantine":
+        return {"decision_needed": False}
+    if "quarantine_decision" in res:
+        return res["quarantine_decision"]
+    if approve is None and sys.stdin is not None and sys.stdin.isatty():
+        approve = input(f"{res.get('note')}. Quarantine {res.get('target')} now (every request refused)? "
+                        "[y/N] ").strip().lower() in ("y", "yes")
+    if approve is None:
+        raise BadInput("confirm_quarantine", f"{res.get('note')}; answer with --approve (quarantine) or --reject")
+    decision = {"approved": bool(approve), "by": actor or getpass.getuser(), "reason": reason, "at": now_iso()}
+    if approve:
+        t = target_for(record, target)
+        after = t.isolate(quarantine=True, reason=f"incident {record.incident_id}: quarantine approved by "
+                                                  f"{decision['by']}")
+        res["after"] = after.to_dict()
+        lifecycle.set_state(record, "contained", actor=decision["by"], reason="quarantine approved")
+    res["quarantine_decision"] = decision
+    _write(out, res)
+    add_event(record, "quarantine_decided", actor=decision["by"], details=decision)
+    return decision
 
 
 def contain_settled(record: IncidentRecord, state: dict[str, Any], *, waited_s: float | None = None) -> dict[str, Any]:
@@ -220,6 +307,45 @@ def triage(record: IncidentRecord) -> dict[str, Any]:
               details={"confirmed": res["confirmed"], "precision_drop": round(res["precision_drop"], 3),
                        "recall_drop": round(res["recall_drop"], 3)})
     return res
+
+
+def triage_unconfirmed(record: IncidentRecord) -> bool:
+    """The confirm_incident step's condition: triage found no performance drop and no high finding."""
+    res = _read(record.workdir / "triage.json")
+    return res is not None and not res.get("confirmed") and "confirmation" not in res
+
+
+def confirm_incident(record: IncidentRecord, *, approve: bool | None = None, actor: str | None = None,
+                     reason: str = "", target=None) -> dict[str, Any]:
+    """Triage confirmed nothing: a person says go on (approve) or close as a false positive (reject), which
+    restores the target. Recorded once in triage.json."""
+    import getpass
+    import sys
+
+    from aiir import lifecycle
+
+    out = record.workdir / "triage.json"
+    res = _read(out) or {}
+    if res.get("confirmed", True):
+        return {"needed": False}
+    if "confirmation" in res:
+        return res["confirmation"]
+    if approve is None and sys.stdin is not None and sys.stdin.isatty():
+        approve = input("Triage found no performance drop and no high-severity finding. Go on with the "
+                        "response? (no = close as a false positive and restore the target) [y/N] "
+                        ).strip().lower() in ("y", "yes")
+    if approve is None:
+        raise BadInput("confirm_incident", "triage confirmed nothing: answer with --approve (go on) or --reject "
+                                           "--reason '...' (close as a false positive, restore the target)")
+    who = actor or getpass.getuser()
+    decision = {"go_on": bool(approve), "by": who, "reason": reason, "at": now_iso()}
+    res["confirmation"] = decision
+    _write(out, res)
+    add_event(record, "incident_confirmed" if approve else "closed_false_positive", actor=who, details=decision)
+    if not approve:
+        lifecycle.close(record.incident_id, as_="false-positive", reason=reason or "triage confirmed nothing",
+                        actor=who, approve=True, target=target)
+    return decision
 
 
 # --- 3. preserve evidence ----------------------------------------------------------------------------
@@ -361,11 +487,17 @@ def eradicate(record: IncidentRecord) -> dict[str, Any]:
                                  "quarantine_file": str(qpath), "target_kind": record.target_kind,
                                  "target_name": record.target_name, "target_conn_id": record.target_conn_id,
                                  "dry_run": record.dry_run,
-                                 "require_approval": record.require_approval}}
+                                 "require_approval": record.require_approval,
+                                 "canary_share": record.canary_share}}
 
     res = _once(record.workdir / "eradicate.json", build)
     add_event(record, "eradicated", actor="aiir-playbook",
               details={"quarantined_sources": res["quarantine"].get("sources", [])})
+    if not record.dry_run:
+        from aiir import lifecycle
+
+        lifecycle.set_state(record, "eradicated", actor="aiir-playbook",
+                            reason=f"quarantined {', '.join(res['quarantine'].get('sources', [])) or 'rows'}")
     return res
 
 
@@ -377,8 +509,10 @@ def report(record: IncidentRecord) -> dict[str, Any]:
     from aiir.report import render_report
 
     w = record.workdir
+    from aiir import lifecycle
+
     recovery = _read(w / "recovery.json")
-    if recovery:
+    if recovery and not recovery.get("dry_run"):
         inc.add_event(record, "recovered", at=recovery.get("promoted_at"), actor="retrain_from_clean_data",
                       details={"new_version": recovery.get("new_version")})
     fx = _read(w / "forensics.json") or {}
@@ -403,7 +537,8 @@ def report(record: IncidentRecord) -> dict[str, Any]:
                      "steps": [{"name": st.name, "phase": st.phase, "title": st.title} for st in pb.steps]},
         "sections": list(pb.report_sections),
         "target": f"{record.target_kind}:{record.target_name}", "severity": record.severity,
-        "status": "recovered" if recovery else ("contained" if (w / "contain.json").exists() else "open"),
+        "status": (lifecycle.read_state(record.incident_id) or {}).get("state", "open"),
+        "state": lifecycle.read_state(record.incident_id),
         "detected_at": record.detected_at, "dry_run": record.dry_run,
         "timeline": inc.timeline(record),
         "findings": record.findings,
@@ -412,15 +547,64 @@ def report(record: IncidentRecord) -> dict[str, Any]:
                         if m in taxonomy.ATLAS_MITIGATIONS],
         "owasp": [taxonomy.OWASP_ML_TOP10[o].__dict__ for o in record.owasp if o in taxonomy.OWASP_ML_TOP10],
         "regimes": record.regimes,
+        "deadlines": incident_deadlines(record),
         "versions": _read(w / "versions.json"),
         "triage": _read(w / "triage.json"),
         "containment": _read(w / "contain.json"),
         "evidence": ev,
         "poison_localisation": fx.get("localisation"),
         "blast_radius": fx.get("blast_radius"),
-        "recovery": recovery,
+        "recovery": recovery or _not_recovered(w),
+        "approval": _read(w / "retrain" / "approval.json"),
+        "canary": _read(w / "retrain" / "canary.json"),
         "attachments": attachments,
     }
     paths = render_report(doc, w / "report")
     add_event(record, "reported", actor="aiir-playbook")
     return {k: str(v) for k, v in paths.items()}
+
+
+def incident_deadlines(record: IncidentRecord) -> list[dict[str, Any]]:
+    """Every regulatory deadline of the record's regimes, from the form's fields: a clock whose start
+    depends on a field not given yet is shown as waiting on that field; a regime that does not apply
+    (no personal data) is shown as not applicable."""
+    from aiir.knowledge import regulatory
+
+    regimes = list(record.regimes)
+    if not regimes:
+        return []
+    ds = [d.to_dict() for d in regulatory.deadlines(
+        record.detected_at, regimes=regimes, materiality_at=record.sec_materiality_at or None,
+        death=record.eu_ai_act_death, widespread=record.eu_ai_act_widespread,
+        critical_infrastructure=record.eu_ai_act_critical_infrastructure)]
+    personal = {"gdpr", "hipaa"}
+    for d in ds:
+        if d.get("regime") in personal and record.personal_data == "no":
+            d["status"] = "not_applicable"
+            d["applies"] = "no personal data affected (conf.personal_data = no)"
+        elif d.get("regime") in personal and record.personal_data == "unknown":
+            d["waiting_on"] = "conf.personal_data"
+            d["applies"] = "only if personal (health) data were affected: set personal_data"
+        if d.get("regime") == "sec_8k" and not record.sec_materiality_at:
+            d["waiting_on"] = "conf.sec_materiality_at"
+        if d.get("regime") == "eu_ai_act":
+            d["flags"] = {"death": record.eu_ai_act_death, "widespread": record.eu_ai_act_widespread,
+                          "critical_infrastructure": record.eu_ai_act_critical_infrastructure}
+    return ds
+
+
+def _not_recovered(w: Path) -> dict[str, Any] | None:
+    """Why nothing was promoted (a rejected approval, a rolled-back canary, a failed gate), for the report."""
+    appr = _read(w / "retrain" / "approval.json")
+    can = _read(w / "retrain" / "canary.json")
+    gate = _read(w / "retrain" / "gate.json")
+    if appr and not appr.get("approved"):
+        why = f"promotion rejected by {appr.get('by')} at {appr.get('at')}" + (
+            f": {appr['reason']}" if appr.get("reason") else "")
+    elif can and can.get("decision") == "rollback":
+        why = f"canary rolled back: {can.get('reason')}"
+    elif gate and not gate.get("passed"):
+        why = f"candidate failed the gate ({', '.join(gate.get('failed', []))}); last-known-good keeps serving"
+    else:
+        return None
+    return {"promoted": False, "reason": why}

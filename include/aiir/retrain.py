@@ -400,6 +400,63 @@ def train_candidate(model: str, replaced_version: str, clean_path: str | Path, *
     return mv
 
 
+def train_candidate_dry_run(model: str, replaced_version: str, clean_path: str | Path, *, incident_id: str,
+                            out_dir: Path) -> dict[str, Any]:
+    """Dry run: the same recipe trained on the clean set, kept in the incident workspace only — no MLflow
+    run, no registered version. The pickle's SHA-256 is recorded and checked before the gate loads it."""
+    import pickle
+
+    from aiir import training
+    from aiir.tabular import read_table
+
+    out_dir = Path(out_dir)
+    clean_path = Path(clean_path)
+    if not clean_path.is_file():
+        raise BadInput(str(clean_path), "clean training set not found (run build_clean_set first)")
+    clean_sha = sha256_file(clean_path)
+    rec = _read_json(out_dir / CANDIDATE_FILE)
+    pkl = out_dir / "dry_run_candidate.pkl"
+    if rec and rec.get("dry_run") and rec.get("clean_sha256") == clean_sha and pkl.is_file() \
+            and sha256_file(pkl) == rec.get("model_sha256"):
+        return rec
+    replaced = registry.get_version(model, replaced_version)
+    recipe_name = replaced.tags.get("aiir.recipe")
+    if not recipe_name:
+        raise BadInput(f"{model} v{replaced.version}", "has no 'aiir.recipe' tag: cannot retrain the same way")
+    recipe = training.get_recipe(recipe_name)
+    est = recipe.fit(read_table(clean_path, what="clean training set"))
+    pkl.write_bytes(pickle.dumps(est))
+    record = {"dry_run": True, "model": model, "version": None, "recipe": recipe.name,
+              "replaced_version": replaced.version, "incident_id": incident_id,
+              "clean_file": str(clean_path.resolve()), "clean_sha256": clean_sha, "model_file": str(pkl),
+              "model_sha256": sha256_file(pkl),
+              "note": "dry run: trained in the incident workspace only; nothing registered in MLflow"}
+    fx.write_json(out_dir / CANDIDATE_FILE, record)
+    return record
+
+
+def dry_run_scorer(candidate: dict[str, Any]):
+    """``(score(df), positive class)`` of a dry-run candidate, after checking the pickle's recorded digest."""
+    import pickle
+
+    pkl = Path(candidate["model_file"])
+    if sha256_file(pkl) != candidate["model_sha256"]:
+        raise IntegrityError(f"{pkl}: dry-run candidate changed since it was trained (SHA-256 "
+                             f"{sha256_file(pkl)}, recorded {candidate['model_sha256']}); not loading it")
+    est = pickle.loads(pkl.read_bytes())
+    names = [str(n) for n in getattr(est, "feature_names_in_", [])] or None
+    classes = getattr(est, "classes_", None)
+    pos = classes[-1] if classes is not None else 1
+    pos = pos.item() if hasattr(pos, "item") else pos
+
+    def score(df):
+        X = df[names] if names is not None else df
+        p = np.asarray(est.predict_proba(X))
+        return p[:, -1].astype(float) if p.ndim == 2 else p.astype(float)
+
+    return score, pos
+
+
 # ============================================================================================ gate
 
 def _metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
@@ -424,7 +481,7 @@ def _check(name: str, candidate: float, baseline: float | None, threshold: float
 def gate(model: str, candidate_version: str, baseline_version: str, holdout_path: str | Path, *,
          poisoned_rows_path: str | Path | None = None, tolerance: float = 0.02, out_dir: Path,
          compromised_version: str | None = None, pattern: dict[str, Any] | None = None,
-         threshold: float = POSITIVE_SCORE) -> dict[str, Any]:
+         threshold: float = POSITIVE_SCORE, dry_run_candidate: dict[str, Any] | None = None) -> dict[str, Any]:
     """Is the candidate fit to replace the compromised version? Writes ``gate.json``; never raises on a fail.
 
     Holdout: F1, ROC-AUC and recall of the candidate ≥ baseline − ``tolerance``.
@@ -436,16 +493,21 @@ def gate(model: str, candidate_version: str, baseline_version: str, holdout_path
     from aiir.tabular import read_table
 
     out_dir = Path(out_dir)
-    cand = registry.get_version(model, candidate_version)
     base = registry.get_version(model, baseline_version)
-    compromised_version = compromised_version or cand.tags.get("aiir.retrained_from")
-    label = cand.tags.get("aiir.label") or base.tags.get("aiir.label")
+    if dry_run_candidate is not None:
+        cand_tags, cand_label = {"aiir.retrained_from": dry_run_candidate.get("replaced_version")}, "dry-run"
+        c_score, c_pos = dry_run_scorer(dry_run_candidate)
+    else:
+        cand = registry.get_version(model, candidate_version)
+        cand_tags, cand_label = cand.tags, cand.version
+        c_score, _, c_pos = fx.load_scorer(model, cand.version)
+    compromised_version = compromised_version or cand_tags.get("aiir.retrained_from")
+    label = cand_tags.get("aiir.label") or base.tags.get("aiir.label")
     if not label:
-        raise BadInput(f"{model} v{cand.version}", "no 'aiir.label' tag: cannot evaluate on the holdout")
+        raise BadInput(f"{model} v{cand_label}", "no 'aiir.label' tag: cannot evaluate on the holdout")
     hold = read_table(holdout_path, what="trusted holdout")
     if label not in hold.columns:
         raise BadInput(str(holdout_path), f"label column '{label}' missing")
-    c_score, _, c_pos = fx.load_scorer(model, cand.version)
     b_score, _, _ = fx.load_scorer(model, base.version)
     y = (hold[label] == c_pos).to_numpy()
     cm, bm = _metrics(y, c_score(hold), threshold), _metrics(y, b_score(hold), threshold)
@@ -510,7 +572,8 @@ def gate(model: str, candidate_version: str, baseline_version: str, holdout_path
     elif poisoned_rows_path is None:
         poison["skipped"] = "no poisoned rows given: the gate only checked the holdout"
     result = {
-        "model": model, "candidate_version": cand.version, "baseline_version": base.version,
+        "model": model, "candidate_version": cand_label, "baseline_version": base.version,
+        "dry_run": dry_run_candidate is not None,
         "compromised_version": str(compromised_version) if compromised_version else None,
         "passed": all(c["passed"] for c in checks) and bool(checks),
         "tolerance": tolerance, "threshold": threshold,

@@ -172,7 +172,9 @@ class Airflow:
         return subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env, capture_output=True,
                               text=True, check=check, timeout=timeout)
 
-    def start(self, timeout: float = 180) -> Airflow:
+    def start(self, timeout: float | None = None) -> Airflow:
+        # a loaded 2-core machine (CI, a busy laptop) can take minutes to bring the api-server up
+        timeout = timeout if timeout is not None else float(os.environ.get("AIIR_AIRFLOW_START_TIMEOUT", "600"))
         self.cli("db", "migrate")
         self.service = _spawn("airflow", [str(VENV_BIN / "airflow"), "standalone"], self.env,
                               self.home / "standalone.log", self.url)

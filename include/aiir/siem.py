@@ -100,7 +100,10 @@ def phase_event(incident_id: str, phase: str, action: str, outcome: str, *, at: 
     ids = list(dict.fromkeys([*(atlas or []), *(details.get("atlas") or [])]))
     ts = _iso(at)
     return {
-        "id": event_id or str(uuid.uuid5(_NS, f"{incident_id}|{phase}|{action}|{outcome}|{ts}")),
+        # Deterministic: the same phase change of the same incident (from the same DAG task) has the same
+        # id whenever and however often it is emitted, so a re-run or a retried task emits no duplicate.
+        "id": event_id or str(uuid.uuid5(_NS, f"{incident_id}|{phase}|{action}|{outcome}|"
+                                              f"{details.get('dag_id') or ''}|{details.get('task_id') or ''}")),
         "incident_id": incident_id,
         "phase": phase,
         "nist": NIST_PHASES[phase],

@@ -10,9 +10,21 @@ def incident_opened(check_summary: dict[str, Any] | None) -> bool:
     return bool(check_summary and check_summary.get("status") == "incident" and check_summary.get("incident"))
 
 
-def approval_required(conf: dict[str, Any]) -> str:
-    """Branch: wait for a person before promotion, or promote straight away."""
-    return "await_approval" if conf.get("require_approval") else "no_approval_needed"
+def approval_branch(playbook: str, step: str, subject: Any) -> str:
+    """Branch of an approval step: ask a person (the step's task) or go straight on (its not-needed task),
+    by the step's own condition (``Step.when``) over the incident record or the retrain conf."""
+    from aiir.incident import IncidentRecord
+    from aiir.playbooks import get_playbook
+
+    pb = get_playbook(playbook)
+    s = pb.step(step)
+    if pb.conf == "incident":
+        subject = IncidentRecord(**subject)
+    else:
+        from aiir import recovery
+
+        subject = recovery.validate_conf(dict(subject))
+    return s.name if s.condition()(subject) else s.branch_ids[1]
 
 
 def noop() -> None:

@@ -108,8 +108,7 @@ class OpenIncidentOperator(BaseOperator):
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
         record = record_from_params(self.conf, context, self.playbook)
-        fn = _playbook_step(self.playbook, self.step, ("open",)).function()
-        pinned = fn(record)
+        pinned = _playbook_step(self.playbook, self.step, ("open",)).run(record)
         self.log.info("incident %s (%s) opened on %s: %s", record.incident_id, self.playbook, record.model_name,
                       {k: v for k, v in (pinned or {}).items() if k.endswith("_version")})
         return record.to_dict()
@@ -171,8 +170,7 @@ class IsolateEndpointOperator(_TargetMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         record = record_from_params(self.conf, context, self.playbook)
         hook = self.target_hook(record)
-        fn = _playbook_step(self.playbook, self.step, ("contain",)).function()
-        result = fn(record, target=hook.target)
+        result = _playbook_step(self.playbook, self.step, ("contain",)).run(record, target=hook.target)
         self.log.info("contained %s in %.3f s: mode=%s", result["target"], result["seconds"],
                       result["after"]["mode"])
         if not result["after"].get("settled", True):
@@ -216,8 +214,8 @@ class PlaybookStepOperator(_TargetMixin, AiirIncidentOperator):
     @_fail_on_aiir_error
     def execute(self, context: Context) -> dict[str, Any]:
         record = self.record(context)
-        fn = _playbook_step(self.playbook, self.step, self.ROLES).function()
-        return fn(record, **self.step_kwargs(record, fn, context))
+        step = _playbook_step(self.playbook, self.step, self.ROLES)
+        return step.run(record, **self.step_kwargs(record, step.function(), context))
 
 
 class PreserveEvidenceOperator(PlaybookStepOperator):
@@ -304,23 +302,14 @@ class RecoveryStepOperator(BaseOperator):
         from aiir import recovery
 
         conf = recovery.validate_conf(dict(self.conf))
-        fn = _playbook_step(self.playbook, self.step, ("step",)).function()
+        step = _playbook_step(self.playbook, self.step, ("step",))
+        fn = step.function()
         kwargs: dict[str, Any] = {}
         if _wants(fn, "target"):
             hook = DeploymentTargetHook(conf["target_kind"], conf["target_name"],
                                         target_conn_id=conf.get("target_conn_id") or None)
             kwargs["target"] = None if conf["dry_run"] else hook.target
-        if _wants(fn, "approval") and conf.get("require_approval"):
-            kwargs["approval"] = self._approval(context)
-        return fn(conf, **kwargs)
-
-    def _approval(self, context: Context) -> dict[str, Any] | None:
-        """The person's answer from the HITL approval task (``await_approval``), recorded by the step."""
-        ti = context["ti"]
-        try:
-            return ti.xcom_pull(task_ids="await_approval")
-        except Exception:
-            return None
+        return step.run(conf, **kwargs)
 
 
 class TriggerPlaybookOperator(BaseOperator):
@@ -355,6 +344,23 @@ class TriggerPlaybookOperator(BaseOperator):
         if self.conf is not None and not isinstance(self.conf, dict):
             raise AirflowFailException(f"conf must render to a JSON object, got {type(self.conf).__name__} "
                                        "(set render_template_as_native_obj=True on the DAG)")
+        if self.wait_for_completion and not self.skip_when_already_exists:
+            # A re-run (task cleared) after the child run exists: wait on that run instead of failing on
+            # "already exists" — triggering is idempotent, the child's result is what counts.
+            ti = context["ti"]
+            try:
+                exists = ti.get_dr_count(dag_id=self.trigger_dag_id, run_ids=[self.trigger_run_id]) > 0
+            except Exception:
+                exists = False
+            if exists:
+                from airflow.providers.standard.triggers.external_task import DagStateTrigger
+
+                self.log.info("%s run %s exists already: waiting on it", self.trigger_dag_id, self.trigger_run_id)
+                self.defer(trigger=DagStateTrigger(dag_id=self.trigger_dag_id,
+                                                   states=self.allowed_states + self.failed_states,
+                                                   execution_dates=None, run_ids=[self.trigger_run_id],
+                                                   poll_interval=self.poke_interval),
+                           method_name="execute_complete")
         raise DagRunTriggerException(
             trigger_dag_id=self.trigger_dag_id, dag_run_id=self.trigger_run_id, conf=self.conf,
             reset_dag_run=False, skip_when_already_exists=self.skip_when_already_exists,
@@ -376,33 +382,53 @@ def _approval_base():
     return ApprovalOperator
 
 
-class PromotionApprovalOperator(_approval_base()):
-    """Airflow's HITL ApprovalOperator that records the person's answer (who, when, why) in the incident's
-    retrain folder *before* acting on it, so a rejection is on record for the report even though the
-    promotion downstream is skipped. The retrain conf is the DAG's Params."""
+class PlaybookApprovalOperator(_approval_base()):
+    """Airflow's HITL ApprovalOperator for a playbook's approval step: the person's answer (who, when, why)
+    goes to the step's own function *before* Airflow acts on it — promotion approved or rejected, quarantine
+    forced or not, incident confirmed or closed as a false positive — so the decision is on record (and in
+    the report) even when the tasks downstream are skipped on a rejection."""
 
-    def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", **kwargs) -> None:
-        kwargs.setdefault("fail_on_reject", False)
+    def __init__(self, *, playbook: str, step: str, incident: dict[str, Any] | str | None = None,
+                 conf: dict[str, Any] | str = "{{ params }}", target_conn_id: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        _playbook_step(playbook, step, ("approval",))
+        self.playbook = playbook
+        self.step = step
+        self.incident = incident
         self.conf = conf
+        self.target_conn_id = target_conn_id
 
-    template_fields: Sequence[str] = (*_approval_base().template_fields, "conf")
+    template_fields: Sequence[str] = (*_approval_base().template_fields, "incident", "conf")
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+    def _subject(self):
+        from aiir.incident import IncidentRecord
+        from aiir.playbooks import get_playbook
+
+        if get_playbook(self.playbook).conf == "incident":
+            return IncidentRecord(**self.incident)
         from aiir import recovery
 
+        return recovery.validate_conf(dict(self.conf))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" not in event:
             chosen = event.get("chosen_options") or []
             user = event.get("responded_by_user") or {}
             by = (user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
             params = event.get("params_input") or {}
-            at = event.get("responded_at")
             try:
-                conf = recovery.validate_conf(dict(self.conf))
-                recovery.record_approval(conf, approved=bool(chosen) and chosen[0] == self.APPROVE,
-                                         by=f"airflow:{by or 'unknown'}",
-                                         reason=str(params.get("reason", "")) if isinstance(params, dict) else "",
-                                         via="airflow-hitl", at=at.isoformat() if hasattr(at, "isoformat") else at)
+                subject = self._subject()
+                step = _playbook_step(self.playbook, self.step, ("approval",))
+                fn = step.function()
+                kwargs: dict[str, Any] = {"approve": bool(chosen) and chosen[0] == self.APPROVE,
+                                          "actor": f"airflow:{by or 'unknown'}",
+                                          "reason": str(params.get("reason", "")) if isinstance(params, dict) else ""}
+                if _wants(fn, "target") and hasattr(subject, "target_kind"):
+                    kwargs["target"] = DeploymentTargetHook(subject.target_kind, subject.target_name,
+                                                            target_conn_id=subject.target_conn_id
+                                                            or self.target_conn_id).target
+                step.run(subject, **kwargs)
             except Exception as exc:  # recording must not lose the person's answer
-                self.log.error("could not record the approval decision: %s", exc)
+                self.log.error("could not act on the approval decision: %s", exc)
+                raise
         return super().execute_complete(context, event)

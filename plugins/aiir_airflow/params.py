@@ -34,4 +34,8 @@ def retrain_params() -> dict[str, Param]:
         "target_name": Param("fraud-detector", type="string"),
         "dry_run": Param(False, type="boolean"),
         "require_approval": Param(False, type="boolean", title="Promotion waits for a person"),
+        "canary_share": Param(0.0, type="number", minimum=0, maximum=0.99,
+                              title="Live canary share before promotion (0: none)"),
+        "canary_window_s": Param(300.0, type="number", exclusiveMinimum=0, title="Canary window (seconds)"),
+        "canary_min_decisions": Param(200, type="integer", minimum=1, title="Decisions per version to judge"),
     }

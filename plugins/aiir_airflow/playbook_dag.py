@@ -82,21 +82,22 @@ def playbook_tasks(kind: str) -> dict[str, Any]:
             from airflow.providers.standard.operators.python import BranchPythonOperator
 
             from aiir_airflow import callables
-            from aiir_airflow.operators import PromotionApprovalOperator
+            from aiir_airflow.operators import PlaybookApprovalOperator
 
-            approval_required = BranchPythonOperator(task_id="approval_required",
-                                                     python_callable=callables.approval_required,
-                                                     op_args=["{{ params }}"])
-            t = PromotionApprovalOperator(
-                task_id=s.name, subject=f"{pb.title}: {s.title}?",
-                body="Incident {{ params.incident_id }}: " + s.title + ". Approve to go on; reject (with a "
-                     "reason) to stop here.",
-                response_timeout=timedelta(hours=12), doc_md=kw["doc_md"])
-            no_approval_needed = EmptyOperator(task_id="no_approval_needed")
-            approval_required >> [t, no_approval_needed]
-            entry[s.name] = approval_required
+            ask_id, skip_id = s.branch_ids
+            subject = record_xcom if pb.conf == "incident" else "{{ params }}"
+            needed = BranchPythonOperator(task_id=ask_id, python_callable=callables.approval_branch,
+                                          op_args=[kind, s.name, subject])
+            t = PlaybookApprovalOperator(
+                task_id=s.name, playbook=kind, step=s.name, subject=f"{pb.title}: {s.title}",
+                body="{{ params.incident_id }}: " + s.title + ". Approve to go on; reject (with a reason) "
+                     "to stop here.", response_timeout=timedelta(hours=12), doc_md=kw["doc_md"],
+                incident=record_xcom if pb.conf == "incident" else None)
+            not_needed = EmptyOperator(task_id=skip_id)
+            needed >> [t, not_needed]
+            entry[s.name] = needed
             tasks[s.name] = t
-            tasks["no_approval_needed"] = no_approval_needed
+            tasks[skip_id] = not_needed
             continue
         else:  # pragma: no cover - Step validates roles
             raise ValueError(f"unknown role {s.role}")
@@ -105,7 +106,7 @@ def playbook_tasks(kind: str) -> dict[str, Any]:
         for up in s.after:
             ups = [tasks[up]]
             if pb.step(up).role == "approval":
-                ups.append(tasks["no_approval_needed"])
+                ups.append(tasks[pb.step(up).branch_ids[1]])
                 tasks[s.name].trigger_rule = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
             for u in ups:
                 u >> entry[s.name]

@@ -192,3 +192,47 @@ def targets_list():
     from aiir.targets import list_targets
 
     emit_json(list_targets())
+
+
+@incident_app.command("list")
+@guarded
+def incident_list(state: Annotated[str | None, typer.Option(help="Only this state.")] = None,
+                  model: Annotated[str | None, typer.Option(help="Only this model.")] = None):
+    """Every incident with its lifecycle state (open, contained, eradicated, recovered, closed,
+    false_positive), newest first."""
+    from aiir import lifecycle
+    from aiir.errors import BadInput
+
+    if state and state not in lifecycle.STATES:
+        raise BadInput("--state", f"expected one of {', '.join(lifecycle.STATES)}, got {state!r}")
+    emit_json(lifecycle.list_incidents(state=state, model=model))
+
+
+@incident_app.command("show")
+@guarded
+def incident_show(incident_id: Annotated[str, typer.Argument(help="Incident id.")]):
+    """One incident: record, state and its history, timeline, and the outputs its steps wrote."""
+    from aiir import incident, lifecycle
+
+    rec = _record(incident_id)
+    outputs = sorted(p.name for p in rec.workdir.iterdir()) if rec.workdir.is_dir() else []
+    emit_json({"record": rec.to_dict(), "state": lifecycle.read_state(incident_id),
+               "timeline": incident.timeline(rec), "outputs": outputs, "workdir": str(rec.workdir)})
+
+
+@incident_app.command("close")
+@guarded
+def incident_close(incident_id: Annotated[str, typer.Argument(help="Incident id.")],
+                   as_: Annotated[str, typer.Option("--as", help="resolved or false-positive")],
+                   reason: Annotated[str, typer.Option(help="Why it is closed (recorded).")],
+                   approve: Annotated[bool, typer.Option(help="Confirm restoring the target (false positive).")]
+                   = False):
+    """Close an incident. As a false positive, the target is restored (every containment lifted) — that
+    needs --approve (or a yes on a terminal)."""
+    import getpass
+
+    from aiir import lifecycle
+
+    rec = _record(incident_id)
+    emit_json(lifecycle.close(incident_id, as_=as_, reason=reason, actor=f"cli:{getpass.getuser()}",
+                              approve=approve or None, target=None if rec.dry_run else _ctx(rec)["target"]))

@@ -367,7 +367,16 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
     progress(f"loading model '{model}' from {uri}")
     models = ModelStore(model, uri, max_rows=max_rows)
     ctl = Controller(model, models, store, alias=alias, fallback_alias=fallback_alias)
-    st = ctl.start()
+    try:
+        st = ctl.start()
+    except ControlError as exc:  # e.g. the serving version's artifact fails its digest check
+        from aiir.errors import IntegrityError
+
+        if exc.code == "integrity_failed":
+            raise IntegrityError(exc.message) from None
+        from aiir.errors import TargetError
+
+        raise TargetError(f"gateway for '{model}' cannot start: {exc.message}") from None
     for w in ctl.warnings:
         progress(f"warning: {w}")
     log = writer = None

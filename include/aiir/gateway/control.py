@@ -108,6 +108,8 @@ class Controller:
         try:
             self._load(st.primary_version)
         except ControlError as exc:
+            if exc.code == "integrity_failed":  # exit 3: the artifact was tampered with, not a bad option
+                raise IntegrityError(exc.message) from None
             raise BadInput("--model", exc.message) from None
         for v in (st.fallback_version, st.canary_version, self.alias_versions.get(self.fallback_alias or "")):
             if v:

@@ -54,21 +54,49 @@ class Step:
     retries: int | None = None  # Airflow retries (None: the DAG's default)
     mutates: bool = False  # acts on the target or registry: serialised per model
     asset: str = ""  # name of the Airflow Asset (aiir_airflow.assets) the step's success updates
+    when: str | None = None  # role "approval": "module:function" of the subject — is a person needed now?
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"step {self.name}: role must be one of {ROLES}, got {self.role!r}")
         if self.phase not in PHASES:
             raise ValueError(f"step {self.name}: phase must be one of {sorted(PHASES)}, got {self.phase!r}")
+        if self.role == "approval" and not self.when:
+            raise ValueError(f"step {self.name}: an approval step names its condition (when)")
         if self.role == "child" and not (self.child and self.conf_from):
             raise ValueError(f"step {self.name}: a child step names its playbook and conf_from")
 
+    @property
+    def branch_ids(self) -> tuple[str, str]:
+        """Role "approval": the Airflow task ids of its branch (ask or not) and of the not-needed path."""
+        return f"{self.name}_needed", f"{self.name}_not_needed"
+
+    def condition(self) -> Callable[..., bool] | None:
+        return _load(self.when, self.name) if self.when else None
+
     def function(self) -> Callable[..., Any]:
-        mod, _, attr = self.func.partition(":")
-        try:
-            return getattr(importlib.import_module(mod), attr)
-        except (ImportError, AttributeError) as exc:
-            raise BadInput(f"step {self.name}", f"cannot load {self.func} ({exc})") from None
+        return _load(self.func, self.name)
+
+    def run(self, subject: Any, **kwargs) -> Any:
+        """Call the step's function; a ``mutates`` step holds its model's lock (aiir.locks) while it runs."""
+        fn = self.function()
+        if not self.mutates:
+            return fn(subject, **kwargs)
+        from aiir.locks import model_lock
+
+        model = subject.get("model_name") if isinstance(subject, dict) else getattr(subject, "model_name", None)
+        if not model:
+            return fn(subject, **kwargs)
+        with model_lock(model):
+            return fn(subject, **kwargs)
+
+
+def _load(spec: str, step: str) -> Callable[..., Any]:
+    mod, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(f"step {step}", f"cannot load {spec} ({exc})") from None
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,17 @@ PLAYBOOK = Playbook(
         Step("validate_clean_set", f"{R}:validate_clean_set", "RC.RP", "Great Expectations validation "
              "against the trusted reference", after=("build_clean_set",)),
         Step("train_candidate", f"{R}:train_candidate", "RC.RP", "Same recipe, MLflow lineage",
-             output="retrain/candidate.json", after=("validate_clean_set",), mutates=True),
+             output="retrain/candidate.json", after=("validate_clean_set",)),
         Step("gate", f"{R}:gate", "RC.RP", "Holdout within tolerance of last-known-good and not fooled by the "
              "poisoned rows", output="retrain/gate.json", after=("train_candidate",), retries=0,
              siem_phase="recover", event="candidate_passed_gate"),
         Step("await_approval", f"{R}:approval_request", "RC.RP", "A person approves the promotion "
-             "(when require_approval)", after=("gate",), role="approval"),
+             "(when require_approval)", after=("gate",), role="approval", when=f"{R}:approval_needed"),
+        Step("canary", f"{R}:canary", "RC.RP", "Live canary at canary_share: compare with last-known-good, "
+             "keep or roll back by itself", output="retrain/canary.json", after=("await_approval",),
+             siem_phase="recover", event="canary_judged", mutates=True),
         Step("promote", f"{R}:promote", "RC.RP", "Move champion/last-known-good, serve the new version, lift "
-             "containment", output="recovery.json", after=("await_approval",), siem_phase="recover",
+             "containment", output="recovery.json", after=("canary",), siem_phase="recover",
              event="model_promoted", mutates=True, asset="promoted_models"),
     ),
 )

@@ -18,11 +18,13 @@ from aiir.playbooks.registry import get
 
 
 def _call(step: Step, subject: Any, ctx: dict[str, Any]) -> Any:
+    if step.role == "approval":
+        ctx = {**ctx, "actor": ctx.get("actor")}
     fn = step.function()
     params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in ctx.items() if v is not None and (accepts_any or k in params)}
-    return fn(subject, **kwargs)
+    return step.run(subject, **kwargs)
 
 
 def child_conf(pb: Playbook, step: Step, record) -> dict[str, Any]:
@@ -66,6 +68,8 @@ def run_step(pb: Playbook, name: str, subject: Any, *, progress: Callable[[str],
     if step.role == "child":
         conf = child_conf(pb, step, subject)
         return run_all(get(step.child), conf, progress=progress, **ctx)
+    if step.role == "approval" and not step.condition()(subject):
+        return {"needed": False}
     return _call(step, subject, ctx)
 
 
