@@ -90,7 +90,7 @@ def test_incidents_run_at_once_and_mutating_steps_take_the_model_lock(dagbag):
     assert dagbag["dags"]["retrain_from_clean_data"]["max_active_runs"] > 1
     pb = get_playbook("data_poisoning")
     assert {s.name for s in pb.steps if s.mutates} == {"isolate_endpoint", "confirm_quarantine"}
-    assert {s.name for s in get_playbook("retrain_from_clean_data").steps if s.mutates} == {"promote"}
+    assert {s.name for s in get_playbook("retrain_from_clean_data").steps if s.mutates} == {"canary", "promote"}
 
 
 def test_every_playbook_dag_matches_its_definition(dagbag):
