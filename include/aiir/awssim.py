@@ -21,6 +21,9 @@ extending moto 5.2.5 where a SageMaker incident responder would otherwise be tes
   lines to its ``DestinationS3Uri`` in SageMaker's key layout
   (``<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl``), honouring the sampling percentage.
 * **AddTags** replaces the value of an existing key (moto appends a duplicate; AWS replaces).
+* **S3 checksums and COMPLIANCE retention** — moto stores whatever ``x-amz-checksum-sha256`` a client sends
+  and lets COMPLIANCE retention be changed; here a PUT whose checksum does not match its body is refused
+  (``BadDigest``) and COMPLIANCE retention cannot be weakened or shortened before it ends, as on S3.
 * **Fault injection** (``POST /_aiir/faults {"action": "UpdateEndpoint", "code": "ThrottlingException",
   "status": 400, "count": 3}``): the next ``count`` calls of that SageMaker action answer that error, so
   client retries (botocore's standard/adaptive modes) are tested against real HTTP answers.
@@ -203,6 +206,48 @@ def _patch_sagemaker() -> None:
         return resource.tags
 
     sm_models.SageMakerModelBackend.add_tags = add_tags
+
+
+def _patch_s3() -> None:
+    """S3 semantics moto skips: a PUT whose ``x-amz-checksum-sha256`` does not match the body is refused
+    (``BadDigest``), and COMPLIANCE retention cannot be weakened or shortened before it ends."""
+    import base64
+    import hashlib
+
+    from moto.s3 import models as s3_models
+    from moto.s3.exceptions import AccessDeniedByLock, S3ClientError
+
+    original_put = s3_models.S3Backend.put_object
+    original_retention = s3_models.S3Backend.put_object_retention
+
+    def put_object(self, bucket_name, key_name, value, *args, **kwargs):
+        given = kwargs.get("checksum_value")
+        if isinstance(given, bytes):
+            given = given.decode()
+        if given and len(given) == 44:  # base64 of 32 bytes: a SHA-256
+            actual = base64.b64encode(hashlib.sha256(value or b"").digest()).decode()
+            if given != actual:
+                raise S3ClientError("BadDigest", "The SHA256 you specified did not match the calculated checksum.")
+        return original_put(self, bucket_name, key_name, value, *args, **kwargs)
+
+    def _when(text):
+        if not text:
+            return None
+        try:
+            return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+
+    def put_object_retention(self, bucket_name, key_name, version_id, retention):
+        key = self.get_object(bucket_name, key_name, version_id=version_id)
+        old_until, new_until = _when(key.lock_until), _when(retention[1])
+        if key.lock_mode == "COMPLIANCE" and old_until is not None and old_until > datetime.now(UTC):
+            if retention[0] != "COMPLIANCE" or new_until is None or new_until < old_until:
+                raise AccessDeniedByLock()
+        return original_retention(self, bucket_name, key_name, version_id, retention)
+
+    s3_models.S3Backend.put_object = put_object
+    s3_models.S3Backend.put_object_retention = put_object_retention
 
 
 def _patch_runtime() -> None:
@@ -490,6 +535,7 @@ def serve(host: str = "127.0.0.1", port: int = 5055, settle_s: float = SETTLE_S)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per request
     SIM.settle_s = settle_s
     _patch_sagemaker()
+    _patch_s3()
     _patch_runtime()
     threading.Thread(target=_flusher, name="awssim-capture", daemon=True).start()
     app = SimApp(DomainDispatcherApplication(create_backend_app))

@@ -64,7 +64,13 @@ def verify_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Verify an evidence bundle: files vs. signed manifest, a trusted signature, custody chain. Exit 0 intact,
-    3 not (also: signed by a key that is not trusted)."""
+    3 not (also: signed by a key that is not trusted). BUNDLE may also be s3://bucket/prefix (a bundle uploaded
+    with `aiir evidence upload`), checked in place."""
+    if bundle.startswith("s3://"):
+        from aiir.cli.evidence_s3 import verify_s3_cmd
+
+        return verify_s3_cmd(bundle, public_key, as_json, trusted_keys=trusted_key or (), trust_store=trust_store,
+                             allow_unknown_key=allow_unknown_key)
     from aiir.evidence import verify_bundle
 
     path = _resolve_bundle(bundle, store)
@@ -197,4 +203,7 @@ def register(app: typer.Typer) -> None:
     ev.command("list")(list_cmd)
     ev.command("pubkey")(pubkey_cmd)
     ev.command("trust")(trust_cmd)
+    from aiir.cli import evidence_s3
+
+    evidence_s3.register(ev)
     app.add_typer(ev, name="evidence")

@@ -25,6 +25,7 @@ object is still under retention. :func:`download_bundle` makes a local copy that
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -32,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiir.errors import BadInput, IntegrityError
+from aiir.errors import AiirError, BadInput, IntegrityError
 
 from .bundle import CUSTODY, MANIFEST, PAYLOAD_DIR, PUBLIC_KEY, SIGNATURE
 from .verify import VerifyResult, verify_bundle
@@ -42,6 +43,24 @@ LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 #: what this module calls, for deploy/aws/iam-policy.json
 API_CALLS = ("GetObjectLockConfiguration", "HeadObject", "PutObject", "GetObject", "ListObjectsV2",
              "ListObjectVersions")
+
+
+class S3Error(AiirError):
+    """S3 refused or failed a call (after botocore's retries)."""
+
+
+@contextlib.contextmanager
+def aws_errors(uri: str):
+    """botocore errors → one line naming the bucket, the call and AWS's code (the CLI prints it)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code, msg = _client_error(exc)
+        raise S3Error(f"{uri}: {exc.operation_name} failed ({code}: {msg})") from None
+    except BotoCoreError as exc:
+        raise S3Error(f"{uri}: {exc}") from None
 
 
 def parse_s3_uri(uri: str, *, where: str = "s3 uri") -> tuple[str, str]:
@@ -104,8 +123,11 @@ def check_lock_enabled(client, bucket: str) -> dict[str, Any]:
         conf = client.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or {}
     except ClientError as exc:
         code, msg = _client_error(exc)
-        raise BadInput(f"s3://{bucket}", f"cannot read its Object Lock configuration ({code}: {msg}); "
-                                         "an evidence bucket must be created with Object Lock enabled") from None
+        if code == "ObjectLockConfigurationNotFoundError":
+            conf = {}
+        else:
+            raise BadInput(f"s3://{bucket}", f"cannot read its Object Lock configuration ({code}: {msg}); "
+                                             "an evidence bucket must be created with Object Lock enabled") from None
     if conf.get("ObjectLockEnabled") != "Enabled":
         raise BadInput(f"s3://{bucket}", "Object Lock is not enabled on this bucket (it can only be chosen when "
                                          "the bucket is created: create-bucket --object-lock-enabled-for-bucket)")
@@ -114,11 +136,12 @@ def check_lock_enabled(client, bucket: str) -> dict[str, Any]:
 
 def upload_bundle(bundle_path: str | Path, uri: str, *, client=None, retain_days: float | None = 3650,
                   retain_until: datetime | None = None, mode: str = "COMPLIANCE", actor: str | None = None,
-                  context: dict[str, Any] | None = None) -> dict[str, Any]:
+                  context: dict[str, Any] | None = None, signing_key=None) -> dict[str, Any]:
     """Copy sealed bundle ``bundle_path`` to ``uri`` under Object Lock; return what was written.
 
     Retention: ``retain_until`` if given, else now + ``retain_days``. The local bundle must verify first
-    (a broken bundle is never exported); its custody log gets an ``exported`` entry."""
+    (a broken bundle is never exported); its custody log gets an ``exported`` entry, signed with
+    ``signing_key`` (default: this machine's evidence key) as every custody entry after sealing is."""
     from .bundle import Bundle
 
     bundle = Path(bundle_path)
@@ -134,7 +157,7 @@ def upload_bundle(bundle_path: str | Path, uri: str, *, client=None, retain_days
         retain_until = retain_until.replace(tzinfo=UTC)
     if retain_until <= datetime.now(UTC):
         raise BadInput("retain_until", f"{retain_until.isoformat()} is in the past")
-    res = verify_bundle(bundle, record=False)
+    res = verify_bundle(bundle, record=False, allow_unknown_key=True)  # integrity here; trust is the verifier's
     if not res.ok:
         raise IntegrityError(f"{bundle}: refusing to export a bundle that does not verify: "
                              + "; ".join(res.messages[:3]))
@@ -168,7 +191,7 @@ def upload_bundle(bundle_path: str | Path, uri: str, *, client=None, retain_days
 
     for rel, sha in items:
         put(rel, sha)
-    b = Bundle(bundle, actor=actor, context=context)
+    b = Bundle(bundle, actor=actor, context=context, signing_key=signing_key)
     b.record("exported", destination=f"s3://{bucket}/{prefix}", object_lock_mode=mode,
              retain_until=retain_until.strftime("%Y-%m-%dT%H:%M:%SZ"), objects=len(items) + 1,
              manifest_sha256=_hex_of_file(bundle / MANIFEST))
@@ -201,8 +224,10 @@ def _download(client, bucket: str, key: str, dest: Path) -> None:
             fh.write(chunk)
 
 
-def verify_s3(uri: str, public_key=None, *, client=None, deep: bool = False) -> VerifyResult:
-    """Verify the bundle at ``uri`` where it is (see the module docstring). Never writes to the bucket."""
+def verify_s3(uri: str, public_key=None, *, client=None, deep: bool = False, trusted_keys=(),
+              trust_store: str | Path | None = None, allow_unknown_key: bool = False) -> VerifyResult:
+    """Verify the bundle at ``uri`` where it is (see the module docstring). Never writes to the bucket. Key
+    trust works as for local bundles (``trusted_keys``, ``trust_store``, ``allow_unknown_key``)."""
     import json
 
     from botocore.exceptions import ClientError
@@ -224,7 +249,8 @@ def verify_s3(uri: str, public_key=None, *, client=None, deep: bool = False) -> 
         for name in METADATA:
             if name in present:
                 _download(client, bucket, base + name, local / name)
-        res = verify_bundle(local, public_key, record=False)
+        res = verify_bundle(local, public_key, trusted_keys=trusted_keys, trust_store=trust_store,
+                            allow_unknown_key=allow_unknown_key, record=False)
     # Files were not downloaded: drop what the empty files/ folder made verify_bundle say, check S3 instead.
     res.path = f"s3://{bucket}/{prefix}"
     res.messages = [m for m in res.messages if not m.startswith(("MISSING:", "INTACT:", "NOTE: verification"))]
