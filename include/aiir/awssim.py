@@ -27,6 +27,9 @@ extending moto 5.2.5 where a SageMaker incident responder would otherwise be tes
 * **Fault injection** (``POST /_aiir/faults {"action": "UpdateEndpoint", "code": "ThrottlingException",
   "status": 400, "count": 3}``): the next ``count`` calls of that SageMaker action answer that error, so
   client retries (botocore's standard/adaptive modes) are tested against real HTTP answers.
+* **IAM resources** — with authorisation on (moto's ``INITIAL_NO_AUTH_ACTION_COUNT`` / ``/moto-api/reset-auth``)
+  moto checks SageMaker calls against resource ``*``; here against the endpoint / config / model / package ARN
+  the call names, as IAM does, so a least-privilege policy scoped to those ARNs is really tested.
 * ``GET /_aiir/calls`` lists every SageMaker action the server answered (with the status), ``POST
   /_aiir/settle {"seconds": s}`` changes the delay, ``POST /_aiir/capture/flush`` writes buffered capture.
 
@@ -196,6 +199,23 @@ def _patch_sagemaker() -> None:
                              self._get_param("DesiredWeightsAndCapacities"))
         return ActionResult({"EndpointArn": arn})
 
+    def _determine_resource(self) -> str:
+        """The resource ARN IAM authorises a SageMaker call against (moto uses ``*`` for every call, so a
+        policy scoped to ``endpoint/*`` could not be tested). List calls stay ``*``, as in IAM."""
+        if self._get_action().startswith("List") and self._get_action() != "ListTags":
+            return "*"
+        if self._get_param("ResourceArn"):
+            return self._get_param("ResourceArn")
+        base = f"arn:aws:sagemaker:{self.region}:{self.current_account}"
+        for param, kind in (("EndpointName", "endpoint"), ("EndpointConfigName", "endpoint-config"),
+                            ("ModelName", "model"), ("ModelPackageName", "model-package"),
+                            ("ModelPackageGroupName", "model-package-group")):
+            value = self._get_param(param)
+            if value:
+                return value if str(value).startswith("arn:") else f"{base}:{kind}/{str(value).lower()}"
+        return "*"
+
+    SageMakerResponse._determine_resource = _determine_resource
     SageMakerResponse.update_endpoint = _update_endpoint
     SageMakerResponse.update_endpoint_weights_and_capacities = _update_weights
 
@@ -615,6 +635,14 @@ class AwsSim:
 
     def calls(self, *, clear: bool = False) -> list[dict[str, Any]]:
         return self.control("DELETE" if clear else "GET", "calls")["calls"]
+
+    def require_iam(self, after: int = 0) -> None:
+        """From the next request on (after ``after`` more), every call must be signed by a known IAM user
+        and allowed by its policies (moto's own authorisation, with the resource ARNs of this launcher)."""
+        req = urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=str(after).encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
 
     def client_env(self, region: str = "us-east-1") -> dict[str, str]:
         """Environment for boto3 clients and Airflow's aws connection pointing at this server."""

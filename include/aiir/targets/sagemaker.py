@@ -308,9 +308,16 @@ class SageMakerTarget(DeploymentTarget):
         except ClientError as exc:
             err = exc.response.get("Error", {})
             code, msg = err.get("Code", "?"), err.get("Message", "")
+            if msg.lstrip().startswith("<"):  # an XML error body to a JSON client: take its Code and Message
+                code, msg = _xml_field(msg, "Code", code), _xml_field(msg, "Message", "")
             attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
             api = exc.operation_name
-            if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("InvalidClientTokenId", "UnrecognizedClientException", "ExpiredToken",
+                        "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidSignatureException"):
+                raise TargetError(f"{self.ref}: {api}: AWS did not accept the credentials ({code}: {msg}); check "
+                                  "the aws connection's key / role and the region") from None
+            if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or status == 403:
                 raise TargetError(f"{self.ref}: {api} was refused ({code}: {msg}); the calling role needs the "
                                   f"permission (deploy/aws/iam-policy.json lists every call aiir makes)") from None
             raise TargetError(f"{self.ref}: {api} failed after {attempts} attempt(s) ({code}: {msg})") from None
@@ -1031,6 +1038,11 @@ class SageMakerTarget(DeploymentTarget):
         n = self._download(bucket, key, path, cap=budget[0])
         budget[0] -= n
         return [path]
+
+
+def _xml_field(text: str, tag: str, default: str) -> str:
+    m = re.search(rf"<{tag}>([^<]*)</{tag}>", text)
+    return m.group(1) if m else default
 
 
 def _tag_list(values: dict[str, str]) -> list[dict[str, str]]:
