@@ -146,7 +146,7 @@ def uploaded(sim, scene, sealed):
     bucket = f"{scene['model']}-evidence"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
     uri = f"s3://{bucket}/INC-SM-1"
-    out = upload_bundle(sealed["bundle"].path, uri, client=s3, retain_days=1)
+    out = upload_bundle(sealed["bundle"].path, uri, client=s3, retain_days=1, signing_key=sealed["key"])
     return {"uri": uri, "bucket": bucket, "out": out, "s3": s3}
 
 
@@ -181,7 +181,8 @@ def test_deleting_a_locked_object_version_is_refused(uploaded):
 
 
 def test_upload_again_writes_only_the_grown_custody_log(uploaded, sealed, scene):
-    again = upload_bundle(sealed["bundle"].path, uploaded["uri"], client=scene["s3"], retain_days=1)
+    again = upload_bundle(sealed["bundle"].path, uploaded["uri"], client=scene["s3"], retain_days=1,
+                          signing_key=sealed["key"])
     assert [w["path"] for w in again["written"]] == ["custody.jsonl"]
     assert len(again["already_there"]) == uploaded["out"]["objects"] - 1
 
@@ -194,11 +195,15 @@ def test_verify_in_place_and_a_downloaded_copy(uploaded, sealed, scene, sim, tmp
     local = verify_bundle(copy, public_key_pem(sealed["key"]), record=False)
     assert local.ok, local.messages
     env = {"AWS_ENDPOINT_URL": sim.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    cli = run_aiir("verify", uploaded["uri"], env=env)
+           "AWS_DEFAULT_REGION": "us-east-1", "AIIR_HOME": str(tmp_path / "verifier-home")}
+    pub = tmp_path / "trusted.pub.pem"
+    pub.write_bytes(public_key_pem(sealed["key"]))
+    cli = run_aiir("verify", uploaded["uri"], "--trusted-key", str(pub), env=env)
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert cli.stdout.startswith("INTACT:")
-    cli = run_aiir("verify", str(copy), "--no-record", env=env)
+    cli = run_aiir("verify", uploaded["uri"], env=env)  # a key the verifier does not trust: not intact
+    assert cli.returncode == 3, cli.stdout + cli.stderr
+    cli = run_aiir("verify", str(copy), "--no-record", "--trusted-key", str(pub), env=env)
     assert cli.returncode == 0, cli.stdout + cli.stderr
 
 
@@ -206,7 +211,7 @@ def test_verify_in_place_names_shadowed_and_added_objects(uploaded, sealed, scen
     s3, bucket = scene["s3"], uploaded["bucket"]
     # copy the bundle to a second prefix, then tamper there (the locked originals cannot be changed at all)
     uri = f"s3://{bucket}/INC-SM-1-tampered"
-    upload_bundle(sealed["bundle"].path, uri, client=s3, retain_days=1)
+    upload_bundle(sealed["bundle"].path, uri, client=s3, retain_days=1, signing_key=sealed["key"])
     victim = next(f for f in json.loads((sealed["bundle"].path / "manifest.json").read_bytes())["files"]
                   if f["path"].endswith("endpoint.json"))
     s3.put_object(Bucket=bucket, Key=f"INC-SM-1-tampered/{victim['path']}", Body=b'{"EndpointName": "forged"}')
@@ -216,8 +221,8 @@ def test_verify_in_place_names_shadowed_and_added_objects(uploaded, sealed, scen
     assert res.changed == [victim["path"]] and res.added == ["files/planted.txt"]
     assert any("a later write shadows the sealed object" in m for m in res.messages)
     env = {"AWS_ENDPOINT_URL": sim.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    cli = run_aiir("verify", uri, env=env)
+           "AWS_DEFAULT_REGION": "us-east-1", "AIIR_HOME": str(tmp_path / "verifier-home")}
+    cli = run_aiir("verify", uri, "--allow-unknown-key", env=env)
     assert cli.returncode == 3 and "CHANGED: " + victim["path"] in cli.stdout
 
 
@@ -227,4 +232,4 @@ def test_upload_refuses_a_bucket_without_object_lock(scene, sealed):
     plain = f"{scene['model']}-plain"
     scene["s3"].create_bucket(Bucket=plain)
     with pytest.raises(BadInput, match="Object Lock is not enabled"):
-        upload_bundle(sealed["bundle"].path, f"s3://{plain}/x", client=scene["s3"])
+        upload_bundle(sealed["bundle"].path, f"s3://{plain}/x", client=scene["s3"], signing_key=sealed["key"])

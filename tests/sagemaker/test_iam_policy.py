@@ -18,7 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from aiir.awssim import AwsSim
-from aiir.evidence import EvidenceStore, load_or_create_signing_key
+from aiir.evidence import EvidenceStore, load_or_create_signing_key, public_key_pem
 from aiir.evidence.s3 import API_CALLS as S3_CALLS
 from aiir.evidence.s3 import download_bundle, upload_bundle, verify_s3
 from aiir.targets.sagemaker import API_CALLS, SageMakerTarget
@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     policy = POLICY.read_text().replace("MODEL_AND_CAPTURE_BUCKET", DATA).replace("EVIDENCE_BUCKET", EVIDENCE)
     iam.create_user(UserName="aiir-responder")
     iam.put_user_policy(UserName="aiir-responder", PolicyName="aiir", PolicyDocument=policy)
-    key = iam.create_access_key(UserName="aiir-responder")["AccessKey"]
+    access = iam.create_access_key(UserName="aiir-responder")["AccessKey"]
     # the world the responder acts on, made by an administrator
     s3.create_bucket(Bucket=DATA)
     s3.create_bucket(Bucket=EVIDENCE, ObjectLockEnabledForBucket=True)
@@ -94,12 +94,13 @@ def world(tmp_path_factory):
     (base / "src" / "note.txt").write_text("state of the endpoint\n")
     b = EvidenceStore(base / "store", fsync=False).open_bundle("INC-IAM", actor="test")
     b.add_tree(base / "src", "target_state", category="target_state")
-    b.seal(load_or_create_signing_key(base / "key.pem"))
+    key = load_or_create_signing_key(base / "key.pem")
+    b.seal(key)
     # from here on, every request must be signed by a known IAM user and allowed by its policies
     sim.require_iam()
-    creds = {"endpoint_url": sim.url, "region_name": REGION, "aws_access_key_id": key["AccessKeyId"],
-             "aws_secret_access_key": key["SecretAccessKey"]}
-    yield {"sim": sim, "creds": creds, "bundle": b, "base": base}
+    creds = {"endpoint_url": sim.url, "region_name": REGION, "aws_access_key_id": access["AccessKeyId"],
+             "aws_secret_access_key": access["SecretAccessKey"]}
+    yield {"sim": sim, "creds": creds, "bundle": b, "base": base, "key": key}
     sim.stop()
 
 
@@ -138,8 +139,8 @@ def test_the_policy_allows_every_call_and_nothing_more(world, tmp_path):
     assert reg.isolate(reason="incident").serving_versions == ["1"]  # CreateModel from the approved package
     assert reg.snapshot(tmp_path / "snap-reg")  # DescribeModelPackage
     uri = f"s3://{EVIDENCE}/INC-IAM"
-    upload_bundle(world["bundle"].path, uri, client=c["s3"], retain_days=1)
-    assert verify_s3(uri, client=c["s3"], deep=True).ok
+    upload_bundle(world["bundle"].path, uri, client=c["s3"], retain_days=1, signing_key=world["key"])
+    assert verify_s3(uri, public_key_pem(world["key"]), client=c["s3"], deep=True).ok
     download_bundle(uri, tmp_path / "copy", client=c["s3"])
 
     needed = set().union(*(iam_actions(s, op, p) for s, op, p in calls))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import Param, dag
 
 from aiir_airflow.sagemaker import SageMakerIsolateOperator, SageMakerSnapshotOperator
 
 
-@dag(schedule=None, catchup=False, render_template_as_native_obj=True, default_args={"retries": 0},
+@dag(schedule=None, catchup=False, render_template_as_native_obj=True, default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
      params={"endpoint": Param("", type="string"), "model": Param("", type="string"),
              "incident": Param("", type="string"), "evidence_uri": Param("", type="string")})
 def sagemaker_ops():
