@@ -245,6 +245,7 @@ class SageMakerSnapshotOperator(SageMakerTargetOperator):
         ctx = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "try_number": ti.try_number}
         target = self.target(with_s3=True)
         bundle_id = f"{self.incident_id}-sagemaker"
+        key = self._signing_key()
         bundle = EvidenceStore().open_bundle(bundle_id, actor=f"airflow:{ti.dag_id}", context=ctx)
         if not bundle.sealed:
             with tempfile.TemporaryDirectory(prefix="aiir-sm-snapshot-") as tmp:
@@ -252,7 +253,7 @@ class SageMakerSnapshotOperator(SageMakerTargetOperator):
                 bundle.add_tree(tmp, f"target_state/sagemaker/{self.endpoint_name}", category="target_state",
                                 description=f"SageMaker endpoint {self.endpoint_name}: descriptions, model data, "
                                             "Data Capture")
-            bundle.seal(self._signing_key())
+            bundle.seal(key)
             self.log.info("sealed %s: %d files from %s", bundle.path, len(files), target.ref)
         out: dict[str, Any] = {"bundle": str(bundle.path), "bundle_id": bundle_id, "api_calls": target.api_calls}
         if self.evidence_uri:
@@ -261,6 +262,7 @@ class SageMakerSnapshotOperator(SageMakerTargetOperator):
 
             with aws_errors(uri):
                 out["upload"] = upload_bundle(bundle.path, uri, client=S3Hook(**self._hook_parameters).conn,
-                                              retain_days=self.retain_days, mode=self.lock_mode, context=ctx)
+                                              retain_days=self.retain_days, mode=self.lock_mode, context=ctx,
+                                              signing_key=key)
             out["evidence_uri"] = uri
         return out

@@ -310,12 +310,14 @@ def verify_s3(uri: str, public_key=None, *, client=None, deep: bool = False, tru
                 msgs.append(f"CHANGED: {name} has {len(present[name])} versions in S3")
             _lock_note(_head(client, bucket, base + name) or {}, name, now, msgs)
     res.changed.sort()
-    res.ok = bool(res.sealed and res.signature_ok and res.custody_ok
+    trusted = getattr(res, "key_trusted", True) or allow_unknown_key  # the same trust rule as local bundles
+    res.ok = bool(res.sealed and res.signature_ok and res.custody_ok and trusted
                   and not (res.changed or res.missing or res.added))
     if res.ok:
+        by = getattr(res, "trusted_by", None)
         msgs.insert(0, f"INTACT: {res.files_checked} files, {res.bytes_checked} bytes in s3://{bucket}/{prefix} "
                        f"(SHA-256 checksums{' and re-read bytes' if deep else ''}); signature OK "
-                       f"(key {res.public_key_sha256}, from the {res.key_source}); custody chain OK "
+                       f"(key {res.public_key_sha256}{f', trusted: {by}' if by else ''}); custody chain OK "
                        f"({res.custody_entries} entries)")
     return res
 
