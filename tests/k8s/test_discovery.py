@@ -71,3 +71,24 @@ def test_cli_lists_and_describes_a_kubernetes_target(k8s, ns):
                    "-o", f"namespace={ns}")
     assert out.returncode == 2 and "deployment: Deployment 'nosuch' not found" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_cli_contains_and_rolls_back_by_hand(k8s, ns, tmp_path):
+    """Responders act when Airflow is down: the same verbs for any kind."""
+    o = ["-o", f"kubeconfig={k8s.local.kubeconfig}", "-o", f"namespace={ns}"]
+    out = run_aiir("targets", "isolate", "kubernetes", "churn", *o, "--reason", "by hand")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["mode"] == "isolated"
+    out = run_aiir("targets", "snapshot", "kubernetes", "churn", str(tmp_path / "snap"), *o)
+    assert out.returncode == 0 and any(f.endswith("service.yaml") for f in json.loads(out.stdout))
+    out = run_aiir("targets", "rollback", "kubernetes", "churn", "1", *o)
+    assert out.returncode == 0, out.stderr
+    out = run_aiir("targets", "wait", "kubernetes", "churn", *o, "--poll", "0.2", "--timeout", "60")
+    assert out.returncode == 0 and json.loads(out.stdout)["settled"] is True
+    out = run_aiir("targets", "restore", "kubernetes", "churn", *o)
+    state = json.loads(out.stdout)
+    assert state["mode"] == "serving" and state["routes"] == [{"version": "1", "share": 1.0}]
+    out = run_aiir("targets", "block", "kubernetes", "churn", "a,b", *o)
+    assert out.returncode == 0 and json.loads(out.stdout)["blocked_clients"] == ["a", "b"]
+    out = run_aiir("targets", "rollback", "kubernetes", "churn", "9", *o)
+    assert out.returncode == 2 and out.stderr.startswith("aiir: error: version:")

@@ -248,6 +248,14 @@ def test_block_clients_with_an_authorization_policy(target, k8s, ns):
     assert t.restore().blocked_clients == []
 
 
+def test_without_istio_blocking_is_refused_and_routing_falls_back_to_the_service(target):
+    t = target("fraud")
+    t._crds = {"virtualservices": None, "authorizationpolicies": None}  # a cluster without Istio's CRDs
+    assert t.describe().extra["routing"] == "service"
+    with pytest.raises(TargetError, match="cannot block single clients here.*NetworkPolicy sees pods"):
+        t.block_clients(["merchant-17"])
+
+
 def test_decisions_are_not_claimed(target):
     with pytest.raises(TargetError, match="no aiir decision log"):
         target("fraud").decisions()
