@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.k8skit import k8s  # noqa: F401  (the session's one Kubernetes control plane, started on first use)
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
