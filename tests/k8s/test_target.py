@@ -241,6 +241,7 @@ def test_block_clients_with_an_authorization_policy(target, k8s, ns):
     ap = client.CustomObjectsApi(k8s.api).get_namespaced_custom_object("security.istio.io", "v1beta1", ns,
                                                                         "authorizationpolicies", "aiir-block-fraud")
     assert ap["spec"]["action"] == "DENY"
+    assert ap["spec"]["rules"][0]["when"][0]["key"] == "request.headers[x-client-id]"  # the default header
     with pytest.raises(TargetError, match="rate limits are not offered"):
         t.block_clients(["x"], rate_limit_per_s=1.0)
     with pytest.raises(BadInput):
