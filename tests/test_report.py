@@ -117,7 +117,9 @@ def cell(t: Tags, header: str, column: str, row: int = 0) -> str:
 
 SAFE_TAGS = {"html", "head", "meta", "title", "style", "body", "main", "header", "div", "span", "h1", "h2", "h3",
              "dl", "dt", "dd", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "ul", "li", "a", "br",
-             "footer", "strong", "em"}
+             "footer", "strong", "em", "section", "figure", "figcaption",
+             # inline SVG charts (aiir.report_charts)
+             "svg", "g", "rect", "line", "text", "path", "polyline"}
 
 
 def assert_inert(html: str) -> Tags:

@@ -54,6 +54,20 @@ Incident schema (every key optional except ``incident_id``; unknown keys are kep
     versions, triage, containment   {...}    shown as key/value tables
     attachments     [{"title" | "label", "path" | "url", "kind"}]   linked relative to out_dir
     deadlines       [Deadline.to_dict()]     precomputed clocks; computed from the above if absent
+    state           str                      lifecycle state (wins over ``status``)
+    playbook        str | {"name", "title"}  the playbook that ran
+    serving_now     ServingState dict        what the target serves at report time (read back)
+    suspect_sources [str]
+    charts          {...}                    chart data (aiir.report_charts); gathered when absent
+    decisions       [{"ts", "model_version"}] served decisions for the traffic chart (else the target's
+                                             decision log or the workspace's decisions_recent.csv)
+    sections        [{"title", "text" | "data"}] | {title: data}    extra sections, rendered generically
+
+Any other key is rendered generically under "Other details" (a dict as a list, a list of dicts as a
+table), so a document from a newer playbook never fails to render. The page opens with an executive
+summary (what happened, what was done, what serves now, what is left, who must be notified by when),
+then the charts (inline SVG, :mod:`aiir.report_charts`); containment, versions and triage are
+sentences, not dumps. A print stylesheet makes it save cleanly as PDF.
 """
 
 from __future__ import annotations
@@ -357,6 +371,261 @@ def _recovery(r: Any) -> dict[str, Any] | None:
     return {"summary": summary, "checks": checks}
 
 
+# ---------------------------------------------------------------------------------------- sentences
+def _pct(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{f * 100:.0f} %" if math.isfinite(f) else "—"
+
+
+def _v(version: Any) -> str:
+    return f"v{version}" if version not in (None, "") else "an unknown version"
+
+
+def serving_sentence(state: Any) -> str:
+    """What a target's ServingState (as a dict) serves, in words."""
+    if not isinstance(state, dict) or not state:
+        return "unknown"
+    mode = state.get("mode")
+    routes = [r for r in state.get("routes") or [] if isinstance(r, dict)]
+    shares = " and ".join(f"v{r.get('version')} ({_pct(r.get('share'))} of traffic)" for r in routes)
+    if mode == "quarantined":
+        return "nothing — every request is refused (quarantine)"
+    if mode == "isolated":
+        return f"only the last-known-good fallback, {shares or 'v' + str(state.get('fallback_version'))}"
+    return shares or "no route"
+
+
+def containment_sentences(contain: Any, recovery: Any = None, serving_now: Any = None) -> list[str]:
+    """Containment in sentences: what served before, from when what served instead, who is blocked."""
+    if not isinstance(contain, dict) or not contain:
+        return ["Not contained yet: the suspect version may still be serving."]
+    before = contain.get("before") if isinstance(contain.get("before"), dict) else {}
+    after = contain.get("after") if isinstance(contain.get("after"), dict) else {}
+    target = str(contain.get("target") or "the target")
+    out = []
+    if contain.get("dry_run"):
+        out.append("Dry run: containment was only simulated; nothing changed on the target.")
+    if before:
+        out.append(f"Before containment {target} served {serving_sentence(before)}.")
+    if after:
+        took = f", {float(contain['seconds']):.2f} s after the containment task started" \
+            if isinstance(contain.get("seconds"), (int, float)) else ""
+        out.append(f"From {fmt_time(contain.get('effective_at'))}{took}, it served {serving_sentence(after)}.")
+    elif "mode" in contain:  # a flat state dict
+        out.append(f"Containment mode: {contain.get('mode')}.")
+    if contain.get("note"):
+        out.append(str(contain["note"]))
+    if isinstance(recovery, dict) and recovery.get("new_version") and not recovery.get("dry_run"):
+        out.append(f"Recovery promoted {_v(recovery.get('new_version'))} at {fmt_time(recovery.get('promoted_at'))}; "
+                   "containment was lifted.")
+    now = serving_now if isinstance(serving_now, dict) and serving_now else None
+    if now:
+        out.append(f"Now {target} serves {serving_sentence(now)}.")
+    blocked = (now or after or {}).get("blocked_clients") or []
+    out.append(("Blocked clients: " + ", ".join(str(c) for c in blocked) + ".") if blocked else "No client is blocked.")
+    return out
+
+
+def versions_sentences(versions: Any, model: str = "") -> list[str]:
+    if not isinstance(versions, dict) or not versions:
+        return []
+    m = f"{model} " if model else ""
+    out = []
+    if versions.get("suspect_version") is not None:
+        out.append(f"Suspect: {m}{_v(versions['suspect_version'])} (champion when the incident opened).")
+    if versions.get("good_version") is not None:
+        out.append(f"Last-known-good: {m}{_v(versions['good_version'])} (the fallback and the gate's baseline).")
+    if versions.get("pinned_at"):
+        out.append(f"Pinned at {fmt_time(versions['pinned_at'])}: later alias moves do not change this incident.")
+    rest = {k: v for k, v in versions.items() if k not in ("suspect_version", "good_version", "pinned_at",
+                                                           "incident_id", "model")}
+    out += [f"{k}: {fmt(v)}." for k, v in rest.items()]
+    return out
+
+
+def triage_sentences(triage: Any) -> list[str]:
+    if not isinstance(triage, dict) or not triage:
+        return []
+    s = triage.get("suspect") if isinstance(triage.get("suspect"), dict) else None
+    g = triage.get("good") if isinstance(triage.get("good"), dict) else None
+    vs = triage.get("versions") if isinstance(triage.get("versions"), dict) else {}
+    out = []
+    if s and g:
+        rows = f" on {fmt(triage['rows'])} labelled feedback rows" if triage.get("rows") is not None else ""
+        out.append(f"Precision{rows}: {_pct(g.get('precision'))} for last-known-good {_v(vs.get('good_version'))}, "
+                   f"{_pct(s.get('precision'))} for the suspect {_v(vs.get('suspect_version'))}; recall "
+                   f"{_pct(g.get('recall'))} vs {_pct(s.get('recall'))}.")
+    if triage.get("precision_drop") is not None or triage.get("recall_drop") is not None:
+        out.append(f"Relative drop: precision {_pct(triage.get('precision_drop'))}, recall "
+                   f"{_pct(triage.get('recall_drop'))}.")
+    if "confirmed" in triage:
+        out.append("The signal is confirmed." if triage.get("confirmed") else
+                   "The signal is NOT confirmed by the labelled feedback.")
+    if not out:
+        out = [f"{k}: {fmt(v)}." for k, v in triage.items() if not isinstance(v, (dict, list))]
+    return out
+
+
+_EVENT_WORDS = {
+    "detected": "Detected",
+    "contained": "Contained",
+    "evidence_sealed": "Evidence sealed",
+    "triaged": "Triaged",
+    "forensics_done": "Forensics done",
+    "eradicated": "Poison quarantined",
+    "recovered": "Recovered",
+    "reported": "Report written",
+    "closed": "Closed",
+    "false_positive": "Closed as a false positive",
+}
+
+
+def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Five short paragraphs: what happened, what was done, what serves now, what is left, who to notify."""
+    findings = r["findings"]
+    serious = [f for f in findings if f["severity"] in ("critical", "high")] or findings
+    happened = []
+    what = r["kind"].replace("_", " ") if r["kind"] else "incident"
+    happened.append(f"{what.capitalize()} on {r['model'] or 'the model'} ({r['target'] or 'target unknown'}), "
+                    f"severity {r['severity']}, detected {fmt_time(r['detected_at'])}"
+                    + (f" by {inc['opened_by']}" if inc.get("opened_by") else "") + ".")
+    if serious:
+        happened.append("Findings: " + "; ".join(f["title"] or f["kind"] for f in serious[:3])
+                        + (f" (+{len(findings) - 3} more)" if len(findings) > 3 else "") + ".")
+    loc = inc.get("poison_localisation") if isinstance(inc.get("poison_localisation"), dict) else {}
+    if loc:
+        src = fmt(loc.get("suspect_sources") or [])
+        bat = fmt(loc.get("suspect_batches") or [])
+        tp = loc.get("trigger_pattern") if isinstance(loc.get("trigger_pattern"), dict) else {}
+        happened.append(f"The poisoned data came from source {src} in batch {bat}"
+                        + (f"; trigger pattern: {tp.get('description')}" if tp.get("description") else "") + ".")
+    happened += triage_sentences(inc.get("triage"))[:1]
+    b = inc.get("blast_radius") if isinstance(inc.get("blast_radius"), dict) else {}
+    if b:
+        total = b.get("total", b.get("decisions"))
+        happened.append(f"The suspect version served {fmt(total)} decisions to {fmt(b.get('clients_affected'))} "
+                        "clients before containment"
+                        + (f"; about {fmt(b['likely_missed_positives'])} fraudulent ones were likely let through"
+                           if b.get("likely_missed_positives") is not None else "") + ".")
+    done = []
+    for e in r["timeline"]:
+        if e["event"] == "detected":
+            continue
+        label = _EVENT_WORDS.get(e["event"], e["event"].replace("_", " ").capitalize())
+        done.append(f"{label} at {e['when']}" + (f" by {e['actor']}" if e["actor"] else "") + ".")
+    contain = inc.get("containment") if isinstance(inc.get("containment"), dict) else {}
+    recovery = inc.get("recovery") if isinstance(inc.get("recovery"), dict) else {}
+    serves = []
+    now = inc.get("serving_now") if isinstance(inc.get("serving_now"), dict) else None
+    if now:
+        serves.append(f"{r['target'] or 'The target'} serves {serving_sentence(now)}.")
+    elif recovery.get("new_version") and not recovery.get("dry_run") and (recovery.get("gate") or {}).get("passed", True):
+        serves.append(f"{_v(recovery['new_version'])}, retrained on clean data and past the gate, serves all traffic "
+                      f"since {fmt_time(recovery.get('promoted_at'))}.")
+    elif contain.get("after") and not contain.get("dry_run"):
+        serves.append(f"{r['target'] or 'The target'} serves {serving_sentence(contain['after'])}.")
+    else:
+        serves.append("Not contained: the suspect version may still be serving.")
+    left = []
+    state = r["status"]
+    if r["dry_run"]:
+        left.append("This was a dry run: nothing was changed. Run the playbook again without dry run to act.")
+    if not contain and state not in ("closed", "false_positive"):
+        left.append("Contain now: isolate the endpoint (all traffic to last-known-good).")
+    gate = recovery.get("gate") if isinstance(recovery.get("gate"), dict) else {}
+    if recovery and gate and not gate.get("passed", True):
+        left.append("The clean retrain failed its gate: last-known-good keeps serving; fix and retrain.")
+    elif not recovery and state not in ("recovered", "closed", "false_positive"):
+        left.append("Recover: retrain from clean data, pass the gate, promote (approval may be required).")
+    pending = [d for d in r["deadlines"] if d.get("due") and d.get("status") != "overdue"]
+    if r["overdue"]:
+        left.append(f"{len(r['overdue'])} regulatory notification(s) are OVERDUE.")
+    if pending:
+        left.append(f"{len(pending)} regulatory notification(s) to file (below).")
+    if b and b.get("total"):
+        left.append(f"Review the {fmt(b.get('total'))} decisions the suspect version served and tell the "
+                    f"{fmt(b.get('clients_affected'))} affected clients.")
+    if state not in ("closed", "false_positive"):
+        left.append("Close the incident once all of the above is done (or close it as a false positive).")
+    notify = []
+    for d in r["overdue"] + pending:
+        notify.append(f"{d.get('regime_name', d.get('regime'))}: {d.get('obligation')} — by {fmt_time(d.get('due'))} "
+                      f"({fmt_duration(d.get('seconds_left'))}).")
+    for d in r["deadlines"]:
+        if not d.get("due"):
+            notify.append(f"{d.get('regime_name', d.get('regime'))}: {d.get('obligation')} — clock not started "
+                          f"(starts at the {d.get('clock_trigger') or 'trigger'}).")
+    if not r["deadlines"]:
+        notify.append("No regulatory regime selected for this incident.")
+    return [{"heading": "What happened", "lines": happened},
+            {"heading": "What was done", "lines": done or ["Nothing yet."]},
+            {"heading": "What serves now", "lines": serves},
+            {"heading": "What is left", "lines": left or ["Nothing."]},
+            {"heading": "Who must be notified, by when", "lines": notify}]
+
+
+# ---------------------------------------------------------------------------------------- generic sections
+KNOWN_KEYS = {"incident_id", "title", "kind", "model", "target", "severity", "status", "state", "dry_run",
+              "detected_at", "aware_at", "materiality_at", "regimes", "regulatory", "timeline", "findings", "atlas",
+              "mitigations", "owasp", "blast_radius", "poison_localisation", "recovery", "evidence", "versions",
+              "triage", "containment", "attachments", "deadlines", "playbook", "serving_now", "suspect_sources",
+              "charts", "decisions", "sections", "opened_by", "check_dir"}
+MAX_GENERIC_ROWS = 50
+
+
+def _generic(title: Any, data: Any, text: Any = None) -> dict[str, Any]:
+    """A section of any shape: text paragraphs, key/value pairs, a table or a list."""
+    sec: dict[str, Any] = {"title": str(title), "text": [], "pairs": [], "headers": [], "rows": [], "items": []}
+    if isinstance(text, str) and text:
+        sec["text"].append(text)
+    elif isinstance(text, list):
+        sec["text"] += [str(t) for t in text]
+    if isinstance(data, dict):
+        sec["pairs"] = [(str(k), fmt(v)) for k, v in data.items()]
+    elif isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        headers: list[str] = []
+        for row in data:
+            for k in row:
+                if str(k) not in headers and len(headers) < 12:
+                    headers.append(str(k))
+        sec["headers"] = headers
+        sec["rows"] = [[fmt(row.get(h, row.get(h))) for h in headers] for row in data[:MAX_GENERIC_ROWS]]
+        sec["more"] = max(0, len(data) - MAX_GENERIC_ROWS)
+    elif isinstance(data, (list, tuple, set)):
+        sec["items"] = [fmt(x) for x in list(data)[:MAX_GENERIC_ROWS]]
+    elif data not in (None, ""):
+        sec["text"].append(fmt(data))
+    return sec
+
+
+def _sections(inc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    given = inc.get("sections")
+    if isinstance(given, dict):
+        given = [{"title": k, "data": v} for k, v in given.items()]
+    for i, s in enumerate(given or []):
+        if isinstance(s, dict):
+            title = s.get("title") or s.get("name") or s.get("id") or f"Section {i + 1}"
+            data = s.get("data", s.get("items", s.get("rows", {k: v for k, v in s.items()
+                                                            if k not in ("title", "name", "id", "text", "summary")})))
+            out.append(_generic(title, data, s.get("text", s.get("summary"))))
+        else:
+            out.append(_generic(f"Section {i + 1}", s))
+    for k, v in inc.items():
+        if k not in KNOWN_KEYS and v not in (None, "", [], {}):
+            out.append(_generic(str(k).replace("_", " ").capitalize(), v))
+    return out
+
+
+def _playbook(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("title") or value.get("name") or value.get("id") or "")
+    return "" if value is None else str(value)
+
+
 def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything the three renderings show, normalised (this is report.json)."""
     if not isinstance(incident, dict):
@@ -369,7 +638,7 @@ def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime
     deadlines = _deadlines(incident, now)
     pending = [d for d in deadlines if d.get("due") and d.get("status") != "overdue"]
     overdue = [d for d in deadlines if d.get("status") == "overdue"]
-    return {
+    r = {
         "schema": "aiir-report/1",
         "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "tool": {"name": "aiir", "version": aiir.__version__},
@@ -379,7 +648,8 @@ def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime
         "model": _name(incident.get("model")),
         "target": _name(incident.get("target")),
         "severity": str(incident.get("severity") or "unknown"),
-        "status": str(incident.get("status") or "open"),
+        "status": str(incident.get("state") or incident.get("status") or "open"),
+        "playbook": _playbook(incident.get("playbook")) or str(incident.get("kind") or ""),
         "dry_run": bool(incident.get("dry_run")),
         "detected_at": incident.get("detected_at"),
         "aware_at": incident.get("aware_at") or incident.get("detected_at"),
@@ -397,12 +667,30 @@ def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime
         "poison_localisation": _poison(incident.get("poison_localisation")),
         "recovery": _recovery(incident.get("recovery")),
         "evidence": _kv(incident.get("evidence")),
-        "versions": _kv(incident.get("versions")),
-        "triage": _kv(incident.get("triage")),
-        "containment": _kv(incident.get("containment")),
+        "versions": versions_sentences(incident.get("versions"), _name(incident.get("model"))),
+        "triage": triage_sentences(incident.get("triage")),
+        "containment": containment_sentences(incident.get("containment"), incident.get("recovery"),
+                                             incident.get("serving_now")),
         "attachments": _attachments(incident.get("attachments"), out_dir),
+        "sections": _sections(incident),
+        "charts": _charts(incident, out_dir),
         "incident": json.loads(json.dumps(incident, default=str)),
     }
+    r["summary"] = executive_summary(incident, r)
+    return r
+
+
+def _charts(incident: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Chart data: the document's own ``charts``, else gathered from the workspace (never fails)."""
+    from aiir import report_charts
+
+    if isinstance(incident.get("charts"), dict):
+        return incident["charts"]
+    workdir = out_dir.parent if (out_dir.parent / "incident.json").exists() else None
+    try:
+        return report_charts.gather(incident, workdir)
+    except Exception as exc:  # a chart never stops the report
+        return {"errors": [f"{type(exc).__name__}: {exc}"]}
 
 
 # ---------------------------------------------------------------------------------------- HTML
@@ -427,6 +715,22 @@ tr.overdue td{color:var(--bad);font-weight:700}tr.soon td{color:var(--warn);font
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:.3em 0}dt{color:var(--mut)}dd{margin:0}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;overflow-wrap:anywhere}
 a{color:inherit}footer{margin-top:3em;color:var(--mut);font-size:.85em}
+.summary{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:10px 24px;margin:.6em 0 1em}
+.summary section{border-left:4px solid var(--line);padding:2px 12px}.summary h3{margin:.2em 0;font-size:1.02em}
+.summary ul{margin:.2em 0;padding-left:1.1em}.summary li{margin:.1em 0}
+.summary section.left{border-color:var(--warn)}.summary section.notify{border-color:var(--bad)}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:12px 24px}
+figure{margin:0;break-inside:avoid;page-break-inside:avoid}figcaption{color:var(--mut);font-size:.9em}
+figure h3{margin:.4em 0 .1em;font-size:1em}svg.chart{display:block;height:auto;color:var(--fg)}
+ul.sentences{padding-left:1.1em;margin:.3em 0}
+@media print{
+@page{size:A4;margin:14mm 12mm}
+:root{--bg:#fff;--fg:#000;--mut:#444;--line:#999;--bad:#a00018;--warn:#7a4d00;--ok:#0a5a26;--hd:#eee}
+body{font-size:10.5pt;line-height:1.35}main{max-width:none;padding:0}
+h2{break-after:avoid;page-break-after:avoid}table,dl,figure,.summary section{break-inside:avoid;page-break-inside:avoid}
+tr{break-inside:avoid}.charts{grid-template-columns:1fr 1fr}a{text-decoration:none}
+*{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+}
 """
 
 _HTML = """<!doctype html>
@@ -440,11 +744,17 @@ _HTML = """<!doctype html>
 <div class="badges"><span class="{{ status_class }}">{{ r.status }}</span><span class="{{ sev_class }}">severity {{ r.severity }}</span>{% if r.dry_run %}<span class="warn">dry run</span>{% endif %}</div>
 <h1>{{ r.title }}</h1>
 <dl><dt>incident</dt><dd><code>{{ r.incident_id }}</code></dd>
-<dt>model</dt><dd>{{ r.model or "—" }}</dd><dt>target</dt><dd>{{ r.target or "—" }}</dd>
+<dt>model</dt><dd>{{ r.model or "—" }}</dd><dt>target</dt><dd>{{ r.target or "—" }}</dd>{% if r.playbook %}<dt>playbook</dt><dd>{{ r.playbook }}</dd>{% endif %}
 <dt>detected</dt><dd>{{ r.detected_at|when }}</dd><dt>report generated</dt><dd>{{ r.generated_at|when }}</dd></dl>
 {% for d in r.overdue %}<p class="next bad">OVERDUE: {{ d.regime_name }} — {{ d.obligation }} (due {{ d.due|when }}, {{ d.seconds_left|left }})</p>{% endfor %}
 {% if r.next_deadline %}<p class="next {{ 'bad' if r.next_deadline.seconds_left < 86400 else 'warn' }}">Next deadline: {{ r.next_deadline.regime_name }} — {{ r.next_deadline.obligation }}: {{ r.next_deadline.due|when }} ({{ r.next_deadline.seconds_left|left }})</p>{% endif %}
 </header>
+
+<h2>Executive summary</h2>
+<div class="summary">{% for sec in r.summary %}<section class="{{ ['happened','done','serves','left','notify'][loop.index0] if loop.index0 < 5 else '' }}"><h3>{{ sec.heading }}</h3><ul>{% for line in sec.lines %}<li>{{ line }}</li>{% endfor %}</ul></section>{% endfor %}</div>
+
+{% if charts %}<h2>At a glance</h2>
+<div class="charts">{% for c in charts %}<figure id="chart-{{ c.id }}"><h3>{{ c.title }}</h3>{{ c.svg|safe }}<figcaption>{{ c.caption }}</figcaption></figure>{% endfor %}</div>{% endif %}
 
 <h2>Regulatory clocks</h2>
 {% if r.deadlines %}<table><tr><th>due (UTC)</th><th>time left</th><th>regime</th><th>obligation</th><th>clock starts at</th><th>basis</th><th>notes</th></tr>
@@ -486,8 +796,16 @@ _HTML = """<!doctype html>
 {% endfor %}</table>{% endif %}
 {% endif %}
 
-{% for title, pairs in (("Containment", r.containment), ("Versions", r.versions), ("Triage", r.triage)) %}{% if pairs %}<h2>{{ title }}</h2>
-<dl>{% for k, v in pairs %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}{% endfor %}
+{% for title, lines in (("Containment", r.containment), ("Versions", r.versions), ("Triage", r.triage)) %}{% if lines %}<h2>{{ title }}</h2>
+<ul class="sentences">{% for line in lines %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}{% endfor %}
+
+{% for sec in r.sections %}<h2>{{ sec.title }}</h2>
+{% for t in sec.text %}<p>{{ t }}</p>{% endfor %}
+{% if sec.pairs %}<dl>{% for k, v in sec.pairs %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
+{% if sec.headers %}<table><tr>{% for h in sec.headers %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in sec.rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% if sec.more %}<p class="mut">… and {{ sec.more }} more rows.</p>{% endif %}{% endif %}
+{% if sec.items %}<ul>{% for i in sec.items %}<li>{{ i }}</li>{% endfor %}</ul>{% endif %}
+{% endfor %}
 
 <h2>MITRE ATLAS and OWASP ML Top 10</h2>
 {% for title, items in (("ATLAS techniques", r.atlas), ("ATLAS mitigations", r.mitigations), ("OWASP ML Top 10 (2023)", r.owasp)) %}
@@ -513,11 +831,18 @@ def _html(r: dict[str, Any]) -> str:
     env.filters["when"] = fmt_time
     env.filters["left"] = fmt_duration
     status = r["status"].lower()
-    status_class = "ok" if status in ("recovered", "closed") else ("warn" if status == "contained" else "bad")
+    status_class = "ok" if status in ("recovered", "closed", "false_positive") else \
+        ("warn" if status in ("contained", "eradicated") else "bad")
     sev_class = "bad" if r["severity"] in ("critical", "high") else ("warn" if r["severity"] == "medium" else "mut")
     bundle = dict(r["evidence"]).get("bundle", "BUNDLE")
+    from aiir import report_charts
+
+    try:
+        charts = report_charts.render_all(r.get("charts") or {})
+    except Exception:  # malformed chart data from a document: leave the charts out, keep the report
+        charts = []
     return env.from_string(_HTML).render(r=r, css=_CSS, status_class=status_class, sev_class=sev_class,
-                                         evidence_bundle=bundle)
+                                         evidence_bundle=bundle, charts=charts)
 
 
 # ---------------------------------------------------------------------------------------- Markdown
@@ -547,6 +872,10 @@ def _markdown(r: dict[str, Any]) -> str:
         L.append(f"- **Next deadline: {md(d['regime_name'])} — {md(d['obligation'])}: {fmt_time(d['due'])} "
                  f"({fmt_duration(d['seconds_left'])})**")
     L.append("")
+    L += ["## Executive summary", ""]
+    for sec in r["summary"]:
+        L += [f"### {md(sec['heading'])}", ""] + [f"- {md(line, lead=True)}" for line in sec["lines"]] + [""]
+    L += _markdown_charts(r.get("charts") or {})
     L.append("## Regulatory clocks")
     L.append("")
     if r["deadlines"]:
@@ -592,9 +921,16 @@ def _markdown(r: dict[str, Any]) -> str:
             L += _table(["gate check", "candidate", "baseline", "threshold", "result", "rule"],
                         [[c["name"], c["candidate"], c["baseline"], c["threshold"], "pass" if c["passed"] else "FAIL",
                           c["rule"]] for c in rc["checks"]])
-    for title, pairs in (("Containment", r["containment"]), ("Versions", r["versions"]), ("Triage", r["triage"])):
-        if pairs:
-            L += [f"## {title}", ""] + [f"- {md(k, lead=True)}: {md(v)}" for k, v in pairs] + [""]
+    for title, lines in (("Containment", r["containment"]), ("Versions", r["versions"]), ("Triage", r["triage"])):
+        if lines:
+            L += [f"## {title}", ""] + [f"- {md(line, lead=True)}" for line in lines] + [""]
+    for sec in r["sections"]:
+        L += [f"## {md(sec['title'])}", ""]
+        L += [md(t, lead=True) + "\n" for t in sec["text"]]
+        L += [f"- {md(k, lead=True)}: {md(v)}" for k, v in sec["pairs"]] + ([""] if sec["pairs"] else [])
+        if sec["headers"]:
+            L += _table(sec["headers"], sec["rows"])
+        L += [f"- {md(i, lead=True)}" for i in sec["items"]] + ([""] if sec["items"] else [])
     L += ["## MITRE ATLAS and OWASP ML Top 10", ""]
     for title, items in (("ATLAS techniques", r["atlas"]), ("ATLAS mitigations", r["mitigations"]),
                          ("OWASP ML Top 10 (2023)", r["owasp"])):
@@ -618,6 +954,50 @@ def _markdown(r: dict[str, Any]) -> str:
         L.append("None.")
     L += ["", f"_aiir {md(r['tool']['version'])} · generated {fmt_time(r['generated_at'])}_", ""]
     return "\n".join(L)
+
+
+def _markdown_charts(charts: dict[str, Any]) -> list[str]:
+    """The charts' data as tables (the same content as the HTML's SVG)."""
+    L: list[str] = []
+    t, p, lr = charts.get("traffic"), charts.get("performance"), charts.get("label_rates")
+    drift = charts.get("drift") or []
+    if not (t or p or lr or drift):
+        return L
+    L += ["## At a glance", ""]
+    if t:
+        from aiir.report_charts import _time
+
+        cut = [x for x in (_time(t.get("contained_at")), _time(t.get("recovered_at"))) if x]
+        L += [f"### Traffic by model version ({fmt(t['total'])} decisions, {md(t.get('source') or 'decision log')})", ""]
+        heads = ["version", "before containment", "contained → recovered", "after recovery", "total"]
+        rows = []
+        for v, counts in t["series"].items():
+            parts = [0, 0, 0]
+            for iso, c in zip(t["buckets"], counts, strict=False):
+                at = _time(iso)
+                k = 0 if not cut or (at and at < cut[0]) else (1 if len(cut) < 2 or (at and at < cut[1]) else 2)
+                parts[k] += c
+            rows.append([f"v{v}", fmt(parts[0]), fmt(parts[1]), fmt(parts[2]), fmt(sum(counts))])
+        L += _table(heads, rows)
+        if t.get("contained_at"):
+            L += [f"Contained at {fmt_time(t['contained_at'])}"
+                  + (f"; recovered at {fmt_time(t['recovered_at'])}" if t.get("recovered_at") else "") + ".", ""]
+    if p:
+        L += ["### Suspect vs last-known-good", ""]
+        L += _table(["model", "precision", "recall"],
+                    [[f"{role} v{p[role].get('version')}", _pct(p[role].get("precision")), _pct(p[role].get("recall"))]
+                     for role in ("suspect", "good")])
+    for d in drift:
+        L += [f"### Drifted feature: {md(d['column'])}", ""]
+        L += _table(["bin" if d["kind"] == "numeric" else "value", "reference", "current"],
+                    [[lab, _pct(a), _pct(b)] for lab, a, b in zip(d["labels"], d["reference"], d["current"],
+                                                                   strict=False)])
+    if lr:
+        L += [f"### Label rate per source ({md(lr.get('label') or 'label')})", ""]
+        L += _table(["source", "reference", "current", "rows", "suspect"],
+                    [[x["source"], _pct(x["reference_rate"]), _pct(x["current_rate"]), fmt(x.get("rows")),
+                      "yes" if x["suspect"] else ""] for x in lr["sources"]])
+    return L
 
 
 def render_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime | None = None) -> dict[str, Path]:
