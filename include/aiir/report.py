@@ -483,6 +483,10 @@ _EVENT_WORDS = {
 }
 
 
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
 def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
     """Five short paragraphs: what happened, what was done, what serves now, what is left, who to notify."""
     findings = r["findings"]
@@ -493,7 +497,7 @@ def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, 
                     f"severity {r['severity']}, detected {fmt_time(r['detected_at'])}"
                     + (f" by {inc['opened_by']}" if inc.get("opened_by") else "") + ".")
     if serious:
-        happened.append("Findings: " + "; ".join(f["title"] or f["kind"] for f in serious[:3])
+        happened.append("Findings: " + "; ".join(_short(f["title"] or f["kind"], 110) for f in serious[:3])
                         + (f" (+{len(findings) - 3} more)" if len(findings) > 3 else "") + ".")
     loc = inc.get("poison_localisation") if isinstance(inc.get("poison_localisation"), dict) else {}
     if loc:
@@ -551,12 +555,16 @@ def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, 
     if state not in ("closed", "false_positive"):
         left.append("Close the incident once all of the above is done (or close it as a false positive).")
     notify = []
+    def regime(d: dict[str, Any]) -> str:
+        return str(d.get("regime_name") or d.get("regime") or "").split(" — ")[0]
+
     for d in r["overdue"] + pending:
-        notify.append(f"{d.get('regime_name', d.get('regime'))}: {d.get('obligation')} — by {fmt_time(d.get('due'))} "
-                      f"({fmt_duration(d.get('seconds_left'))}).")
+        left_text = fmt_duration(d.get("seconds_left"))
+        notify.append(f"{left_text[0].upper() + left_text[1:]} — {regime(d)}: {d.get('obligation')} "
+                      f"(due {fmt_time(d.get('due'))}).")
     for d in r["deadlines"]:
         if not d.get("due"):
-            notify.append(f"{d.get('regime_name', d.get('regime'))}: {d.get('obligation')} — clock not started "
+            notify.append(f"Clock not started — {regime(d)}: {d.get('obligation')} "
                           f"(starts at the {d.get('clock_trigger') or 'trigger'}).")
     if not r["deadlines"]:
         notify.append("No regulatory regime selected for this incident.")
@@ -715,7 +723,7 @@ tr.overdue td{color:var(--bad);font-weight:700}tr.soon td{color:var(--warn);font
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:.3em 0}dt{color:var(--mut)}dd{margin:0}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;overflow-wrap:anywhere}
 a{color:inherit}footer{margin-top:3em;color:var(--mut);font-size:.85em}
-.summary{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:10px 24px;margin:.6em 0 1em}
+.summary{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:10px 24px;margin:.6em 0 1em}
 .summary section{border-left:4px solid var(--line);padding:2px 12px}.summary h3{margin:.2em 0;font-size:1.02em}
 .summary ul{margin:.2em 0;padding-left:1.1em}.summary li{margin:.1em 0}
 .summary section.left{border-color:var(--warn)}.summary section.notify{border-color:var(--bad)}
@@ -738,7 +746,7 @@ _HTML = """<!doctype html>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{ r.status|upper }} · {{ r.severity|upper }} · {{ r.incident_id }}</title>
-<style>{{ css }}</style></head>
+<style>{{ css|safe }}</style></head>
 <body><main>
 <header class="sev-{{ r.severity }}">
 <div class="badges"><span class="{{ status_class }}">{{ r.status }}</span><span class="{{ sev_class }}">severity {{ r.severity }}</span>{% if r.dry_run %}<span class="warn">dry run</span>{% endif %}</div>

@@ -204,16 +204,32 @@ def label_rates(findings_doc: dict[str, Any] | None, suspect_sources: Iterable[s
     for name, st in per.items():
         if not isinstance(st, dict):
             continue
-        rows.append({"source": str(name), "reference_rate": _num(st.get("reference_rate", st.get("ref_rate"))),
-                     "current_rate": _num(st.get("current_rate", st.get("cur_rate"))),
-                     "rows": st.get("rows", st.get("current_rows")), "suspect": str(name) in suspects})
+        rate = _positive_class(st)
+        rows.append({"source": str(name), "reference_rate": _num(rate.get("reference_rate", rate.get("ref_rate"))),
+                     "current_rate": _num(rate.get("current_rate", rate.get("cur_rate"))),
+                     "rows": st.get("rows", st.get("cur_rows", st.get("current_rows"))),
+                     "suspect": str(name) in suspects})
     if not rows or all(r["current_rate"] is None for r in rows):
         rows = _label_rates_from_files(findings_doc, suspects)
     if not rows:
         return None
     rows.sort(key=lambda r: (not r["suspect"], -(r["current_rate"] or 0)))
-    return {"label": findings_doc.get("label_column"), "reference_rate": _num(shift.get("reference_rate")),
+    overall = _positive_class(shift.get("overall") if isinstance(shift.get("overall"), dict) else {})
+    return {"label": findings_doc.get("label_column"),
+            "reference_rate": _num(shift.get("reference_rate", overall.get("ref_rate"))),
             "sources": rows[:MAX_SOURCES]}
+
+
+def _positive_class(st: dict[str, Any]) -> dict[str, Any]:
+    """The rates of the positive class (label 1/true) from aiir's label-shift statistics, else ``st``."""
+    classes = [c for c in st.get("classes") or [] if isinstance(c, dict)]
+    for c in classes:
+        if str(c.get("class")).lower() in ("1", "true", "1.0", "yes", "fraud"):
+            return c
+    top = st.get("top")
+    if isinstance(top, dict):
+        return top
+    return st
 
 
 def _label_rates_from_files(doc: dict[str, Any], suspects: set[str]) -> list[dict[str, Any]]:
@@ -401,11 +417,16 @@ def svg_traffic(t: dict[str, Any]) -> str:
             out.append(f'<line x1="{x:.1f}" y1="{y1 - 8}" x2="{x:.1f}" y2="{y0}" stroke="{color}" '
                        f'stroke-width="2" stroke-dasharray="5 3"/>')
             when = _time(t[key])
-            out.append(f'<text x="{x + 4:.1f}" y="{y1 - 10}" fill="{color}" style="fill:{color};font-weight:700">'
+            right = x > x0 + (x1 - x0) * 0.7  # near the right edge the label goes left of the line
+            out.append(f'<text x="{x - 4 if right else x + 4:.1f}" y="{y1 - 10 + (12 if key == "recovered_at" else 0)}" '
+                       f'text-anchor="{"end" if right else "start"}" style="fill:{color};font-weight:700">'
                        f'{esc(label)} {esc(when.strftime("%H:%M:%S") if when else "")}</text>')
     for i in sorted({0, n // 2, n - 1}):
         dt = _time(t["buckets"][i])
-        out.append(f'<text x="{x0 + i * bw:.1f}" y="{y0 + 16}">{esc(dt.strftime("%H:%M:%S") if dt else "")}</text>')
+        anchor = "end" if i == n - 1 and n > 1 else ("middle" if i else "start")
+        x = x0 + (i + 1) * bw if anchor == "end" else x0 + i * bw
+        out.append(f'<text x="{x:.1f}" y="{y0 + 16}" text-anchor="{anchor}">'
+                   f'{esc(dt.strftime("%H:%M:%S") if dt else "")}</text>')
     out.append(f'<text x="{x0}" y="{H - 6}">UTC, {esc(_dur(t["bucket_s"]))} buckets — decisions per bucket</text>')
     items = []
     for v in t["series"]:
@@ -491,7 +512,8 @@ def svg_label_rates(lr: dict[str, Any]) -> str:
         name = r["source"] if len(r["source"]) <= 26 else r["source"][:25] + "…"
         mark = " ⚠ suspect" if r["suspect"] else ""
         out.append(f'<text x="{x0 - 6}" y="{y + 14}" text-anchor="end" '
-                   f'style="{"font-weight:700;fill:" + SUSPECT if r["suspect"] else ""}">{esc(name)}{esc(mark)}</text>')
+                   f'style="{"font-weight:700;fill:" + SUSPECT if r["suspect"] else ""}">{esc(name)}{esc(mark)}'
+                   f'<title>{esc(r["source"])}</title></text>')
         for j, (key, color) in enumerate((("reference_rate", REF), ("current_rate", CUR))):
             v = r[key]
             w = (x1 - x0) * (v or 0) / vmax

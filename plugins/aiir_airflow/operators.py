@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiir.incident import IncidentRecord
 
 from aiir_airflow.hooks import DeploymentTargetHook
+from aiir_airflow.links import DriftReportLink, EvidenceLink, FindingsLink, IncidentLink, ReportLink
 
 RECORD_FROM_XCOM = "{{ ti.xcom_pull(task_ids='open_incident') }}"
 
@@ -96,6 +97,7 @@ class OpenIncidentOperator(BaseOperator):
     suspect and last-known-good versions. Fails, with the field named, on a malformed conf."""
 
     template_fields: Sequence[str] = ("conf",)
+    operator_extra_links = (IncidentLink(),)
 
     def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", playbook: str = "data_poisoning",
                  step: str = "open_incident", **kwargs) -> None:
@@ -153,6 +155,7 @@ class IsolateEndpointOperator(_TargetMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("conf", "target_conn_id")
     ui_color = "#e06666"
+    operator_extra_links = (IncidentLink(),)
 
     def __init__(self, *, conf: dict[str, Any] | str = "{{ params }}", target_conn_id: str | None = None,
                  playbook: str = "data_poisoning", step: str = "isolate_endpoint", poll_interval: float = 5.0,
@@ -199,6 +202,7 @@ class PlaybookStepOperator(_TargetMixin, AiirIncidentOperator):
 
     template_fields: Sequence[str] = ("incident", "step")
     ROLES = ("step", "report")
+    operator_extra_links = (IncidentLink(), ReportLink())
 
     def __init__(self, *, step: str, playbook: str = "data_poisoning", target_conn_id: str | None = None,
                  **kwargs) -> None:
@@ -224,6 +228,7 @@ class PreserveEvidenceOperator(PlaybookStepOperator):
 
     template_fields: Sequence[str] = ("incident", "signing_conn_id")
     ROLES = ("preserve",)
+    operator_extra_links = (EvidenceLink(), IncidentLink())
 
     def __init__(self, *, step: str = "preserve_evidence", signing_conn_id: str = "aiir_evidence_signing",
                  **kwargs) -> None:
@@ -255,6 +260,7 @@ class DataIntegrityCheckOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("model_name", "reference", "current", "label_column", "source_column",
                                       "target_kind", "target_name", "regimes")
+    operator_extra_links = (FindingsLink(), DriftReportLink(), IncidentLink())
 
     def __init__(self, *, model_name: str, reference: str = "", current: str = "", label_column: str = "",
                  source_column: str = "", target_kind: str = "local", target_name: str = "",
@@ -288,6 +294,7 @@ class RecoveryStepOperator(BaseOperator):
     """One step of a retrain playbook (``retrain_from_clean_data``: build, validate, train, gate, promote)."""
 
     template_fields: Sequence[str] = ("conf", "step")
+    operator_extra_links = (IncidentLink(),)
 
     def __init__(self, *, step: str, conf: dict[str, Any] | str = "{{ params }}",
                  playbook: str = "retrain_from_clean_data", **kwargs) -> None:
@@ -387,6 +394,8 @@ class PlaybookApprovalOperator(_approval_base()):
     goes to the step's own function *before* Airflow acts on it — promotion approved or rejected, quarantine
     forced or not, incident confirmed or closed as a false positive — so the decision is on record (and in
     the report) even when the tasks downstream are skipped on a rejection."""
+
+    operator_extra_links = (IncidentLink(),)
 
     def __init__(self, *, playbook: str, step: str, incident: dict[str, Any] | str | None = None,
                  conf: dict[str, Any] | str = "{{ params }}", target_conn_id: str | None = None, **kwargs) -> None:
