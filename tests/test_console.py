@@ -77,12 +77,13 @@ def test_summary_fields(aiir_home):
 
 
 def test_list_filters_and_order(aiir_home):
-    workspace(aiir_home, "INC-old-done", steps=("contain", "eradicate", "recover"), severity="critical")
-    workspace(aiir_home, "INC-low", steps=("contain",), severity="low")
+    workspace(aiir_home, "INC-old-done", steps=("contain", "eradicate", "recover"), severity="critical",
+              state="closed")
+    workspace(aiir_home, "INC-low", steps=("contain", "eradicate", "recover"), severity="low")
     workspace(aiir_home, "INC-crit", severity="critical", model="other-model")
     ids = [s["incident_id"] for s in console.list_incidents(now=NOW, verify=False)]
-    assert ids == ["INC-crit", "INC-low", "INC-old-done"]  # active first, by severity; done last
-    assert [s["incident_id"] for s in console.list_incidents(state="contained", now=NOW)] == ["INC-low"]
+    assert ids == ["INC-crit", "INC-low", "INC-old-done"]  # active (recovered too) first, by severity; closed last
+    assert [s["incident_id"] for s in console.list_incidents(state="recovered", now=NOW)] == ["INC-low"]
     assert [s["incident_id"] for s in console.list_incidents(model="other-model", now=NOW)] == ["INC-crit"]
     assert console.models() == ["fraud-detector", "other-model"]
     with pytest.raises(BadInput, match="state"):
@@ -175,3 +176,11 @@ def test_check_file_allow_list(aiir_home, tmp_path):
         console.check_file(w.name, "secret.txt")
     with pytest.raises(BadInput):
         console.check_file(w.name, "drift_report.html")
+
+
+def test_the_lifecycle_state_file_wins(aiir_home):
+    w = workspace(aiir_home, "INC-life", steps=("contain", "eradicate", "recover"))
+    (w / "state.json").write_text(json.dumps({"incident_id": w.name, "state": "closed", "by": "alice"}))
+    assert console.incident_state(w) == "closed"
+    assert console.summary(w, now=NOW)["active"] is False
+    assert [s["incident_id"] for s in console.list_incidents(state="closed", verify=False)] == ["INC-life"]

@@ -31,7 +31,7 @@ from aiir import config
 from aiir.errors import BadInput
 
 STATES = ("open", "contained", "eradicated", "recovered", "closed", "false_positive")
-ACTIVE_STATES = ("open", "contained", "eradicated")
+ACTIVE_STATES = ("open", "contained", "eradicated", "recovered")  # until a person closes it
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 #: files of an integrity-check folder the console serves (and nothing else from it)
 CHECK_FILES = ("findings.json", "drift_report.html", "gx_validation.json", "contract.json", "suspect_rows.csv")
@@ -95,6 +95,9 @@ def incident_state(workdir: Path, record: dict[str, Any] | None = None) -> str:
     contained, else open.
     """
     record = record if record is not None else _obj(_read_json(workdir / "incident.json"))
+    life = _lifecycle_state(workdir)
+    if life in STATES:
+        return life
     for key in ("state", "status"):
         value = record.get(key)
         if isinstance(value, str) and value in STATES:
@@ -110,6 +113,37 @@ def incident_state(workdir: Path, record: dict[str, Any] | None = None) -> str:
     if contain and not contain.get("dry_run"):
         return "contained"
     return "open"
+
+
+def _lifecycle_state(workdir: Path) -> str | None:
+    """The state the incident lifecycle (``aiir.lifecycle``, ``state.json``) recorded, if any."""
+    try:
+        from aiir import lifecycle
+    except ImportError:
+        st = _obj(_read_json(workdir / "state.json"))
+    else:
+        st = _obj(lifecycle.read_state(workdir.name) if (workdir / lifecycle.STATE_FILE).exists() else None)
+    value = st.get("state")
+    return value if isinstance(value, str) else None
+
+
+def can_close() -> bool:
+    """Whether the core close function of the incident lifecycle is available."""
+    try:
+        from aiir import lifecycle
+    except ImportError:
+        return False
+    return callable(getattr(lifecycle, "close", None))
+
+
+def close(incident_id: str, *, as_: str, reason: str, actor: str, approve: bool) -> dict[str, Any]:
+    """Close an incident through :func:`aiir.lifecycle.close` (``as_``: ``resolved`` or ``false_positive``)."""
+    workdir_of(incident_id)
+    if not can_close():
+        raise BadInput("close", "this aiir has no incident lifecycle (aiir.lifecycle.close)")
+    from aiir import lifecycle
+
+    return lifecycle.close(incident_id, as_=as_, reason=reason, actor=actor, approve=approve)
 
 
 # ----------------------------------------------------------------------------------------- evidence

@@ -175,6 +175,29 @@ def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_
     assert not rec.script_ran
 
 
+def test_close_as_false_positive_through_the_lifecycle(world, incident, page_factory, artifacts):  # noqa: F811
+    from aiir import console
+
+    if not console.can_close():
+        pytest.skip("aiir.lifecycle (the incident lifecycle's close) is not in this checkout")
+    af, iid = world["af"], incident["incident_id"]
+    page, rec = page_factory()
+    page.goto(f"{af.url}/aiir/incidents/{iid}", wait_until="load")
+    form = page.locator("form.close")
+    form.locator("input[value=false_positive]").check()
+    form.locator("input[name=reason]").fill("drill: the batch was a planned red-team test <b>x</b>")
+    form.locator("input[name=approve]").check()
+    form.locator("button.close").click()
+    page.locator("p.banner").wait_for(timeout=60_000)
+    page.screenshot(path=str(artifacts / "closed_false_positive.png"), full_page=True)
+    assert "Incident closed" in page.locator("p.banner").inner_text()
+    assert console.incident_state(incident["workdir"]) == "false_positive"
+    assert "false positive" in page.locator("header .badge").first.inner_text().lower()
+    assert page.locator("form.close").count() == 0
+    assert world["target"].describe().mode == "serving"
+    assert not rec.script_ran
+
+
 def _hostile_incident(home: Path) -> Path:
     """A workspace whose feature, source, model and client names are XSS payloads, with its report."""
     import pandas as pd
@@ -323,6 +346,8 @@ def test_endpoints_refuse_anonymous_requests_when_auth_is_on(secured, page_facto
     assert _status("GET", url + "/aiir/incidents", cookie=viewer) == 200  # the UI's session cookie works too
     # a viewer may read but not approve
     assert _status("POST", f"{url}/aiir/incidents/{iid}/approve", token=viewer, data=b"run_id=x&task_id=y",
+                   headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": url}) == 403
+    assert _status("POST", f"{url}/aiir/incidents/{iid}/close", token=viewer, data=b"as_=resolved&reason=x",
                    headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": url}) == 403
     admin = _login(url, "admin", "admin-pw")
     # an admin's POST from another site is refused (CSRF), before anything is looked up

@@ -46,7 +46,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 WHATS = ("incident", "findings", "drift_report", "evidence", "report")
 MESSAGES = {"approved": "Approval sent: Airflow resumes the promotion.",
-            "approve-failed": "The approval was not accepted (see the error below)."}
+            "approve-failed": "The approval was not accepted (see the error below).",
+            "closed": "Incident closed.", "close-failed": "The incident was not closed (see the error below)."}
 
 
 # ------------------------------------------------------------------------------------ Airflow side
@@ -239,7 +240,7 @@ def create_app() -> FastAPI:
     def _incident_page(request: Request, incident_id: str, msg: str = "", error: str = "") -> HTMLResponse:
         d = _detail(request, incident_id)
         return _page(env, "incident.html", prefix=_prefix(request), d=d, message=MESSAGES.get(msg, ""),
-                     error=error)
+                     error=error, can_close=console.can_close())
 
     @app.get("/incidents/{incident_id}", dependencies=read, response_class=HTMLResponse)
     def incident(request: Request, incident_id: str, msg: str = ""):
@@ -358,6 +359,25 @@ def create_app() -> FastAPI:
                 detail = r.text[:500]
             return _incident_page(request, incident_id, "approve-failed", error=f"HTTP {r.status_code}: {detail}")
         return RedirectResponse(f"{_prefix(request)}/incidents/{quote(incident_id, safe='')}?msg=approved",
+                                status_code=303)
+
+    close_dep = [Depends(requires_access_dag("PUT", DagAccessEntity.RUN))]
+
+    @app.post("/incidents/{incident_id}/close", dependencies=close_dep)
+    def close(request: Request, incident_id: str, user: Any = Depends(get_user), as_: str = Form(...),
+              reason: str = Form(""), approve: str = Form("")):
+        """Close the incident through the lifecycle's core close function (a false positive restores the
+        target, so it needs the approval box ticked)."""
+        _check_origin(request)
+        console.workdir_of(incident_id)
+        if as_ not in ("resolved", "false_positive"):
+            raise HTTPException(400, "as_ must be resolved or false_positive")
+        try:
+            console.close(incident_id, as_=as_, reason=reason, actor=f"airflow:{user.get_name()}",
+                          approve=approve == "yes")
+        except BadInput as exc:
+            return _incident_page(request, incident_id, "close-failed", error=str(exc))
+        return RedirectResponse(f"{_prefix(request)}/incidents/{quote(incident_id, safe='')}?msg=closed",
                                 status_code=303)
 
     return app
