@@ -26,8 +26,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in this thread, so it
+    starts after the module's world (whose traffic replay uses asyncio.run) and stops with the module."""
     exe = chromium_path()
     try:
         from playwright.sync_api import sync_playwright

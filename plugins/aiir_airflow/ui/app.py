@@ -121,7 +121,7 @@ def _pending_approvals(api: AirflowAPI, runs: list[dict[str, Any]]) -> list[dict
     """Human-in-the-loop requests of this incident's runs still waiting for a response."""
     out = []
     for run in runs:
-        if run["dag_id"] != RETRAIN_DAG:
+        if run["dag_id"] == CHECK_DAG:
             continue
         try:
             items = api.get(f"/dags/{quote(run['dag_id'], safe='')}/dagRuns/{quote(run['run_id'], safe='')}/hitlDetails"
@@ -174,7 +174,16 @@ def create_app() -> FastAPI:
     get_user, requires_access_dag, DagAccessEntity = _deps()
     env = _env()
     read = [Depends(requires_access_dag("GET", DagAccessEntity.RUN))]
-    approve_dep = [Depends(requires_access_dag("PUT", DagAccessEntity.HITL_DETAIL, param_dag_id=RETRAIN_DAG))]
+    signed_in = [Depends(get_user)]
+
+    def _authorize(user: Any, method: str, entity: Any, dag_id: str) -> None:
+        """The same check ``requires_access_dag`` makes, for a DAG known only after a lookup."""
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+        if not get_auth_manager().is_authorized_dag(method=method, access_entity=entity,
+                                                    details=DagDetails(id=dag_id), user=user):
+            raise HTTPException(403, "Forbidden")
     app = FastAPI(title="aiir incident console", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(HTTPException)
@@ -331,16 +340,18 @@ def create_app() -> FastAPI:
         return _page(env, "evidence.html", prefix=_prefix(request), incident_id=incident_id, ev=ev,
                      manifest=manifest or {}, files=files[:500])
 
-    @app.post("/incidents/{incident_id}/approve", dependencies=approve_dep)
-    def approve(request: Request, incident_id: str, run_id: str = Form(...), task_id: str = Form(...),
-                map_index: int = Form(-1)):
+    @app.post("/incidents/{incident_id}/approve", dependencies=signed_in)
+    def approve(request: Request, incident_id: str, user: Any = Depends(get_user), dag_id: str = Form(""),
+                run_id: str = Form(...), task_id: str = Form(...), map_index: int = Form(-1)):
         _check_origin(request)
+        _authorize(user, "PUT", DagAccessEntity.HITL_DETAIL, dag_id or RETRAIN_DAG)
         console.workdir_of(incident_id)
         api = AirflowAPI(request)
         try:
             runs = _runs(api).get(incident_id, [])
             pending = [a for a in _pending_approvals(api, runs)
-                       if a["run_id"] == run_id and a["task_id"] == task_id and int(a["map_index"]) == map_index]
+                       if a["run_id"] == run_id and a["task_id"] == task_id and int(a["map_index"]) == map_index
+                       and (not dag_id or a["dag_id"] == dag_id)]
             if not pending:
                 raise HTTPException(409, "no pending approval of this incident matches (already answered?)")
             a = pending[0]
