@@ -249,3 +249,51 @@ def test_playbook_shaped_document(tmp_path):
     r = json.loads(paths["json"].read_text())
     assert [e["name"] for e in r["atlas"]] == ["Poison Training Data"]
     assert r["status"] == "recovered" and r["dry_run"] is True
+
+
+def test_redesigned_playbook_document(tmp_path):
+    """The redesigned playbook's document: state as the lifecycle's record, section names, deadlines with
+    not-applicable regimes, extra keys (approval), a recovery that did not promote."""
+    doc = {"incident_id": "INC-new", "kind": "data_poisoning", "model": "fraud-detector",
+           "target": "local:fraud-detector", "severity": "high", "detected_at": "2026-11-24T15:00:00Z",
+           "playbook": {"kind": "data_poisoning", "title": "Data poisoning", "dag_id": "incident_data_poisoning"},
+           "sections": ["summary", "deadlines", "timeline"],
+           "state": {"incident_id": "INC-new", "state": "eradicated", "by": "aiir-playbook"},
+           "status": "eradicated",
+           "deadlines": [
+               {"regime": "gdpr", "regime_name": "GDPR — Regulation (EU) 2016/679", "obligation": "Notify the DPA",
+                "due": "2026-11-27T15:00:00Z", "status": "not_applicable", "seconds_left": 1,
+                "applies": "no personal data affected (conf.personal_data = no)"},
+               {"regime": "nis2", "regime_name": "NIS2 — Directive (EU) 2022/2555", "obligation": "Early warning",
+                "due": "2026-11-25T15:00:00Z", "status": "open", "seconds_left": 999999}],
+           "recovery": {"promoted": False, "reason": "promotion rejected by alice at 2026-11-24T16:00Z: not now"},
+           "approval": {"approved": False, "by": "alice", "reason": "not now"}}
+    paths = render_report(doc, tmp_path / "r", now=NOW)
+    r = json.loads(paths["json"].read_text())
+    assert r["status"] == "eradicated" and r["playbook"] == "Data poisoning"
+    assert r["next_deadline"]["regime"] == "nis2" and r["next_deadline"]["seconds_left"] == 12 * 3600  # as of NOW
+    assert [sec["title"] for sec in r["sections"]] == ["Approval"]  # names are not sections; extra keys are
+    notify = next(s for s in r["summary"] if s["heading"].startswith("Who"))["lines"]
+    assert notify[0].startswith("In 12h 00m — NIS2: Early warning")
+    assert any(line.startswith("Not applicable — GDPR") for line in notify)
+    left = next(s for s in r["summary"] if s["heading"] == "What is left")["lines"]
+    assert any("promotion rejected by alice" in line for line in left)
+    html = paths["html"].read_text()
+    assert "<h2>Approval</h2>" in html and "Section 1" not in html
+    assert_inert(html)
+    assert "## Approval" in paths["md"].read_text()
+
+
+def test_executive_summary_and_charts_come_first(tmp_path):
+    paths = render_report(incident(tmp_path), tmp_path / "r", now=NOW)
+    html = paths["html"].read_text()
+    assert html.index("<h2>Executive summary") < html.index("<h2>Regulatory clocks") < html.index("<h2>Timeline")
+    r = json.loads(paths["json"].read_text())
+    heads = [s["heading"] for s in r["summary"]]
+    assert heads == ["What happened", "What was done", "What serves now", "What is left",
+                     "Who must be notified, by when"]
+    assert "@media print" in html and "@page" in html
+    text = paths["md"].read_text()
+    assert text.index("## Executive summary") < text.index("## Regulatory clocks")
+    # containment in words, not a dict dump
+    assert "{" not in "".join(r["containment"]) and r["containment"]

@@ -194,17 +194,38 @@ def evidence_status(workdir: Path) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- deadlines
 def deadlines(record: dict[str, Any], now: datetime | None = None) -> list[dict[str, Any]]:
-    from aiir.knowledge import regulatory
-
+    """The record's regulatory clocks as the playbook's report computes them (``playbook.incident_deadlines``:
+    not-applicable regimes marked, clocks waiting on a field), with the time left as of ``now``."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     regimes = record.get("regimes")
     aware = record.get("aware_at") or record.get("detected_at")
     if not regimes or not aware:
         return []
+    ds: list[dict[str, Any]] | None = None
     try:
-        ds = regulatory.deadlines(aware, regimes=regimes, materiality_at=record.get("materiality_at") or None)
-    except BadInput:
-        return []
-    return [d.to_dict(now) for d in ds]
+        import dataclasses
+
+        from aiir.incident import IncidentRecord
+        from aiir.playbook import incident_deadlines
+
+        names = {f.name for f in dataclasses.fields(IncidentRecord)}
+        ds = incident_deadlines(IncidentRecord(**{k: v for k, v in record.items() if k in names}))
+    except (ImportError, TypeError, BadInput):
+        ds = None
+    if ds is None:
+        from aiir.knowledge import regulatory
+
+        try:
+            ds = [d.to_dict() for d in regulatory.deadlines(aware, regimes=regimes,
+                                                            materiality_at=record.get("materiality_at") or None)]
+        except BadInput:
+            return []
+    for d in ds:
+        due = _parse(d.get("due"))
+        if due is not None and d.get("status") != "not_applicable":
+            d["seconds_left"] = int((due - now).total_seconds())
+            d["status"] = "overdue" if d["seconds_left"] < 0 else "open"
+    return ds
 
 
 # ----------------------------------------------------------------------------------------- summaries

@@ -224,7 +224,19 @@ def _name(value: Any) -> str:
 
 def _deadlines(inc: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     if isinstance(inc.get("deadlines"), list):
-        return [d for d in inc["deadlines"] if isinstance(d, dict)]
+        out = []
+        for d in inc["deadlines"]:
+            if not isinstance(d, dict):
+                continue
+            d = {"regime": "", "regime_name": str(d.get("regime") or ""), "obligation": "", "clock_trigger": "",
+                 "clock_start": None, "due": None, "basis": "", "notes": "", "status": "", "seconds_left": None,
+                 **d}
+            due = _parse_time(d.get("due"))
+            if due is not None and d.get("status") not in ("not_applicable",):  # time left as of this report
+                d["seconds_left"] = int((due - now).total_seconds())
+                d["status"] = "overdue" if d["seconds_left"] < 0 else "open"
+            out.append(d)
+        return out
     regimes = inc.get("regimes")
     if not regimes:
         return []
@@ -357,6 +369,8 @@ def _recovery(r: Any) -> dict[str, Any] | None:
     if not isinstance(r, dict) or not r:
         return None
     gate = r.get("gate") if isinstance(r.get("gate"), dict) else {}
+    if r.get("promoted") is False and not r.get("new_version"):
+        return {"summary": [("promoted", "no"), ("why", str(r.get("reason") or "—"))], "checks": []}
     summary = [
         ("new model version", fmt(r.get("new_version"))),
         ("replaced version", fmt(r.get("replaced_version"))),
@@ -544,7 +558,9 @@ def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, 
         left.append("The clean retrain failed its gate: last-known-good keeps serving; fix and retrain.")
     elif not recovery and state not in ("recovered", "closed", "false_positive"):
         left.append("Recover: retrain from clean data, pass the gate, promote (approval may be required).")
-    pending = [d for d in r["deadlines"] if d.get("due") and d.get("status") != "overdue"]
+    pending = [d for d in r["deadlines"] if d.get("due") and d.get("status") not in ("overdue", "not_applicable")]
+    if recovery.get("promoted") is False:
+        left.append(f"Not recovered: {recovery.get('reason') or 'nothing was promoted'}.")
     if r["overdue"]:
         left.append(f"{len(r['overdue'])} regulatory notification(s) are OVERDUE.")
     if pending:
@@ -561,11 +577,14 @@ def executive_summary(inc: dict[str, Any], r: dict[str, Any]) -> list[dict[str, 
     for d in r["overdue"] + pending:
         left_text = fmt_duration(d.get("seconds_left"))
         notify.append(f"{left_text[0].upper() + left_text[1:]} — {regime(d)}: {d.get('obligation')} "
-                      f"(due {fmt_time(d.get('due'))}).")
+                      f"(due {fmt_time(d.get('due'))})" + (f"; {d['applies']}" if d.get("applies") else "") + ".")
     for d in r["deadlines"]:
-        if not d.get("due"):
+        if d.get("status") == "not_applicable":
+            notify.append(f"Not applicable — {regime(d)}: {d.get('applies') or d.get('obligation')}.")
+        elif not d.get("due"):
             notify.append(f"Clock not started — {regime(d)}: {d.get('obligation')} "
-                          f"(starts at the {d.get('clock_trigger') or 'trigger'}).")
+                          f"(starts at the {d.get('clock_trigger') or 'trigger'}"
+                          + (f"; set {d['waiting_on']}" if d.get("waiting_on") else "") + ").")
     if not r["deadlines"]:
         notify.append("No regulatory regime selected for this incident.")
     return [{"heading": "What happened", "lines": happened},
@@ -586,7 +605,7 @@ MAX_GENERIC_ROWS = 50
 
 def _generic(title: Any, data: Any, text: Any = None) -> dict[str, Any]:
     """A section of any shape: text paragraphs, key/value pairs, a table or a list."""
-    sec: dict[str, Any] = {"title": str(title), "text": [], "pairs": [], "headers": [], "rows": [], "items": []}
+    sec: dict[str, Any] = {"title": str(title), "text": [], "pairs": [], "headers": [], "rows": [], "bullets": []}
     if isinstance(text, str) and text:
         sec["text"].append(text)
     elif isinstance(text, list):
@@ -603,7 +622,7 @@ def _generic(title: Any, data: Any, text: Any = None) -> dict[str, Any]:
         sec["rows"] = [[fmt(row.get(h, row.get(h))) for h in headers] for row in data[:MAX_GENERIC_ROWS]]
         sec["more"] = max(0, len(data) - MAX_GENERIC_ROWS)
     elif isinstance(data, (list, tuple, set)):
-        sec["items"] = [fmt(x) for x in list(data)[:MAX_GENERIC_ROWS]]
+        sec["bullets"] = [fmt(x) for x in list(data)[:MAX_GENERIC_ROWS]]
     elif data not in (None, ""):
         sec["text"].append(fmt(data))
     return sec
@@ -615,6 +634,8 @@ def _sections(inc: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(given, dict):
         given = [{"title": k, "data": v} for k, v in given.items()]
     for i, s in enumerate(given or []):
+        if isinstance(s, str):  # a section name (the playbook's report_sections): built-in, already rendered
+            continue
         if isinstance(s, dict):
             title = s.get("title") or s.get("name") or s.get("id") or f"Section {i + 1}"
             data = s.get("data", s.get("items", s.get("rows", {k: v for k, v in s.items()
@@ -644,8 +665,11 @@ def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime
     now = (now or datetime.now(UTC)).astimezone(UTC)
     findings = [f for f in incident.get("findings") or [] if isinstance(f, dict)]
     deadlines = _deadlines(incident, now)
-    pending = [d for d in deadlines if d.get("due") and d.get("status") != "overdue"]
+    pending = [d for d in deadlines if d.get("due") and d.get("status") not in ("overdue", "not_applicable")]
     overdue = [d for d in deadlines if d.get("status") == "overdue"]
+    state = incident.get("state")
+    if isinstance(state, dict):  # the lifecycle's state record
+        state = state.get("state")
     r = {
         "schema": "aiir-report/1",
         "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -656,7 +680,7 @@ def build_report(incident: dict[str, Any], out_dir: str | Path, *, now: datetime
         "model": _name(incident.get("model")),
         "target": _name(incident.get("target")),
         "severity": str(incident.get("severity") or "unknown"),
-        "status": str(incident.get("state") or incident.get("status") or "open"),
+        "status": str(state or incident.get("status") or "open"),
         "playbook": _playbook(incident.get("playbook")) or str(incident.get("kind") or ""),
         "dry_run": bool(incident.get("dry_run")),
         "detected_at": incident.get("detected_at"),
@@ -812,7 +836,7 @@ _HTML = """<!doctype html>
 {% if sec.pairs %}<dl>{% for k, v in sec.pairs %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
 {% if sec.headers %}<table><tr>{% for h in sec.headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in sec.rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% if sec.more %}<p class="mut">… and {{ sec.more }} more rows.</p>{% endif %}{% endif %}
-{% if sec.items %}<ul>{% for i in sec.items %}<li>{{ i }}</li>{% endfor %}</ul>{% endif %}
+{% if sec.bullets %}<ul>{% for i in sec.bullets %}<li>{{ i }}</li>{% endfor %}</ul>{% endif %}
 {% endfor %}
 
 <h2>MITRE ATLAS and OWASP ML Top 10</h2>
@@ -938,7 +962,7 @@ def _markdown(r: dict[str, Any]) -> str:
         L += [f"- {md(k, lead=True)}: {md(v)}" for k, v in sec["pairs"]] + ([""] if sec["pairs"] else [])
         if sec["headers"]:
             L += _table(sec["headers"], sec["rows"])
-        L += [f"- {md(i, lead=True)}" for i in sec["items"]] + ([""] if sec["items"] else [])
+        L += [f"- {md(i, lead=True)}" for i in sec["bullets"]] + ([""] if sec["bullets"] else [])
     L += ["## MITRE ATLAS and OWASP ML Top 10", ""]
     for title, items in (("ATLAS techniques", r["atlas"]), ("ATLAS mitigations", r["mitigations"]),
                          ("OWASP ML Top 10 (2023)", r["owasp"])):
