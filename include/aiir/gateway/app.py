@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiir.gateway.control import MAX_CLIENT_ID, ControlError, Controller
+from aiir.gateway.control import ControlError, Controller
 from aiir.gateway.decision_log import (
     DecisionLog,
     DecisionWriter,
@@ -28,11 +29,23 @@ from aiir.gateway.decision_log import (
     _json_default,
     new_decision_ids,
 )
+from aiir.gateway.identity import RULE, InvalidClientId, client_id_from_header, normalise_client_id, rate_limit_key
 from aiir.gateway.scoring import InputError, parse_body
 from aiir.gateway.state import fingerprint
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 ADMIN_MODEL_HEADER = "x-aiir-model"
+# X-Request-Id: ASCII, starts with a letter or digit (it is exported to CSV and shown in reports)
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
+
+
+_PATH_RE = re.compile(r"(?<![\w.~])(?:/[^\s'\"(),:;]+)+/?")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with absolute file-system paths replaced by ``<path>``: bodies clients can read (scoring
+    errors, health) must not map the server's layout."""
+    return _PATH_RE.sub("<path>", text)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -88,7 +101,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         body = {"status": "ok", "model": model_name, "mode": r.mode,
                 "serving_version": r.serving.version if r.mode != "quarantined" else None}
         if writer is not None and getattr(writer, "dead", None):
-            body.update(status="degraded", problem=f"decision log writer is down: {writer.dead}")
+            body.update(status="degraded", problem=scrub_paths(f"decision log writer is down: {writer.dead}"))
             return jresp(body, 503)
         return jresp(body)
 
@@ -99,12 +112,13 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         rid = headers.get("x-request-id")
         if rid is None:
             rid = uuid.uuid4().hex
-        elif not (0 < len(rid) <= 128 and rid.isprintable()):
-            return err(400, "bad_request_id", "X-Request-Id must be 1-128 printable characters")
-        client = headers.get("x-client-id") or "anonymous"
-        if len(client) > MAX_CLIENT_ID or not client.isprintable():
-            return err(400, "bad_client_id", f"X-Client-Id must be 1-{MAX_CLIENT_ID} printable characters",
-                       rid)
+        elif not _REQUEST_ID_RE.fullmatch(rid):
+            return err(400, "bad_request_id", "X-Request-Id must be 1-128 ASCII letters, digits or . _ : / + = @ -, "
+                       "starting with a letter or digit")
+        try:
+            client = client_id_from_header(headers.get("x-client-id"))
+        except InvalidClientId as exc:
+            return err(400, "bad_client_id", f"X-Client-Id: {exc} (expected {RULE})", rid)
         stats["requests"] += 1
         try:
             r = ctl.routing
@@ -116,12 +130,14 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                 stats["refused_quarantined"] += 1
                 return err(503, "model_quarantined", f"model '{model_name}' is quarantined: scoring is "
                            "suspended by incident containment", rid, reason=ctl.state.reason)
-            rate = r.rate_limits.get(client)
-            if rate is not None:
-                ok, wait = ctl.allow(client, rate)
+            limit = rate_limit_key(client, r.rate_limits) if r.rate_limits else None
+            if limit is not None:
+                bucket, rate = limit
+                ok, wait = ctl.allow(bucket, rate)
                 if not ok:
                     stats["refused_rate_limited"] += 1
-                    resp = err(429, "rate_limited", f"client '{client}' is limited to {rate:g} requests/s",
+                    shared = " (shared by every client id without a limit of its own)" if bucket != client else ""
+                    resp = err(429, "rate_limited", f"client '{bucket}' is limited to {rate:g} requests/s{shared}",
                                rid, retry_after_s=round(wait, 3))
                     resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
                     return resp
@@ -133,7 +149,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                 preds, scores = lv.predict(df)
             except (ValueError, TypeError) as exc:
                 return err(422, "model_rejected_input", f"model version {lv.version} could not score the "
-                           f"input: {str(exc).splitlines()[0][:300]}", rid)
+                           f"input: {scrub_paths(str(exc).splitlines()[0][:300])}", rid)
             n = len(rows)
             ids = new_decision_ids(n)
             latency_ms = (time.perf_counter() - t0) * 1000.0
@@ -144,8 +160,8 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                     if durable:  # answer only once the decisions are committed
                         await writer.committed(mark)
                 except LogBacklogFull as exc:
-                    return err(503, "decision_log_unavailable", f"refusing to serve unlogged decisions: {exc}",
-                               rid)
+                    return err(503, "decision_log_unavailable",
+                               scrub_paths(f"refusing to serve unlogged decisions: {exc}"), rid)
             stats["decisions"] += n
             by_version[lv.version] += 1
             out = {"predictions": preds, "scores": scores if scores is not None else [None] * n,
@@ -158,7 +174,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         except Exception as exc:  # never let one request take the server down
             stats["internal_errors"] += 1
             traceback.print_exc(file=sys.stderr)
-            return err(500, "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}", rid)
+            return err(500, "internal_error", scrub_paths(f"{type(exc).__name__}: {str(exc)[:300]}"), rid)
 
     # ------------------------------------------------------------------ admin
     def authorize(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
@@ -176,8 +192,9 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                                  "params": {"path": request.url.path, "token_presented": presented is not None},
                                  "changed": False, "reason": ""})
             stats["admin_auth_refused"] += 1
-            msg = ("missing admin token: send 'Authorization: Bearer <token>' (the token is in "
-                   f"{ctl.store.token_path})" if presented is None else "invalid admin token")
+            # names no server path: the operator knows where the token is (`aiir serve` prints it at start)
+            msg = ("missing admin token: send 'Authorization: Bearer <token>' (the token is in the gateway's "
+                   "state folder, file admin.token)" if presented is None else "invalid admin token")
             return None, jresp({"error": "unauthorized", "message": msg}, 401,
                                {"WWW-Authenticate": 'Bearer realm="aiir-gateway"'})
         want = request.headers.get(ADMIN_MODEL_HEADER)
@@ -291,11 +308,18 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         if writer is not None:
             await writer.aflush(10.0)
 
+        client = qp.get("client")
+        if client is not None:
+            try:
+                client = normalise_client_id(client)
+            except InvalidClientId as exc:
+                raise InputError(f"query parameter 'client': {exc} (expected {RULE})", code="bad_format") from None
+
         def q():
             from aiir.errors import BadInput
             try:
                 rows = log.query(since=qp.get("since"), until=qp.get("until"), version=qp.get("version"),
-                                 client=qp.get("client"), limit=limit, newest_first=True)
+                                 client=client, limit=limit, newest_first=True)
             except BadInput as exc:
                 raise InputError(str(exc), code="bad_format") from None
             rows.reverse()

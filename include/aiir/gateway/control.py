@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiir.errors import BadInput, IntegrityError
+from aiir.gateway.identity import MAX_CLIENT_ID, RULE, InvalidClientId, is_valid_client_id, normalise_client_id
 from aiir.gateway.models import LoadedVersion, UnknownVersion
 from aiir.gateway.state import GatewayState, StateStore, utc_now
 
-MAX_CLIENT_ID = 128
+__all__ = ["MAX_CLIENT_ID", "ControlError", "Controller", "Routing", "valid_client_id"]
 
 
 class ControlError(Exception):
@@ -58,7 +59,18 @@ class Routing:
 
 
 def valid_client_id(c: Any) -> bool:
-    return isinstance(c, str) and 0 < len(c) <= MAX_CLIENT_ID and c.isprintable()
+    return isinstance(c, str) and is_valid_client_id(c)
+
+
+def _normalised(ids: Any) -> list[str]:
+    """Saved ids in their normalised form (a state written before normalisation still matches)."""
+    out = []
+    for c in ids:
+        try:
+            out.append(normalise_client_id(c))
+        except InvalidClientId:
+            out.append(str(c))  # cannot match a request any more; kept so it stays visible
+    return out
 
 
 class Controller:
@@ -153,7 +165,8 @@ class Controller:
         canary = self._load(st.canary_version) if st.canary_version and st.canary_share > 0 else None
         return Routing(mode=st.mode, primary=primary, serving=serving, canary=canary,
                        canary_share=st.canary_share if canary else 0.0,
-                       blocked=frozenset(st.blocked_clients), rate_limits=dict(st.rate_limits))
+                       blocked=frozenset(_normalised(st.blocked_clients)),
+                       rate_limits=dict(zip(_normalised(st.rate_limits), st.rate_limits.values(), strict=True)))
 
     # ------------------------------------------------------------------ hot path
     def pick(self, r: Routing) -> LoadedVersion:
@@ -252,10 +265,17 @@ class Controller:
               actor: dict | None = None) -> dict[str, Any]:
         if not isinstance(clients, list) or not clients:
             raise ControlError("'clients' must be a non-empty list of client ids", code="bad_clients")
-        bad = [c for c in clients if not valid_client_id(c)]
+        bad, norm = [], []
+        for c in clients:
+            try:
+                if not isinstance(c, str):
+                    raise InvalidClientId("not a string")
+                norm.append(normalise_client_id(c))
+            except InvalidClientId as exc:
+                bad.append(f"{str(c)[:60]!r}: {exc}")
         if bad:
-            raise ControlError(f"invalid client id(s): {bad[:5]!r} (1-{MAX_CLIENT_ID} printable characters)",
-                               code="bad_clients")
+            raise ControlError(f"invalid client id(s): {'; '.join(bad[:5])} (expected {RULE})", code="bad_clients")
+        clients = sorted(set(norm))
         rate = None
         if rate_limit_per_s is not None:
             if isinstance(rate_limit_per_s, bool) or not isinstance(rate_limit_per_s, int | float):
@@ -266,7 +286,8 @@ class Controller:
                                    "without a rate limit)", code="bad_rate")
 
         def mutate(st: GatewayState) -> None:
-            blocked = set(st.blocked_clients)
+            blocked = set(_normalised(st.blocked_clients))
+            st.rate_limits = dict(zip(_normalised(st.rate_limits), st.rate_limits.values(), strict=True))
             for c in clients:
                 if rate is None:
                     blocked.add(c)

@@ -33,13 +33,16 @@ SOURCETYPE = "aiir:decision"
 
 
 def write_jsonl(out_path: str | Path, events: Iterable[dict[str, Any]]) -> int:
-    """Write events as JSON lines atomically (temp file + rename); returns the count."""
+    """Write events as JSON lines atomically (temp file + rename), mode 0600 (an export is a copy of the
+    decision log, whose folder is 0700); returns the count."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     n = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for ev in events:
                 fh.write(json.dumps(ev, separators=(",", ":"), ensure_ascii=False, default=str))
                 fh.write("\n")
