@@ -29,7 +29,13 @@ from aiir.gateway.decision_log import (
     _json_default,
     new_decision_ids,
 )
-from aiir.gateway.identity import RULE, InvalidClientId, client_id_from_header, normalise_client_id, rate_limit_key
+from aiir.gateway.identity import (
+    RULE,
+    InvalidClientId,
+    client_id_from_header,
+    normalise_client_id,
+    rate_limit_key,
+)
 from aiir.gateway.scoring import InputError, parse_body
 from aiir.gateway.state import fingerprint
 

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiir.errors import BadInput, IntegrityError
-from aiir.gateway.identity import MAX_CLIENT_ID, RULE, InvalidClientId, is_valid_client_id, normalise_client_id
+from aiir.gateway.identity import (
+    MAX_CLIENT_ID,
+    RULE,
+    InvalidClientId,
+    is_valid_client_id,
+    normalise_client_id,
+)
 from aiir.gateway.models import LoadedVersion, UnknownVersion
 from aiir.gateway.state import GatewayState, StateStore, utc_now
 
