@@ -13,6 +13,22 @@ if TYPE_CHECKING:
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
+def file_kind(path: str | Path) -> str:
+    """What is at ``path``, in words ("a directory", "a FIFO (named pipe)", ...), for error messages."""
+    import stat
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        return f"nothing readable ({exc.strerror})"
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
     """Load a CSV or Parquet file. Raises :class:`BadInput` naming ``path`` on any problem."""
     import pandas as pd
@@ -21,7 +37,7 @@ def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
     if not p.exists():
         raise BadInput(str(p), f"{what} file not found")
     if not p.is_file():
-        raise BadInput(str(p), f"{what} must be a file, got a directory")
+        raise BadInput(str(p), f"{what} must be a regular file, got {file_kind(p)}")
     kind = SUFFIXES.get(p.suffix.lower())
     if kind is None:
         raise BadInput(str(p), f"{what} must be .csv or .parquet, got '{p.suffix or '(no suffix)'}'")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from aiir.cli._util import emit_json, guarded, progress
+from aiir.cli._util import emit_json, guarded, output_dir, progress
 from aiir.errors import EXIT_INCIDENT, EXIT_OK
 
 
@@ -42,9 +42,11 @@ def register(app: typer.Typer) -> None:
             from aiir.config import paths
 
             out = paths().checks / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        result = run_check(reference, current, out, contract=contract, label_column=label_column,
-                           source_column=source_column, registry=registry, thresholds=thresholds,
-                           html=not no_html, progress=progress, ignore_columns=tuple(ignore_column or ()))
+        # an unwritable --out is one line and exit 2 before any work; a failed check leaves nothing behind
+        with output_dir(out) as out:
+            result = run_check(reference, current, out, contract=contract, label_column=label_column,
+                               source_column=source_column, registry=registry, thresholds=thresholds,
+                               html=not no_html, progress=progress, ignore_columns=tuple(ignore_column or ()))
         progress(f"{result.status}: {len(result.findings)} finding(s), severity {result.severity or 'none'}; "
                  f"findings in {result.paths['findings']}")
         emit_json(result.summary())
