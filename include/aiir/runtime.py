@@ -8,6 +8,7 @@ builds the environment and runs the ``airflow`` executable of this venv.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,6 +115,47 @@ class Service:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live processes in session ``sid`` (each service is the leader of its own session)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # after "comm)": state ppid pgrp session ...; zombies (Z) are already dead
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+            out.append(int(entry))
+    return out
+
+
+def stop_all(services: list[Service], *, grace: float = 3.0) -> float:
+    """Stop every service at once: SIGTERM to each process group, up to ``grace`` seconds for all of them
+    together, then SIGKILL to every group (also sweeping children that outlived their leader). Returns
+    the seconds it took (``grace`` + ~1 s at most, however many services)."""
+    t0 = time.monotonic()
+    for svc in services:
+        if svc.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(svc.proc.pid, signal.SIGTERM)
+    deadline = t0 + grace
+    while time.monotonic() < deadline and any(svc.proc.poll() is None for svc in services):
+        time.sleep(0.05)
+    for svc in services:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(svc.proc.pid, signal.SIGKILL)
+        for pid in session_members(svc.proc.pid):  # children that moved to a process group of their own
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    for svc in services:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            svc.proc.wait(max(0.1, t0 + grace + 1.0 - time.monotonic()))
+    return time.monotonic() - t0
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path, url: str) -> Service:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,8 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
     registry.set_alias(model, registry.CHAMPION, v1, reason="demo reset", actor="aiir-demo")
     registry.set_alias(model, registry.LAST_KNOWN_GOOD, v1, reason="demo reset", actor="aiir-demo")
 
+    # SIGTERM/SIGHUP end the demo like Ctrl-C does: through the finally below, which stops every service
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     gw_port = gateway_port or (8080 if _port_free(8080) else runtime.free_port())
     af_port = airflow_port or (8280 if _port_free(8280) else runtime.free_port())
     os.environ["AIIR_GATEWAY_URL"] = f"http://127.0.0.1:{gw_port}"
@@ -108,7 +111,7 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
         print(json.dumps(out, indent=2, default=str), flush=True)
         print(f"\nOpen the report: {out['report']}\nVerify the evidence: aiir verify {out['evidence_bundle']}")
         if keep_running:
-            print(f"\nAirflow {af.url} and the gateway {gw.url} keep running; Ctrl-C stops them.")
+            print(f"\nAirflow {af.url} and the gateway {gw.url} keep running; Ctrl-C stops them.", flush=True)
             try:
                 while True:
                     time.sleep(3600)
@@ -116,8 +119,20 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
                 pass
         return out
     finally:
-        for svc in reversed(services):
-            svc.stop()
+        # all at once, within ~4 s; a second Ctrl-C must not cut the cleanup short
+        sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if services:
+                took = runtime.stop_all(services)
+                print(f"\n  · stopped {', '.join(s.name for s in services)} in {took:.1f} s", flush=True)
+        finally:
+            signal.signal(signal.SIGINT, sigint)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _port_free(port: int) -> bool:

@@ -57,11 +57,12 @@ def read_chain(path: Path, state: ChainState | None = None, *, keep: bool = True
     except OSError as exc:
         state.problems.append(f"{CUSTODY_FILENAME} cannot be opened ({exc.strerror}; a symbolic link?)")
         return state
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder or a FIFO in its place: before fdopen refuses it
+        os.close(fd)
+        state.problems.append(f"{CUSTODY_FILENAME} is not a regular file")
+        return state
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            state.problems.append(f"{CUSTODY_FILENAME} is not a regular file")
-            return state
         if st.st_size < state.offset:
             state.problems.append(f"{CUSTODY_FILENAME} shrank from {state.offset} to {st.st_size} bytes")
             return state

@@ -42,6 +42,7 @@ from .copy import hash_file, read_regular
 from .keys import (
     fingerprint,
     load_public_key,
+    public_key_pem,
     load_signing_key_if_present,
     trust_store_path,
     trusted_fingerprints,
@@ -258,8 +259,9 @@ def _check_post_seal_signatures(entries: list[dict[str, Any]], manifest: dict[st
                                 allow_unknown: bool, msgs: list[str]) -> list[str]:
     """Every entry after the signed custody head must carry a valid signature by the bundle's key or a
     trusted one (so the 'sealed' entry and later ones cannot be edited, inserted or dropped unseen)."""
-    head = (manifest.get("custody_head") or {}).get("seq")
-    if not isinstance(head, int) or head < 0:
+    head = manifest.get("custody_head")
+    head = head.get("seq") if isinstance(head, dict) else None
+    if not isinstance(head, int) or isinstance(head, bool) or head < 0:
         return []  # reported by _check_custody_against_manifest
     problems: list[str] = []
     unknown: set[str] = set()
@@ -311,15 +313,29 @@ def _check_signature(bundle: Path, data: bytes, manifest: dict[str, Any] | None,
     if named != res.public_key_sha256:
         msgs.append(f"SIGNATURE: the manifest names key {named} but was signed by {res.public_key_sha256}")
         return False
+    # the bundle's copy of the key must be exactly the signer's key as aiir writes it (a PEM parser
+    # ignores text around the block, so an edited file could still load)
+    try:
+        stored = read_regular(bundle / PUBLIC_KEY)
+    except BadInput:
+        stored = None
+    if stored is not None and stored != public_key_pem(pub):
+        res.changed.append(PUBLIC_KEY)
+        msgs.append(f"CHANGED: {PUBLIC_KEY} is not the signer's key as sealed (bytes added or edited)")
+    elif stored is None and trusted is not None:
+        res.missing.append(PUBLIC_KEY)
+        msgs.append(f"MISSING: {PUBLIC_KEY}")
     return True
 
 
 def _check_custody_against_manifest(entries: list[dict[str, Any]], manifest: dict[str, Any],
                                     manifest_bytes: bytes, opened: dict[str, Any] | None) -> list[str]:
     problems: list[str] = []
-    head = manifest.get("custody_head") or {}
+    head = manifest.get("custody_head")
+    if not isinstance(head, dict):
+        return [f"the manifest's custody_head is not an object ({type(head).__name__})"]
     seq, digest = head.get("seq"), head.get("sha256")
-    if not isinstance(seq, int) or seq < 0 or seq >= len(entries):
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or seq >= len(entries):
         return [f"the manifest's custody head (entry {seq}) is not in {CUSTODY} (log truncated or replaced)"]
     if _custody.entry_hash(entries[seq]) != digest:
         problems.append(f"entry {seq} is not the one the manifest was sealed on: "
@@ -329,9 +345,10 @@ def _check_custody_against_manifest(entries: list[dict[str, Any]], manifest: dic
     recorded: dict[str, tuple[Any, Any]] = {}
     for e in entries[: seq + 1]:
         if e.get("action") == "added":
-            recorded[e.get("file")] = (e.get("sha256"), e.get("size"))
-    listed = {f.get("path"): (f.get("sha256"), f.get("size")) for f in manifest["files"] if isinstance(f, dict)}
-    if recorded != listed:
+            recorded[repr(e.get("file"))] = (repr(e.get("sha256")), repr(e.get("size")))
+    listed = {repr(f.get("path")): (repr(f.get("sha256")), repr(f.get("size")))
+              for f in manifest["files"] if isinstance(f, dict)}
+    if recorded != listed:  # (repr: a tampered entry may hold any JSON, hashable or not)
         diff = sorted(set(recorded.items()) ^ set(listed.items()), key=str)[:5]
         problems.append(f"the 'added' entries up to sealing do not match the manifest's files (e.g. {diff})")
     manifest_sha = sha256_hex(manifest_bytes)

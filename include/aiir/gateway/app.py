@@ -120,7 +120,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             rid = uuid.uuid4().hex
         elif not _REQUEST_ID_RE.fullmatch(rid):
             return err(400, "bad_request_id", "X-Request-Id must be 1-128 ASCII letters, digits or . _ : / + = @ -, "
-                       "starting with a letter or digit")
+                       "starting with a letter or digit", uuid.uuid4().hex)
         try:
             client = client_id_from_header(headers.get("x-client-id"))
         except InvalidClientId as exc:

@@ -1,0 +1,147 @@
+"""Stopping (issue #10 item 8): the demo's services stop promptly and completely.
+
+`runtime.stop_all` on real process groups (leaders and children that ignore SIGTERM, a child that moved to
+a process group of its own); and the real `aiir demo run --keep-running` under a pseudo-terminal, stopped
+with Ctrl-C (the terminal sends SIGINT to the foreground process group) and with SIGINT to its group.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aiir import runtime
+from tests.conftest import VENV_BIN
+
+STUBBORN = r"""
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+kids = [subprocess.Popen([sys.executable, "-c",
+                          "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])]
+kids.append(subprocess.Popen([sys.executable, "-c",
+                              "import os, signal, time; os.setpgid(0, 0); "
+                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"]))
+print(" ".join(str(k.pid) for k in kids), flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat", "rb") as fh:
+                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(e))
+    out, todo = set(), [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def test_stop_all_kills_stubborn_groups_and_stragglers_fast(tmp_path):
+    services, kids = [], []
+    for i in range(3):
+        svc = runtime._spawn(f"stubborn-{i}", [sys.executable, "-c", STUBBORN], dict(os.environ),
+                             tmp_path / f"s{i}.log", "")
+        services.append(svc)
+    deadline = time.time() + 30
+    for i in range(len(services)):
+        while time.time() < deadline and not (tmp_path / f"s{i}.log").read_text().strip():
+            time.sleep(0.05)
+        kids += [int(p) for p in (tmp_path / f"s{i}.log").read_text().split()]
+    assert len(kids) == 6 and all(alive(k) for k in kids)
+    took = runtime.stop_all(services, grace=1.0)
+    assert took < 3.0
+    time.sleep(0.2)
+    assert not any(svc.alive() for svc in services)
+    assert [k for k in kids if alive(k)] == []
+
+
+def _read_until(fd: int, needle: bytes, timeout: float, buf: bytearray) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([fd], [], [], 1.0)
+        if r:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            buf += chunk
+            if needle in buf:
+                return True
+    return False
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigint-to-group"])
+def test_demo_keep_running_stops_within_5s(tmp_path, how):
+    """The real demo (bootstrap, gateway, Airflow, the whole story), left running, then stopped."""
+    home = tmp_path / "aiir-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIIR_", "AIRFLOW_", "MLFLOW_"))}
+    env.update(AIIR_HOME=str(home), GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+    pid, fd = pty.fork()  # the child gets a controlling terminal and is its foreground process group
+    if pid == 0:
+        os.execve(str(VENV_BIN / "aiir"), [str(VENV_BIN / "aiir"), "demo", "run", "--keep-running",
+                                           "--gateway-port", str(runtime.free_port()),
+                                           "--airflow-port", str(runtime.free_port())], env)
+    buf = bytearray()
+    started: set[int] = set()
+    try:
+        ready = _read_until(fd, b"keep running; Ctrl-C stops them", 1500, buf)
+        assert ready, buf[-4000:].decode(errors="replace")
+        started = descendants(pid)
+        assert len(started) >= 3, started  # gateway, airflow standalone and its components
+        t0 = time.monotonic()
+        if how == "ctrl-c":
+            os.write(fd, b"\x03")  # the terminal driver turns it into SIGINT to the foreground group
+        else:
+            os.killpg(os.getpgid(pid), signal.SIGINT)
+        _read_until(fd, b"stopped ", 10, buf)
+        while time.monotonic() - t0 < 10:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        assert done, f"demo still running after {took:.1f} s"
+        left = [p for p in started if alive(p)]
+        assert took < 5.0 and not left, (took, left, buf[-2000:].decode(errors="replace"))
+        assert os.waitstatus_to_exitcode(status) == 0, buf[-2000:].decode(errors="replace")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        for p in started | descendants(pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.close(fd)
+        (Path(tmp_path) / "demo.out").write_bytes(bytes(buf))
