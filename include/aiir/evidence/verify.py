@@ -42,8 +42,8 @@ from .copy import hash_file, read_regular
 from .keys import (
     fingerprint,
     load_public_key,
-    public_key_pem,
     load_signing_key_if_present,
+    public_key_pem,
     trust_store_path,
     trusted_fingerprints,
 )
