@@ -16,7 +16,8 @@ extending moto 5.2.5 where a SageMaker incident responder would otherwise be tes
   update fails or a deployment guardrail rolls it back. Callers must re-read to notice.
 * **InvokeEndpoint** — moto answers canned bodies. Here it picks a variant by current weight (or the
   ``X-Amzn-SageMaker-Target-Variant`` header), forwards the body to the real model server registered for
-  that variant's model (``POST /_aiir/model-servers {"<ModelName>": "http://127.0.0.1:8080"}``, e.g.
+  that variant's model (``POST /_aiir/model-servers {"<ModelName>": "http://127.0.0.1:8080"}``, ``"*"`` for any
+  other model; e.g.
   ``aiir serve``) and, when the endpoint's config enables Data Capture, writes SageMaker Data Capture JSON
   lines to its ``DestinationS3Uri`` in SageMaker's key layout
   (``<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl``), honouring the sampling percentage.
@@ -311,7 +312,7 @@ def invoke_endpoint(resp) -> tuple[int, dict[str, str], bytes | str]:
         pick = random.choices(variants, weights=weights)[0]
     variant = pick["VariantName"]
     model_name = models[variant]
-    url = SIM.model_servers.get(model_name)
+    url = SIM.model_servers.get(model_name) or SIM.model_servers.get("*")  # "*": any other model
     if not url:
         return _error(424, "ModelError", f"no model server is registered for model {model_name} "
                                          f"(POST {CONTROL}model-servers)")

@@ -220,3 +220,17 @@ def test_options_from_an_aws_connection_and_the_registry(sim):
     assert row["available"] and row["default_conn_id"] == "aws_default" and "block_clients" not in row["capabilities"]
     with pytest.raises(BadInput, match="retry_mode"):
         SageMakerTarget("x", retry_mode="hand-loop")
+
+
+def test_a_new_version_gets_a_model_from_the_data_template(sim, aws, deployed):
+    """What the clean retrain's promote needs: a version no SageMaker model serves yet."""
+    sm, model = aws["sagemaker"], deployed["model"]
+    with pytest.raises(BadInput, match="no SageMaker model serves version 4"):
+        deployed["target"].rollback("4")
+    t = target(sim, deployed["endpoint"], model_name=model,
+               model_data_url_template="s3://models/{model}/{version}/model.tar.gz")
+    assert t.rollback("4", reason="promote clean v4").serving_versions == ["4"]
+    created = sm.describe_model(ModelName=f"{model}-v4")["PrimaryContainer"]
+    assert created["ModelDataUrl"] == f"s3://models/{model}/4/model.tar.gz"
+    assert created["Environment"]["AIIR_MODEL_VERSION"] == "4"
+    assert created["Image"] == sm.describe_model(ModelName=f"{model}-v2")["PrimaryContainer"]["Image"]

@@ -144,6 +144,10 @@ class SageMakerTarget(DeploymentTarget):
         TargetOption("last_known_good", default="auto",
                      description="where last-known-good comes from: auto (tags, Model Registry), mlflow, none"),
         TargetOption("execution_role_arn", description="role for models created from model packages"),
+        TargetOption("model_data_url_template",
+                     description="for a version no SageMaker model serves yet: create <model>-v<version> from the "
+                                 "primary's container with this ModelDataUrl ({model}, {version} filled in), "
+                                 "e.g. s3://bucket/models/{model}/{version}/model.tar.gz"),
         TargetOption("keep_fallback_variant", type="boolean", default=True,
                      description="rollback keeps last-known-good as a zero-weight variant, so isolation "
                                  "is a weight shift (seconds), not an endpoint update (minutes)"),
@@ -195,6 +199,7 @@ class SageMakerTarget(DeploymentTarget):
                  fallback_version: str | None = None, fallback_variant: str | None = None,
                  quarantine_endpoint_config: str | None = None, model_package_group: str | None = None,
                  last_known_good: str = "auto", execution_role_arn: str | None = None,
+                 model_data_url_template: str | None = None,
                  keep_fallback_variant: bool = True, data_capture_s3_uri: str | None = None,
                  feature_columns: str | list[str] | None = None,
                  wait: bool = True, wait_timeout: float = 1800.0, poll: float = 10.0,
@@ -222,6 +227,9 @@ class SageMakerTarget(DeploymentTarget):
         self.model_package_group = model_package_group or None
         self.last_known_good_source = last_known_good
         self.execution_role_arn = execution_role_arn or None
+        if model_data_url_template and not str(model_data_url_template).startswith("s3://"):
+            raise BadInput("model_data_url_template", f"{model_data_url_template!r}: expected s3://…/{{version}}/…")
+        self.model_data_url_template = model_data_url_template or None
         self.keep_fallback_variant = _as_bool(keep_fallback_variant)
         if data_capture_s3_uri and not str(data_capture_s3_uri).startswith("s3://"):
             raise BadInput("data_capture_s3_uri", f"{data_capture_s3_uri!r}: expected s3://bucket/prefix")
@@ -657,11 +665,31 @@ class SageMakerTarget(DeploymentTarget):
                                  {"Key": "aiir:version", "Value": version}])
                 self._models.pop(name, None)
                 return name
+        if self.model_data_url_template and r is not None:
+            return self._model_from_template(name, version, r)
         raise BadInput("version", f"no SageMaker model serves version {version} of {self.model}: none on endpoint "
                                   f"{self.name}, no model named {name}"
                        + (f", no approved package {version} in {self.model_package_group}"
                           if self.model_package_group else " (set model_package_group to create it from the "
                                                            "Model Registry)"))
+
+    def _model_from_template(self, name: str, version: str, r: dict[str, Any]) -> str:
+        """A new SageMaker model for ``version``: the primary's image, role and environment, the version's
+        model data (``model_data_url_template``) — what a deploy pipeline does for each registered version."""
+        primary = max(r["variants"], key=lambda v: v["weight"], default=None)
+        base = self._model(primary["model"]) if primary and primary.get("model") else None
+        container = dict((base or {}).get("PrimaryContainer") or {})
+        if not container.get("Image"):
+            raise BadInput("model_data_url_template", f"the primary model of {self.name} has no container image to "
+                                                      "copy (a model from a package: use model_package_group)")
+        container.pop("ModelPackageName", None)
+        container["ModelDataUrl"] = self.model_data_url_template.format(model=self.model, version=version)
+        container["Environment"] = {**(container.get("Environment") or {}), "AIIR_MODEL_VERSION": version}
+        role = self.execution_role_arn or (base or {}).get("ExecutionRoleArn")
+        self._call(self.sm, "create_model", ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container,
+                   Tags=[{"Key": "aiir:model", "Value": _tag_value(self.model)}, {"Key": "aiir:version", "Value": version}])
+        self._models.pop(name, None)
+        return name
 
     def _any_execution_role(self, r: dict[str, Any] | None) -> str | None:
         for v in (r or {}).get("variants", []):
