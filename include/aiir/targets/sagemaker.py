@@ -247,6 +247,7 @@ class SageMakerTarget(DeploymentTarget):
         self._configs: dict[str, dict[str, Any]] = {}
         self._models: dict[str, dict[str, Any]] = {}
         self._lkg: tuple[str | None, str] | None = None
+        self._written_tags: tuple[str, dict[str, str]] | None = None
 
     # ------------------------------------------------------------------ clients
     def _instrument(self, client) -> None:
@@ -258,18 +259,16 @@ class SageMakerTarget(DeploymentTarget):
         client.meta.events.register("before-call.*.*", record)
 
     def _session(self):
-        import boto3
-
         key, secret, token = self._keys
-        session = boto3.session.Session(profile_name=self.profile, region_name=self.region,
-                                        aws_access_key_id=key, aws_secret_access_key=secret,
-                                        aws_session_token=token)
+        session = _shared_session(self.profile, self.region, key, secret, token)
         if self.role_arn:
             sts = session.client("sts", endpoint_url=self.endpoint_url, config=self._config_obj())
             try:
                 creds = sts.assume_role(RoleArn=self.role_arn, RoleSessionName=f"aiir-{self.name}"[:64])["Credentials"]
             except Exception as exc:
                 raise TargetError(f"{self.ref}: cannot assume role {self.role_arn}: {exc}") from None
+            import boto3
+
             session = boto3.session.Session(region_name=session.region_name, aws_access_key_id=creds["AccessKeyId"],
                                             aws_secret_access_key=creds["SecretAccessKey"],
                                             aws_session_token=creds["SessionToken"])
@@ -430,7 +429,11 @@ class SageMakerTarget(DeploymentTarget):
     def _read(self) -> dict[str, Any]:
         ep = self._endpoint()
         cfg = self._config(ep["EndpointConfigName"])
-        tags = self._tags(ep["EndpointArn"])
+        cached = self._written_tags
+        if ep.get("EndpointStatus") in SETTLING and cached and cached[0] == ep["EndpointArn"]:
+            tags = dict(cached[1])  # polling our own change: the tags are the ones just written
+        else:
+            tags = self._tags(ep["EndpointArn"])
         return {"endpoint": ep, "config": cfg, "tags": tags, "variants": self._variants(ep, cfg)}
 
     def describe(self) -> ServingState:
@@ -554,10 +557,14 @@ class SageMakerTarget(DeploymentTarget):
             chunk = _tag_list({key: value})
             add += chunk
             remove += [k for k in old if k not in {t["Key"] for t in chunk}]
+        self._written_tags = None
         if remove:
             self._call(self.sm, "delete_tags", ResourceArn=arn, TagKeys=sorted(set(remove)))
         if add:
             self._call(self.sm, "add_tags", ResourceArn=arn, Tags=add)
+        after = {k: v for k, v in current.items() if k not in set(remove)}
+        after.update({t["Key"]: t["Value"] for t in add})
+        self._written_tags = (arn, after)
 
     def _revert_tags(self, arn: str, before: dict[str, str], changed: dict[str, str | None]) -> None:
         """The update was refused: put the tags back as they were, so the endpoint reads as it really is."""
@@ -1066,6 +1073,21 @@ class SageMakerTarget(DeploymentTarget):
         n = self._download(bucket, key, path, cap=budget[0])
         budget[0] -= n
         return [path]
+
+
+_SESSIONS: dict[tuple, Any] = {}
+
+
+def _shared_session(profile, region, key, secret, token):
+    """One boto3 Session per credentials in a process: its loader keeps the parsed service models, so a second
+    target (the trigger's polls, the CLI) does not pay the 1-3 s of loading SageMaker's model again."""
+    import boto3
+
+    k = (profile, region, key, secret, token)
+    if k not in _SESSIONS:
+        _SESSIONS[k] = boto3.session.Session(profile_name=profile, region_name=region, aws_access_key_id=key,
+                                             aws_secret_access_key=secret, aws_session_token=token)
+    return _SESSIONS[k]
 
 
 def _xml_field(text: str, tag: str, default: str) -> str:
