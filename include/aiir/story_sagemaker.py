@@ -75,7 +75,8 @@ def run(*, keep_running: bool = False, log: Callable[[str], None] = _say, airflo
 
     services: list[Any] = []
     saved_env = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                                "AWS_ENDPOINT_URL", "AIRFLOW_CONN_AWS_DEFAULT")}
+                                                "AWS_ENDPOINT_URL", "AIRFLOW_CONN_AWS_DEFAULT",
+                                                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT")}
     try:
         log("starting the AWS simulator (moto + SageMaker extensions) on 127.0.0.1")
         sim = AwsSim(settle_s=2.0, log=p.home / "awssim.log").start()
@@ -137,6 +138,8 @@ def run(*, keep_running: bool = False, log: Callable[[str], None] = _say, airflo
         _traffic(rt, files.fraud_feedback, seconds=6)
         sim.flush_capture()
 
+        # on a loaded machine the api-server can take longer than the task runner's 5 s default to answer
+        os.environ.setdefault("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")
         port = airflow_port or runtime.free_port()
         log(f"starting Airflow on http://127.0.0.1:{port}")
         af = runtime.Airflow(port=port, integrity_schedule="none")
@@ -150,6 +153,9 @@ def run(*, keep_running: bool = False, log: Callable[[str], None] = _say, airflo
         check = af.trigger("data_integrity_check", {"current": str(files.fraud_batch(5)), "target_kind": "sagemaker",
                                                     "target_name": ENDPOINT, "model_name": model})
         check = af.wait_for_run("data_integrity_check", check["dag_run_id"], timeout=600)
+        if check["state"] != "success":
+            states = {t["task_id"]: t["state"] for t in af.task_instances("data_integrity_check", check["dag_run_id"])}
+            raise RuntimeError(f"data_integrity_check ended {check['state']} ({states}); logs under {af.home / 'logs'}")
         summary = af.xcom("data_integrity_check", check["dag_run_id"], "check")
         _item(f"check: {summary['status']} ({summary.get('severity')}), suspect sources {summary.get('suspect_sources')}")
         if summary["status"] != "incident":

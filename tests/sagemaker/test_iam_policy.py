@@ -47,6 +47,13 @@ def iam_actions(service: str, op: str, params: dict) -> set[str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     sim = AwsSim(settle_s=0.2, log=tmp_path_factory.mktemp("iam-sim") / "awssim.log").start()
+    try:
+        yield _world(sim, tmp_path_factory)
+    finally:  # also when the setup fails: never leave the server running
+        sim.stop()
+
+
+def _world(sim, tmp_path_factory):
     root = {"endpoint_url": sim.url, "region_name": REGION, "aws_access_key_id": "testing",
             "aws_secret_access_key": "testing"}
     iam, sm, s3 = (boto3.client(s, **root) for s in ("iam", "sagemaker", "s3"))
@@ -100,8 +107,7 @@ def world(tmp_path_factory):
     sim.require_iam()
     creds = {"endpoint_url": sim.url, "region_name": REGION, "aws_access_key_id": access["AccessKeyId"],
              "aws_secret_access_key": access["SecretAccessKey"]}
-    yield {"sim": sim, "creds": creds, "bundle": b, "base": base, "key": key}
-    sim.stop()
+    return {"sim": sim, "creds": creds, "bundle": b, "base": base, "key": key}
 
 
 def recorded_clients(creds, calls):

@@ -22,8 +22,11 @@ DAGS = Path(__file__).parent / "dags"
 @pytest.fixture(scope="module")
 def airflow(sim, tmp_path_factory):
     home = tmp_path_factory.mktemp("sm-af") / "aiir-home"
-    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", *sim.client_env())}
-    os.environ.update({"AIIR_HOME": str(home), **sim.client_env()})
+    extra = {"AIIR_HOME": str(home), **sim.client_env(),
+             # a loaded machine's api-server can take longer than the task runner's 5 s default
+             "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": os.environ.get("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")}
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
     from aiir import runtime
 
     af = runtime.Airflow(dags=DAGS)
