@@ -9,6 +9,11 @@ gateway, both real processes. In the same run:
 
 Each incident run is stopped once contained (the rest of the playbook is not what is measured) and the
 gateway is put back to serving the compromised version before the next one.
+
+``--pending-approval`` first runs a whole incident A on the same model with ``require_approval`` until its
+promotion waits for a person (Airflow HITL, 12 h timeout), then measures the same MTTC with A pending:
+incidents no longer queue behind one another (no ``max_active_runs=1``; mutating steps take a per-model lock
+that a waiting approval does not hold).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def _ts(s: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--pending-approval", action="store_true",
+                    help="measure with another incident's promotion approval pending on the same model")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="aiir-mttc-")) / "aiir-home"
     os.environ["AIIR_HOME"] = str(home)
@@ -73,6 +80,24 @@ def main() -> None:
             ti = af.task_instances("aiir_latency_probe", r["dag_run_id"])[0]
             baseline.append(_ts(ti["end_date"]) - t0)
 
+        pending = None
+        if args.pending_approval:
+            pending = f"BENCH-PENDING-{os.getpid()}"
+            target.rollback(v2, reason="bench: compromised version serving")
+            af.trigger("incident_data_poisoning", {"incident_id": pending, "model_name": bootstrap.FRAUD_MODEL,
+                                                   "target_name": bootstrap.FRAUD_MODEL, "require_approval": True},
+                       run_id=pending)
+
+            def awaiting():
+                try:
+                    tis = af.task_instances("retrain_from_clean_data", f"{pending}-retrain")
+                except Exception:
+                    return None
+                return next((t for t in tis if t["task_id"] == "await_approval"
+                             and t["state"] in ("awaiting_input", "deferred")), None)
+
+            runtime.wait_until(awaiting, timeout=1800, interval=2, what="incident A's approval to be pending",
+                               service=af.service)
         mttc, task_seconds = [], []
         for i in range(args.runs + 1):
             target.restore(reason="bench reset")
@@ -118,16 +143,19 @@ def main() -> None:
 
     b, m = statistics.median(baseline), statistics.median(mttc)
     res = {"baseline_s": baseline, "mttc_s": mttc, "containment_call_s": task_seconds, "baseline_median": b,
-           "mttc_median": m, "ratio": m / b}
-    save_json("mttc", res)
+           "mttc_median": m, "ratio": m / b, "pending_approval": bool(pending)}
+    save_json("mttc_pending" if pending else "mttc", res)
+    mode = (" **With incident A's promotion approval pending on the same model** (A contained, analysed and "
+            "retrained, its `await_approval` HITL task waiting) during every measured run." if pending else "")
     body = (f"Same Airflow (standalone, LocalExecutor, SQLite) and gateway, same run, {args.runs} runs each after "
-            f"one warm-up.\n\n| measure | median | runs |\n|---|---|---|\n"
+            f"one warm-up.{mode}\n\n| measure | median | runs |\n|---|---|---|\n"
             f"| no-op DAG: REST trigger → task finished | {b:.2f} s | {', '.join(f'{x:.2f}' for x in baseline)} |\n"
             f"| MTTC: REST trigger → first request served by last-known-good | {m:.2f} s | "
             f"{', '.join(f'{x:.2f}' for x in mttc)} |\n"
             f"| of which the containment calls (describe + isolate) | {statistics.median(task_seconds) * 1000:.0f} ms | |\n\n"
             f"Ratio **{m / b:.2f}×** (goal ≤ 1.3×).")
-    write_section("Mean time to contain (bench/bench_mttc.py)", body)
+    write_section("Mean time to contain with an approval pending (bench/bench_mttc.py --pending-approval)"
+                  if pending else "Mean time to contain (bench/bench_mttc.py)", body)
     print(json.dumps({k: v for k, v in res.items() if "median" in k or k == "ratio"}, indent=2))
 
 
