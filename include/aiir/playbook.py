@@ -535,7 +535,7 @@ def report(record: IncidentRecord) -> dict[str, Any]:
         "incident_id": record.incident_id, "kind": record.kind, "model": record.model_name,
         "playbook": {"kind": pb.kind, "title": pb.title, "dag_id": pb.dag_id, "containment": pb.containment,
                      "steps": [{"name": st.name, "phase": st.phase, "title": st.title} for st in pb.steps]},
-        "sections": list(pb.report_sections),
+        "report_sections": list(pb.report_sections),
         "target": f"{record.target_kind}:{record.target_name}", "severity": record.severity,
         "status": (lifecycle.read_state(record.incident_id) or {}).get("state", "open"),
         "state": lifecycle.read_state(record.incident_id),
