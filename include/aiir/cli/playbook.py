@@ -1,4 +1,4 @@
-"""`aiir incident …`, `aiir retrain …`, `aiir playbooks …`, `aiir targets …`: every playbook step, for when
+"""`aiir incident …`, `aiir retrain …`, `aiir playbooks …`: every playbook step, for when
 Airflow itself is down. The steps and their order come from the playbook definitions (aiir.playbooks)."""
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ incident_app = typer.Typer(help="Run an incident playbook step by step (the same
 retrain_app = typer.Typer(help="Post-incident retraining from clean data, with a gated promotion.",
                           no_args_is_help=True)
 playbooks_app = typer.Typer(help="The installed playbooks and their steps.", no_args_is_help=True)
-targets_app = typer.Typer(help="The installed deployment-target kinds.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(incident_app, name="incident")
     app.add_typer(retrain_app, name="retrain")
     app.add_typer(playbooks_app, name="playbooks")
-    app.add_typer(targets_app, name="targets")
 
 
 def _record(incident_id: str):
@@ -183,15 +181,6 @@ def playbooks_show(kind: Annotated[str, typer.Argument(help="Playbook kind.")]):
 
     emit_json(get_playbook(kind).describe())
 
-
-@targets_app.command("list")
-@guarded
-def targets_list():
-    """Every installed target kind (built in, or added through the aiir.targets entry points), its options,
-    capabilities, and whether it can run here."""
-    from aiir.targets import list_targets
-
-    emit_json(list_targets())
 
 
 @incident_app.command("list")
