@@ -62,7 +62,11 @@ def airflow_env(*, port: int = 8280, home: Path | None = None, dags: Path | None
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "300",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        # a worker's calls to the execution API (SQLite behind it) can take seconds on a loaded 2-core
+        # machine; the 5 s default turns that into failed task starts
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "GX_ANALYTICS_ENABLED": "false",
         "AIIR_INTEGRITY_SCHEDULE": integrity_schedule or os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly"),
         "MLFLOW_TRACKING_URI": p.mlflow_tracking_uri,
