@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from aiir.runtime import free_port, http_json, wait_until
-from tests.e2e.test_poisoning_playbook_airflow import _traffic, world  # noqa: F401  (module-scoped fixture)
+from tests.e2e.test_poisoning_playbook_airflow import _traffic
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 #: the whole story under CI load can take far longer than on an idle machine
@@ -35,7 +35,39 @@ TIMEOUT = float(os.environ.get("AIIR_UI_TIMEOUT", "2400"))
 
 
 @pytest.fixture(scope="module")
-def incident(world):  # noqa: F811
+def world(tmp_path_factory):
+    """The e2e test's world (real gateway, ``airflow standalone``), with load-tolerant start timeouts."""
+    home = tmp_path_factory.mktemp("ui") / "aiir-home"
+    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "AIIR_GATEWAY_URL")}
+    os.environ["AIIR_HOME"] = str(home)
+    from aiir import bootstrap, demo, runtime
+    from aiir.targets.local import LocalGatewayTarget
+
+    bootstrap.bootstrap()
+    services = []
+    try:
+        gw = runtime.start_gateway(bootstrap.FRAUD_MODEL, timeout=min(TIMEOUT, 600))
+        services.append(gw)
+        os.environ["AIIR_GATEWAY_URL"] = gw.url
+        af = runtime.Airflow(integrity_schedule="none")
+        af.start(timeout=min(TIMEOUT, 900))
+        services.append(af.service)
+        for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
+            af.wait_for_dag(d, timeout=min(TIMEOUT, 900))
+        yield {"home": home, "gw": gw, "af": af, "target": LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url),
+               "files": demo.DemoFiles(home / "data")}
+    finally:
+        for s in reversed(services):
+            s.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def incident(world):
     """The e2e story (tests/e2e): v2 retrained on the poisoned batch serves, the batch's Asset event runs the
     check, the check opens the incident, the playbook runs to the end."""
     from aiir import bootstrap
@@ -75,7 +107,7 @@ def _frame(page, title: str):
     return frame
 
 
-def test_incidents_view_lists_the_demo_incident(world, incident, page_factory, artifacts):  # noqa: F811
+def test_incidents_view_lists_the_demo_incident(world, incident, page_factory, artifacts):
     from aiir import console
 
     af, iid = world["af"], incident["incident_id"]
@@ -111,7 +143,7 @@ def test_incidents_view_lists_the_demo_incident(world, incident, page_factory, a
     assert not rec.script_ran and not rec.blocked, (rec.markers, rec.blocked)
 
 
-def test_incident_tab_on_the_playbook_run_shows_the_timeline(world, incident, page_factory, artifacts):  # noqa: F811
+def test_incident_tab_on_the_playbook_run_shows_the_timeline(world, incident, page_factory, artifacts):
     af, iid = world["af"], incident["incident_id"]
     page, rec = page_factory()
     page.goto(f"{af.url}/dags/incident_data_poisoning/runs/{iid}/plugin/aiir-incident", wait_until="load")
@@ -128,7 +160,7 @@ def test_incident_tab_on_the_playbook_run_shows_the_timeline(world, incident, pa
     assert not rec.script_ran
 
 
-def test_operator_extra_links_open_the_console(world, incident):  # noqa: F811
+def test_operator_extra_links_open_the_console(world, incident):
     af, iid = world["af"], incident["incident_id"]
     links = af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}/taskInstances/preserve_evidence/links")
     assert set(links) >= {"Evidence bundle", "Incident console"}, links
@@ -146,7 +178,7 @@ def test_operator_extra_links_open_the_console(world, incident):  # noqa: F811
         assert "Executive summary" in resp.read().decode()
 
 
-def test_report_renders_with_its_charts(world, incident, page_factory, artifacts):  # noqa: F811
+def test_report_renders_with_its_charts(world, incident, page_factory, artifacts):
     af, iid = world["af"], incident["incident_id"]
     page, rec = page_factory(viewport=(1280, 1000))
     page.goto(f"{af.url}/aiir/incidents/{iid}/report", wait_until="load")
@@ -167,7 +199,7 @@ def test_report_renders_with_its_charts(world, incident, page_factory, artifacts
     assert not rec.script_ran and not rec.blocked
 
 
-def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_factory, artifacts):  # noqa: F811
+def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_factory, artifacts):
     af, iid, w = world["af"], incident["incident_id"], incident["workdir"]
     conf = json.loads((w / "eradicate.json").read_text())["retrain_conf"]
     conf["require_approval"] = True
@@ -203,7 +235,7 @@ def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_
     assert not rec.script_ran
 
 
-def test_close_as_false_positive_through_the_lifecycle(world, incident, page_factory, artifacts):  # noqa: F811
+def test_close_as_false_positive_through_the_lifecycle(world, incident, page_factory, artifacts):
     from aiir import console
 
     if not console.can_close():
@@ -276,7 +308,7 @@ def _hostile_incident(home: Path) -> Path:
     return w
 
 
-def test_hostile_names_are_text_in_every_view_and_in_the_report(world, incident, page_factory, artifacts):  # noqa: F811
+def test_hostile_names_are_text_in_every_view_and_in_the_report(world, incident, page_factory, artifacts):
     af = world["af"]
     _hostile_incident(world["home"])
     pages = {
@@ -309,7 +341,7 @@ def test_hostile_names_are_text_in_every_view_and_in_the_report(world, incident,
 
 # ---------------------------------------------------------------------------------------- auth on
 @pytest.fixture(scope="module")
-def secured(world, incident, tmp_path_factory):  # noqa: F811
+def secured(world, incident, tmp_path_factory):
     """A second API server on the same metadata DB with SimpleAuthManager's login on (no all-admins)."""
     d = tmp_path_factory.mktemp("auth")
     pw_file = d / "passwords.json"
