@@ -189,8 +189,16 @@ def create_app() -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
         if "text/html" in request.headers.get("accept", ""):
+            login_url = ""
+            if exc.status_code == 401:
+                try:
+                    from airflow.api_fastapi.app import get_auth_manager
+
+                    login_url = get_auth_manager().get_url_login(next_url=str(request.url))
+                except Exception:  # no auth manager: no link
+                    login_url = ""
             return _page(env, "message.html", status=exc.status_code, prefix=_prefix(request),
-                         title=f"{exc.status_code}", message=str(exc.detail))
+                         title=f"{exc.status_code}", message=str(exc.detail), login_url=login_url)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(BadInput)
