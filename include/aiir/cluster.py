@@ -33,6 +33,14 @@ from aiir.errors import AiirError, BadInput
 from aiir.runtime import VENV_BIN, Service, free_port, http_json, wait_until
 
 
+def http_ok(url: str, timeout: float = 3.0) -> bool:
+    """GET ``url`` answers 2xx (any body: MLflow's /health says ``OK``, not JSON)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return 200 <= resp.status < 300
+
+
 def pg_bin(tool: str) -> str:
     """A PostgreSQL server binary (Debian installs them under /usr/lib/postgresql/<major>/bin)."""
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=lambda p: int(p.split("/")[4]))
@@ -96,14 +104,33 @@ class _Proc:
             pass
         svc.stop(5)  # SIGTERM/SIGKILL whatever is left of the group
 
+    def tree(self) -> list[int]:
+        """This service's process and every descendant (a task runner may start its own session)."""
+        import psutil
+
+        if not self.alive():
+            return []
+        try:
+            root = psutil.Process(self.service.pid)
+            return [root.pid, *(c.pid for c in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
     def kill(self) -> None:
-        """SIGKILL the whole process group — the machine is gone, mid-task, no clean-up."""
+        """SIGKILL the service's process group and every descendant at once — the machine is gone,
+        mid-task, no clean-up, no goodbye to the broker."""
         self.wanted = False
         if self.service and self.service.alive():
+            pids = self.tree()
             try:
                 os.killpg(self.service.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.service.proc.wait(10)
 
 
@@ -231,7 +258,6 @@ class NativeCluster:
         return _Proc(name, self.argv(name), self.env(name), self.root / "logs" / f"{name}.log", url)
 
     def _run_once(self, name: str, timeout: float = 600) -> None:
-        t0 = time.perf_counter()
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as fh:
@@ -240,15 +266,6 @@ class NativeCluster:
         if rc:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise AiirError(f"{name} exited {rc}; log {log}:\n{tail}")
-        self.timings[name] = round(time.perf_counter() - t0, 2)
-
-    def _start(self, name: str, ready, *, timeout: float = 180, url: str = "") -> None:
-        t0 = time.perf_counter()
-        proc = {"postgres": self._pg_proc, "redis": self._redis_proc}.get(name, lambda: self._proc(name, url))()
-        self.procs[name] = proc
-        svc = proc.start()
-        wait_until(ready, timeout=timeout, what=f"{name} to be ready", service=svc)
-        self.timings[name] = round(time.perf_counter() - t0, 2)
 
     def api_url(self) -> str:
         return f"http://{self.ep.apiserver}"
@@ -258,7 +275,7 @@ class NativeCluster:
         return h["metadatabase"]["status"] == "healthy"
 
     def _scheduler_healthy(self) -> bool:
-        return http_json("GET", f"http://127.0.0.1:{self.ports['scheduler_health']}/health", timeout=3) is not None
+        return http_ok(f"http://127.0.0.1:{self.ports['scheduler_health']}/health")
 
     def _job_alive(self, job_type: str) -> bool:
         h = http_json("GET", f"{self.api_url()}/api/v2/monitor/health", timeout=3)
@@ -269,41 +286,61 @@ class NativeCluster:
             "-- restart --")[-1]
 
     def start(self) -> NativeCluster:
+        """Start everything; ``timings`` records when each service was ready (seconds from the start).
+
+        Independent steps overlap, as compose starts them: MLflow migrates its database while
+        ``airflow db migrate`` runs; the Airflow components start while ``aiir bootstrap`` trains."""
         t0 = time.perf_counter()
+
+        def mark(name: str) -> None:
+            self.timings[name] = round(time.perf_counter() - t0, 1)
+
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         self._init_postgres()
-        self._start("postgres", self._pg_ready, timeout=60)
+        self._launch("postgres")
+        wait_until(self._pg_ready, timeout=60, what="postgres to be ready", service=self.procs["postgres"].service)
+        mark("postgres")
         for db in deploy.DATABASES:
             self._psql(f"CREATE DATABASE {db}")
-        self._start("redis", self._redis_ready, timeout=30)
+        self._launch("redis")
+        wait_until(self._redis_ready, timeout=30, what="redis to be ready", service=self.procs["redis"].service)
+        mark("redis")
+        self._launch("mlflow")
         self._run_once("airflow-init")
-        self._start("mlflow", lambda: http_json("GET", f"http://{self.ep.mlflow}/health", timeout=3) is None
-                    or True, timeout=180)
+        mark("airflow-init")
         self._write_gateway_token()
+        airflow = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                   "airflow-worker-1", "airflow-worker-2")
+        for name in airflow:
+            self._launch(name)
+        wait_until(lambda: http_ok(f"http://{self.ep.mlflow}/health"), timeout=300, what="mlflow to be ready",
+                   service=self.procs["mlflow"].service)
+        mark("mlflow")
         self._run_once("aiir-bootstrap")
-        self._start("gateway", lambda: http_json("GET", f"http://127.0.0.1:{self.gateway_port}/ping", timeout=2)
-                    is not None or True, timeout=120)
-        self._start("airflow-apiserver", self._api_healthy, timeout=240)
-        for name, ready in (("airflow-scheduler", self._scheduler_healthy),
-                            ("airflow-dag-processor", lambda: self._job_alive("dag_processor")),
-                            ("airflow-triggerer", lambda: self._job_alive("triggerer"))):
-            self.procs[name] = self._proc(name)
-            self.procs[name].start()
-        for name in ("airflow-worker-1", "airflow-worker-2"):
-            self.procs[name] = self._proc(name)
-            self.procs[name].start()
-        t1 = time.perf_counter()
-        for name, ready in (("airflow-scheduler", self._scheduler_healthy),
-                            ("airflow-dag-processor", lambda: self._job_alive("dag_processor")),
-                            ("airflow-triggerer", lambda: self._job_alive("triggerer")),
-                            ("airflow-worker-1", lambda: self._worker_ready("airflow-worker-1")),
-                            ("airflow-worker-2", lambda: self._worker_ready("airflow-worker-2"))):
-            wait_until(ready, timeout=240, what=f"{name} to be ready", service=self.procs[name].service)
-            self.timings[name] = round(time.perf_counter() - t1, 2)
-        self.timings["total"] = round(time.perf_counter() - t0, 2)
+        mark("aiir-bootstrap")
+        self._launch("gateway")
+        ready = {
+            "gateway": lambda: http_ok(f"http://127.0.0.1:{self.gateway_port}/ping"),
+            "airflow-apiserver": self._api_healthy,
+            "airflow-scheduler": self._scheduler_healthy,
+            "airflow-dag-processor": lambda: self._job_alive("dag_processor"),
+            "airflow-triggerer": lambda: self._job_alive("triggerer"),
+            "airflow-worker-1": lambda: self._worker_ready("airflow-worker-1"),
+            "airflow-worker-2": lambda: self._worker_ready("airflow-worker-2"),
+        }
+        for name, check in ready.items():
+            wait_until(check, timeout=300, what=f"{name} to be ready", service=self.procs[name].service)
+            mark(name)
+        mark("total")
         self._supervisor = threading.Thread(target=self._supervise, name="aiir-cluster-supervisor", daemon=True)
         self._supervisor.start()
         return self
+
+    def _launch(self, name: str) -> _Proc:
+        proc = {"postgres": self._pg_proc, "redis": self._redis_proc}.get(name, lambda: self._proc(name))()
+        self.procs[name] = proc
+        proc.start()
+        return proc
 
     def _write_gateway_token(self) -> None:
         """What compose's airflow-init does: the gateway's admin token file from AIIR_GATEWAY_ADMIN_TOKEN."""
