@@ -400,6 +400,18 @@ class NativeCluster:
         self.events.append({"at": t1, "service": "postgres", "event": "started"})
         return {"stopped_at": t0, "ready_at": t1}
 
+    def service_of_port(self, local_port: int, remote_port: int) -> str | None:
+        """The service whose process tree holds the TCP connection 127.0.0.1:local_port → remote_port
+        (who sent a request the test is holding)."""
+        import psutil
+
+        owner = next((c.pid for c in psutil.net_connections(kind="tcp")
+                      if c.laddr and c.laddr.port == local_port and c.raddr and c.raddr.port == remote_port
+                      and c.pid), None)
+        if owner is None:
+            return None
+        return next((n for n, p in self.procs.items() if owner in p.tree()), None)
+
     def pids(self) -> dict[str, int | None]:
         return {n: p.pid for n, p in self.procs.items()}
 

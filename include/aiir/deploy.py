@@ -166,9 +166,15 @@ def _db_url(ep: Endpoints, s: Secrets, db: str, driver: str = "postgresql+psycop
 
 
 def target_connection(ep: Endpoints, s: Secrets) -> str:
-    """Connection ``aiir_target_local`` (JSON form of ``AIRFLOW_CONN_*``): gateway address + admin token."""
+    """Connection ``aiir_target_local`` (JSON form of ``AIRFLOW_CONN_*``): gateway address + admin token.
+    Admin calls wait up to :data:`TARGET_TIMEOUT` s (the target's default, 5 s, is for a gateway on the
+    same host; across a network and a loaded host a slow answer should not fail containment)."""
     host, _, port = ep.gateway.rpartition(":")
-    return json.dumps({"conn_type": "aiir_target", "host": host, "port": int(port), "password": s.gateway_token})
+    return json.dumps({"conn_type": "aiir_target", "host": host, "port": int(port), "password": s.gateway_token,
+                       "extra": {"timeout": TARGET_TIMEOUT}})
+
+
+TARGET_TIMEOUT = 15.0
 
 
 def endpoint_env(ep: Endpoints, s: Secrets) -> dict[str, str]:

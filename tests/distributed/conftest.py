@@ -33,7 +33,7 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cluster")
     gw_port = runtime.free_port()
-    proxy = FaultProxy(gw_port)  # the workers reach the gateway through it (a load balancer's place)
+    proxy = FaultProxy(gw_port, max_hold=12.0)  # the workers reach the gateway through it (a load balancer's place)
     cluster = NativeCluster(root, gateway_port=gw_port, gateway_front=proxy.address)
     saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "MLFLOW_TRACKING_URI", "AIIR_GATEWAY_URL")}
     os.environ.update(cluster.client_env())

@@ -35,6 +35,7 @@ class FaultProxy:
         self.held: list[Held] = []
         self.forwarded = 0
         self._armed: str | None = None
+        self._armed_max = max_hold
         self._lock = threading.Lock()
         proxy = self
 
@@ -58,9 +59,12 @@ class FaultProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def hold(self, prefix: str) -> None:
+    def hold(self, prefix: str, max_hold: float | None = None) -> None:
+        """Hold the next request starting with ``prefix`` for up to ``max_hold`` s (default: the proxy's);
+        keep it below the client's own timeout, or the client gives up first."""
         with self._lock:
             self._armed = prefix
+            self._armed_max = self.max_hold if max_hold is None else max_hold
 
     def disarm(self) -> None:
         with self._lock:
@@ -81,10 +85,11 @@ class FaultProxy:
             hit = self._armed is not None and line.startswith(self._armed)
             if hit:
                 self._armed = None  # one request per arming
+                max_hold = self._armed_max
         if hit:
             held = Held(line, h.client_address[1], time.time())
             self.held.append(held)
-            if self._wait_for_hangup(h.connection, self.max_hold):
+            if self._wait_for_hangup(h.connection, max_hold):
                 held.outcome = "dropped"
                 h.close_connection = True
                 return

@@ -25,14 +25,11 @@ def _wait_held(proxy: FaultProxy, n: int, timeout: float) -> None:
     wait_until(lambda: len(proxy.held) >= n, timeout=timeout, interval=0.05, what=f"held request #{n}")
 
 
-def _node_running(af, run_id: str, task_id: str, timeout: float = 30) -> str:
-    from aiir.runtime import wait_until
-
-    def node():
-        ti = _tis(af, DAG, run_id)[task_id]
-        return ti["hostname"] if ti["state"] == "running" and ti.get("hostname") in WORKERS else None
-
-    return wait_until(node, timeout=timeout, interval=0.1, what=f"{task_id} to be running on a worker")
+def _sender(cluster, proxy: FaultProxy, i: int) -> str:
+    """The worker whose task sent held request ``i`` (found by the connection's port, at once)."""
+    name = cluster.service_of_port(proxy.held[i].client_port, proxy.port)
+    assert name in WORKERS, (name, proxy.held[i])
+    return name
 
 
 def _wait_worker_ready(cluster, name: str) -> None:
@@ -72,7 +69,7 @@ def faults(world):
     obs: dict = {"good": good, "bad": bad.version, "run_id": run_id}
 
     # (a) kill -9 the worker running isolate_endpoint while its isolate call is in flight
-    proxy.hold("POST /admin/isolate")
+    proxy.hold("POST /admin/isolate", max_hold=12.0)  # the connection's client waits 15 s
     t0 = time.time()
     af.api("POST", f"/dags/{DAG}/dagRuns", {"dag_run_id": run_id, "logical_date": None,
                                              "conf": {"incident_id": run_id, "severity": "high"}})
@@ -82,9 +79,10 @@ def faults(world):
         run = af.api("GET", f"/dags/{DAG}/dagRuns/{run_id}")
         raise AssertionError(f"{exc}; run {run['state']}, tasks "
                              f"{ {t: ti['state'] for t, ti in _tis(af, DAG, run_id).items()} }") from None
-    victim = _node_running(af, run_id, "isolate_endpoint")
-    obs["isolate_killed"] = victim
+    victim = _sender(cluster, proxy, 0)
     killed_at = cluster.kill(victim)
+    obs["isolate_killed"] = victim
+    assert _tis(af, DAG, run_id)["isolate_endpoint"]["hostname"] == victim
     ti = _wait_task(af, run_id, "isolate_endpoint")
     obs["isolate"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[0].outcome,
                       "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1),
@@ -93,13 +91,14 @@ def faults(world):
     _wait_worker_ready(cluster, victim)
 
     # (b) kill -9 the worker running preserve_evidence while it snapshots the target
-    proxy.hold("GET /admin/state")
+    proxy.hold("GET /admin/state", max_hold=4.0)  # preserve's snapshot client gives up after 5 s
     _wait_held(proxy, 2, timeout=300)
-    victim = _node_running(af, run_id, "preserve_evidence")
-    obs["preserve_killed"] = victim
+    victim = _sender(cluster, proxy, 1)
     bundle_dir = world["home"] / "evidence" / run_id
     obs["custody_before_kill"] = [e["action"] for e in _custody(str(bundle_dir))]
     killed_at = cluster.kill(victim)
+    obs["preserve_killed"] = victim
+    assert _tis(af, DAG, run_id)["preserve_evidence"]["hostname"] == victim
     ti = _wait_task(af, run_id, "preserve_evidence")
     obs["preserve"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[1].outcome,
                        "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1)}
