@@ -13,6 +13,8 @@ from aiir.cli._util import emit_json, guarded, progress
 
 gateway_app = typer.Typer(help="Containment on the local gateway (thin wrappers over LocalGatewayTarget).",
                           no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (client identity that cannot be spoofed): issue, revoke, list.",
+                       no_args_is_help=True)
 decisions_app = typer.Typer(help="The gateway's decision log: export, import, verify.", no_args_is_help=True)
 
 NAME_OPT = typer.Option(..., "--name", "-n", help="Registered model name served by the gateway.")
@@ -69,6 +71,19 @@ def serve(
                                    help="Decision-log writer: 'process' (child process, default) or 'thread'."),
     durable: bool = typer.Option(False, "--durable",
                                  help="Answer a request only after its decisions are committed to the log."),
+    require_api_key: bool = typer.Option(False, "--require-api-key",
+                                         help="Identify clients by API key only (also on when the state dir "
+                                              "has an api-keys.json); without it X-Client-Id is trusted."),
+    guard: bool = typer.Option(False, "--guard", help="Inline evasion guard: per-client and per-cluster "
+                                                      "statistics in the serving path; trips contain the client."),
+    guard_reference: Path = typer.Option(None, "--guard-reference",
+                                         help="Training data (CSV/Parquet) or `aiir evasion profile` JSON: "
+                                              "feature scaling and the outlier model of the guard."),
+    guard_thresholds: Path = typer.Option(None, "--guard-thresholds",
+                                          help="TOML overriding aiir/evasion/thresholds.toml."),
+    playbook_url: str = typer.Option(None, "--playbook-url",
+                                     help="Airflow base URL the guard triggers incident_adversarial_evasion on "
+                                          "(default $AIIR_AIRFLOW_URL; credentials from the environment)."),
 ) -> None:
     """Serve MODEL@ALIAS on POST /invocations (MLflow scoring formats), log every decision, and accept
     containment on the /admin API."""
@@ -85,7 +100,9 @@ def serve(
         raise BadInput("--log-writer", f"expected process or thread, got '{log_writer}'")
     run_server(model=model, alias=alias, fallback_alias=fallback_alias or None, host=host, port=port,
                state_dir=state_dir, max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows,
-               log_decisions=not no_log, log_writer=log_writer, durable=durable)
+               log_decisions=not no_log, log_writer=log_writer, durable=durable,
+               require_api_key=require_api_key, guard=guard, guard_reference=guard_reference,
+               guard_thresholds=guard_thresholds, playbook_url=playbook_url)
 
 
 # ------------------------------------------------------------------------------------------ traffic
@@ -176,6 +193,53 @@ def gw_canary(name: str = NAME_OPT, version: str = typer.Option(..., "--version"
               state_dir: Path = STATE_DIR_OPT) -> None:
     """Send SHARE of traffic to VERSION, the rest to the primary."""
     emit_json(_target(name, url, token_file, state_dir).canary(version, share, reason=reason).to_dict())
+
+
+# ------------------------------------------------------------------------------------------ gateway keys …
+
+def _keyfile(name: str | None, state_dir: Path | None):
+    from aiir import config
+    from aiir.errors import BadInput
+    from aiir.gateway.apikeys import KeyFile
+
+    if state_dir is None:
+        if not name:
+            raise BadInput("--name", "give --name MODEL (or --state-dir DIR) to locate the gateway's key file")
+        state_dir = config.paths().gateway / name
+    return KeyFile(state_dir)
+
+
+KEYS_NAME_OPT = typer.Option(None, "--name", "-n", help="Model served by the gateway (locates its state dir).")
+
+
+@keys_app.command("issue")
+@guarded
+def keys_issue(client: str = typer.Option(..., "--client", "-c", help="Client id the key identifies."),
+               label: str = typer.Option("", "--label", help="Free text kept with the key (who, what for)."),
+               name: str = KEYS_NAME_OPT, state_dir: Path = STATE_DIR_OPT) -> None:
+    """Issue an API key for CLIENT. The key is printed once; only its SHA-256 is stored. Issuing the
+    first key turns key mode on (a running gateway picks it up within a second)."""
+    kf = _keyfile(name, state_dir)
+    out = kf.issue(client, label=label)
+    progress(f"API key {out['key_id']} issued to '{client}'; store it now, it is not shown again")
+    emit_json(out)
+
+
+@keys_app.command("revoke")
+@guarded
+def keys_revoke(key_id: str = typer.Option(None, "--key-id", help="The key's id (see `keys list`)."),
+                client: str = typer.Option(None, "--client", "-c", help="Revoke every key of this client."),
+                name: str = KEYS_NAME_OPT, state_dir: Path = STATE_DIR_OPT) -> None:
+    """Revoke one key, or every key of a client (idempotent)."""
+    emit_json({"revoked": _keyfile(name, state_dir).revoke(key_id=key_id, client_id=client)})
+
+
+@keys_app.command("list")
+@guarded
+def keys_list(name: str = KEYS_NAME_OPT, state_dir: Path = STATE_DIR_OPT) -> None:
+    """Keys with their client, creation and revocation times (never the key or its digest)."""
+    kf = _keyfile(name, state_dir)
+    emit_json({"key_file": str(kf.path), "key_mode": kf.exists(), "keys": kf.list()})
 
 
 # ------------------------------------------------------------------------------------------ decisions …
@@ -274,5 +338,6 @@ def dec_count(model: str = MODEL_OPT, log: Path = LOG_OPT, state_dir: Path = STA
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("traffic")(traffic)
+    gateway_app.add_typer(keys_app, name="keys")
     app.add_typer(gateway_app, name="gateway")
     app.add_typer(decisions_app, name="decisions")

@@ -10,6 +10,7 @@ assignment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -21,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiir.gateway.apikeys import Identity, IdentityRefused
 from aiir.gateway.control import ControlError, Controller
 from aiir.gateway.decision_log import (
     DecisionLog,
@@ -37,9 +39,10 @@ from aiir.gateway.identity import (
     rate_limit_key,
 )
 from aiir.gateway.scoring import InputError, parse_body
-from aiir.gateway.state import fingerprint
+from aiir.gateway.state import fingerprint, utc_now
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+GUARD_EVENTS_FILE = "guard-events.jsonl"
 ADMIN_MODEL_HEADER = "x-aiir-model"
 # X-Request-Id: ASCII, starts with a letter or digit (it is exported to CSV and shown in reports)
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
@@ -59,7 +62,9 @@ def _dumps(obj: Any) -> bytes:
 
 
 def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: Any | None,
-               max_body_bytes: int = DEFAULT_MAX_BODY, durable: bool = False):
+               max_body_bytes: int = DEFAULT_MAX_BODY, durable: bool = False,
+               identity: Identity | None = None, guard: Any | None = None, trigger: Any | None = None,
+               target_name: str | None = None):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -70,6 +75,47 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
     stats = ctl.stats
     by_version = ctl.by_version
     auth_failures: list[float] = []
+    ident = identity or Identity(None)
+    guard_events = ctl.store.dir / GUARD_EVENTS_FILE
+    notified: set[str] = set()
+
+    def record_guard_event(entry: dict[str, Any]) -> None:
+        line = json.dumps({"time": utc_now(), **entry}, default=str, sort_keys=True)
+        with open(guard_events, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def contain_tripped(ev: dict[str, Any]) -> None:
+        """Background work after a trip (the serving path already answers conservatively): persist the
+        block / rate limit through the controller (state.json + admin audit), log, trigger the playbook."""
+        client = ev["client_id"]
+        t0 = time.perf_counter()
+        try:
+            rate = guard.rate_limit if guard.action == "fallback" else None
+            ctl.block([client], rate_limit_per_s=rate, reason=f"inline evasion guard: {', '.join(ev['reasons'])}",
+                      actor={"process": "aiir-guard"})
+            persisted = True
+        except Exception as exc:  # the in-memory containment stays in effect
+            persisted = False
+            print(f"aiir-guard: could not persist the containment of {client!r}: {exc}", file=sys.stderr,
+                  flush=True)
+        try:
+            record_guard_event({**ev, "persisted": persisted,
+                                "persist_seconds": round(time.perf_counter() - t0, 4)})
+        except OSError as exc:
+            print(f"aiir-guard: cannot write {guard_events}: {exc}", file=sys.stderr, flush=True)
+        if trigger is not None:
+            from aiir.evasion.trigger import playbook_conf
+
+            trigger.submit(playbook_conf(ev, model=model_name, target_name=target_name or model_name))
+
+    def trigger_record(entry: dict[str, Any]) -> None:
+        try:
+            record_guard_event(entry)
+        except OSError:
+            pass
+
+    if trigger is not None:
+        trigger.record = trigger_record
 
     def jresp(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
@@ -105,7 +151,8 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
     async def ping(request: Request) -> Response:
         r = ctl.routing
         body = {"status": "ok", "model": model_name, "mode": r.mode,
-                "serving_version": r.serving.version if r.mode != "quarantined" else None}
+                "serving_version": r.serving.version if r.mode != "quarantined" else None,
+                "identity": "api_key" if ident.key_mode else "header", "identity_trusting": not ident.key_mode}
         if writer is not None and getattr(writer, "dead", None):
             body.update(status="degraded", problem=scrub_paths(f"decision log writer is down: {writer.dead}"))
             return jresp(body, 503)
@@ -122,13 +169,13 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             return err(400, "bad_request_id", "X-Request-Id must be 1-128 ASCII letters, digits or . _ : / + = @ -, "
                        "starting with a letter or digit", uuid.uuid4().hex)
         try:
-            client = client_id_from_header(headers.get("x-client-id"))
-        except InvalidClientId as exc:
-            return err(400, "bad_client_id", f"X-Client-Id: {exc} (expected {RULE})", rid)
+            client, key_id = ident.resolve(headers)
+        except IdentityRefused as exc:
+            return err(exc.status, exc.code, exc.message, rid)
         stats["requests"] += 1
         try:
             r = ctl.routing
-            if client in r.blocked:
+            if client in r.blocked or (key_id is not None and "key:" + key_id in r.blocked):
                 stats["refused_blocked"] += 1
                 return err(403, "client_blocked", f"client '{client}' is blocked by incident containment",
                            rid, reason=ctl.state.reason)
@@ -158,11 +205,28 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                            f"input: {scrub_paths(str(exc).splitlines()[0][:300])}", rid)
             n = len(rows)
             ids = new_decision_ids(n)
+            source = "gateway"
+            served_preds, served_scores = preds, scores
+            guarded_by = None
+            if guard is not None:
+                ev = guard.observe(client, cols, rows, preds, scores, ids, key_id=key_id)
+                if ev is not None:
+                    if client not in notified:
+                        notified.add(client)
+                        stats["guard_trips"] += 1
+                        asyncio.get_running_loop().run_in_executor(None, contain_tripped, ev)
+                    if guard.action == "block":
+                        stats["refused_guard"] += 1
+                        guard.stats["refused"] += 1
+                        return err(403, "client_blocked", f"client '{client}' is blocked by the inline evasion "
+                                   "guard", rid, reason=f"inline evasion guard: {', '.join(ev['reasons'])}")
+                    served_preds, served_scores = guard.conservative(preds, scores)
+                    source, guarded_by = "gateway-guard", "fallback"
             latency_ms = (time.perf_counter() - t0) * 1000.0
             if writer is not None:
                 try:
                     mark = writer.submit((t_epoch, client, rid, model_name, lv.version, lv.digest, cols, rows,
-                                          ids, preds, scores, latency_ms, "gateway"))
+                                          ids, served_preds, scores, latency_ms, source))
                     if durable:  # answer only once the decisions are committed
                         await writer.committed(mark)
                 except LogBacklogFull as exc:
@@ -170,10 +234,13 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                                scrub_paths(f"refusing to serve unlogged decisions: {exc}"), rid)
             stats["decisions"] += n
             by_version[lv.version] += 1
-            out = {"predictions": preds, "scores": scores if scores is not None else [None] * n,
+            out = {"predictions": served_preds,
+                   "scores": served_scores if served_scores is not None else [None] * n,
                    "decision_ids": ids, "model": model_name, "model_version": lv.version}
-            return Response(_dumps(out), media_type="application/json",
-                            headers={"X-Model-Version": lv.version, "X-Request-Id": rid})
+            hdrs = {"X-Model-Version": lv.version, "X-Request-Id": rid}
+            if guarded_by:
+                hdrs["X-Aiir-Guard"] = guarded_by
+            return Response(_dumps(out), media_type="application/json", headers=hdrs)
         except InputError as exc:
             stats["bad_requests"] += 1
             return err(exc.status, exc.code, exc.message, rid)
@@ -257,6 +324,10 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         d["extra"]["stats"] = {**stats, "by_version": dict(by_version)}
         d["extra"]["decision_log"] = ({"enabled": True, "path": str(log.path), **writer.stats()}
                                       if writer is not None else {"enabled": False})
+        d["extra"]["identity"] = ident.describe()
+        d["extra"]["guard"] = guard.describe() if guard is not None else {"enabled": False}
+        if trigger is not None:
+            d["extra"]["guard"]["playbook_trigger"] = trigger.describe()
         return d
 
     async def op_isolate(request, body, actor):
@@ -281,7 +352,24 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         fa = body.get("follow_alias", False)
         if not isinstance(fa, bool):
             raise InputError("'follow_alias' must be true or false", code="bad_format")
-        return await run_in_threadpool(ctl.restore, reason=reason_of(body), follow_alias=fa, actor=actor)
+        out = await run_in_threadpool(ctl.restore, reason=reason_of(body), follow_alias=fa, actor=actor)
+        if guard is not None:  # restore lifts the guard's containment too
+            guard.release()
+            notified.clear()
+        return out
+
+    async def op_guard(request, body, actor):
+        if guard is None:
+            return {"enabled": False, "events": []}
+        limit = _int_param(request, "limit", 1000, 100_000)
+
+        def read():
+            if not guard_events.exists():
+                return []
+            lines = guard_events.read_text(encoding="utf-8").splitlines()[-limit:]
+            return [json.loads(x) for x in lines if x.strip()]
+        return {**guard.describe(), "events": await run_in_threadpool(read),
+                "playbook_trigger": trigger.describe() if trigger is not None else None}
 
     async def op_rollback(request, body, actor):
         known(body, {"version"})
@@ -355,6 +443,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         Route("/admin/decisions", admin(op_decisions), methods=["GET"]),
         Route("/admin/audit", admin(op_audit), methods=["GET"]),
         Route("/admin/flush", admin(op_flush), methods=["POST"]),
+        Route("/admin/guard", admin(op_guard), methods=["GET"]),
     ]
 
     async def not_found(request, exc):
@@ -379,7 +468,9 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
                host: str = "127.0.0.1", port: int = 8080, state_dir: str | Path | None = None,
                tracking_uri: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
                max_rows: int = 10_000, log_decisions: bool = True, log_writer: str = "process",
-               durable: bool = False) -> None:
+               durable: bool = False, require_api_key: bool = False, guard: bool = False,
+               guard_reference: str | Path | None = None, guard_thresholds: str | Path | None = None,
+               playbook_url: str | None = None) -> None:
     """Start the gateway and block until SIGINT/SIGTERM; flushes the decision log on the way out."""
     import uvicorn
 
@@ -424,8 +515,37 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
             writer = DecisionWriter(log)
     else:
         progress("warning: decision logging is OFF (--no-log); decisions are not recorded")
+    identity = Identity(sdir, require_key=require_api_key)
+    if identity.key_mode:
+        progress(f"client identity: API keys ({identity.describe()['keys_active']} active, {identity.keys.path})")
+    else:
+        progress("client identity: X-Client-Id header (TRUSTING: callers choose their own id; issue keys with "
+                 "`aiir gateway keys issue` or start with --require-api-key)")
+    the_guard = trigger = None
+    if guard:
+        from aiir.evasion.guard import guard_from_options
+        from aiir.evasion.trigger import PlaybookTrigger
+
+        lv = ctl.routing.serving
+        positive = lv.classes[1] if lv.classes and len(lv.classes) == 2 else 1
+        the_guard = guard_from_options(reference=str(guard_reference) if guard_reference else None,
+                                       thresholds=str(guard_thresholds) if guard_thresholds else None,
+                                       positive_class=positive, columns=lv.schema.columns)
+        trigger = PlaybookTrigger.from_env(playbook_url)
+        g = the_guard.describe()
+        progress(f"inline evasion guard on: action {g['action']}, scaling from {g['scaling']}, outlier model "
+                 f"{'on' if g['outlier_model'] else 'off (no --guard-reference)'}; playbook trigger "
+                 + (f"{trigger.url} ({trigger.dag_id})" if trigger else "off (no --playbook-url / AIIR_AIRFLOW_URL)"))
+        if not identity.key_mode:
+            progress("warning: the guard runs on self-declared client ids (header mode): an attacker can "
+                     "rotate ids; use API keys")
+    elif guard_reference or guard_thresholds or playbook_url:
+        from aiir.errors import BadInput
+
+        raise BadInput("--guard", "--guard-reference, --guard-thresholds and --playbook-url need --guard")
     app = create_app(ctl, token=token, log=log, writer=writer, max_body_bytes=max_body_bytes,
-                     durable=durable and writer is not None)
+                     durable=durable and writer is not None, identity=identity, guard=the_guard,
+                     trigger=trigger, target_name=model)
     progress(f"serving '{model}' v{ctl.routing.serving.version} ({st.mode}) on http://{host}:{port} — "
              f"state {sdir}, admin token in {store.token_path}")
     cfg = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
