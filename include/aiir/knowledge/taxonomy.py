@@ -35,6 +35,9 @@ ATLAS_TECHNIQUES: dict[str, Entry] = {e.id: e for e in (
     _atlas("T", "AML.T0043", "Craft Adversarial Data"),
     _atlas("T", "AML.T0043.004", "Insert Backdoor Trigger"),
     _atlas("T", "AML.T0015", "Evade AI Model"),
+    _atlas("T", "AML.T0040", "AI Model Inference API Access"),
+    _atlas("T", "AML.T0024", "Exfiltration via AI Inference API"),
+    _atlas("T", "AML.T0024.002", "Extract AI Model"),  # Exfiltration via AI Inference API: Extract AI Model
     _atlas("T", "AML.T0076", "Corrupt AI Model"),
     _atlas("T", "AML.T0048.000", "Financial Harm"),
 )}
@@ -51,6 +54,7 @@ ATLAS_MITIGATIONS: dict[str, Entry] = {e.id: e for e in (
     _atlas("M", "AML.M0004", "Restrict Number of AI Model Queries"),
     _atlas("M", "AML.M0019", "Control Access to AI Models and Data in Production"),
     _atlas("M", "AML.M0023", "AI Bill of Materials"),
+    _atlas("M", "AML.M0003", "Model Hardening"),
 )}
 
 OWASP_ML_TOP10: dict[str, Entry] = {e.id: e for e in (
@@ -84,6 +88,11 @@ FINDING_KIND_MAP: dict[str, dict[str, tuple[str, ...]]] = {
                   "mitigations": ("AML.M0014", "AML.M0013", "AML.M0005")},
     "performance": {"atlas": ("AML.T0031", "AML.T0020"), "owasp": ("ML02", "ML10"),
                     "mitigations": ("AML.M0008",)},
+    # `aiir scan-evasion` and the gateway's inline guard
+    "evasion": {"atlas": ("AML.T0040", "AML.T0043", "AML.T0015"), "owasp": ("ML01",),
+                "mitigations": ("AML.M0015", "AML.M0004", "AML.M0003")},
+    "extraction": {"atlas": ("AML.T0040", "AML.T0024", "AML.T0024.002"), "owasp": ("ML05",),
+                   "mitigations": ("AML.M0004", "AML.M0019", "AML.M0015")},
 }
 
 FINDING_KINDS = tuple(FINDING_KIND_MAP)

@@ -1,0 +1,155 @@
+"""Real attacks with the adversarial-robustness-toolbox (ART) for tests, benchmarks and hardening.
+
+* :class:`HttpModel` — the served model as the attacker sees it: every query is a real ``POST /invocations``
+  to a gateway, under one client id / API key or rotating over many (a "slow" attacker spreading its
+  queries). It records each query (time, client, HTTP status, whether the guard answered) so containment
+  can be measured from the first attack query. Refused queries (403/429) read as the positive class — the
+  transaction is declined, which is what the attacker observes.
+* :func:`hop_skip_jump` — ART's HopSkipJump (decision-based, label-only) through a ``BlackBoxClassifier``.
+* :func:`transfer_attack` — a surrogate trained on labels obtained from the target, attacked white-box with
+  ART's ProjectedGradientDescent / FastGradientMethod, the adversarial rows then sent to the target.
+
+All attacks work in the standardised feature space of a :class:`~aiir.evasion.profile.Profile` (features of
+very different scales), with per-feature clip bounds from the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class QueryLog:
+    """Every row the attacker sent: wall time, client, status, served-by-guard."""
+
+    t: list[float] = field(default_factory=list)
+    client: list[str] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)
+    guarded: list[bool] = field(default_factory=list)
+
+    def add(self, n: int, t: float, client: str, status: int, guarded: bool) -> None:
+        self.t += [t] * n
+        self.client += [client] * n
+        self.status += [status] * n
+        self.guarded += [guarded] * n
+
+    @property
+    def n(self) -> int:
+        return len(self.t)
+
+    def containment(self) -> dict[str, Any] | None:
+        """Queries and seconds from the first query to the first one contained (guard answer or refusal)."""
+        for i, (s, g) in enumerate(zip(self.status, self.guarded, strict=True)):
+            if g or s in (403, 429):
+                return {"queries": i + 1, "seconds": round(self.t[i] - self.t[0], 4), "status": s, "guarded": g}
+        return None
+
+
+class HttpModel:
+    """The gateway's ``/invocations`` as a label oracle over standardised inputs."""
+
+    def __init__(self, url: str, columns: list[str], *, mean: np.ndarray, std: np.ndarray,
+                 clients: list[str] | None = None, api_keys: list[str] | None = None, rows_per_request: int = 64,
+                 positive_class: Any = 1, timeout: float = 20.0):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.columns = list(columns)
+        self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
+        self.ids = list(api_keys or clients or ["attacker"])
+        self.use_keys = api_keys is not None
+        self.rows_per_request = rows_per_request
+        self.positive = positive_class
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.log = QueryLog()
+        self._turn = 0
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _headers(self, ident: str) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        h["X-Api-Key" if self.use_keys else "X-Client-Id"] = ident
+        return h
+
+    def labels_raw(self, X: np.ndarray) -> np.ndarray:
+        """Predictions (0/1) for raw feature rows, one request per ``rows_per_request`` rows."""
+        out = []
+        for k in range(0, len(X), self.rows_per_request):
+            chunk = X[k:k + self.rows_per_request]
+            ident = self.ids[self._turn % len(self.ids)]
+            self._turn += 1
+            body = json.dumps({"dataframe_split": {"columns": self.columns,
+                                                   "data": np.round(chunk, 6).tolist()}})
+            r = self.http.post("/invocations", content=body, headers=self._headers(ident))
+            t = time.time()
+            who = ident if not self.use_keys else ident.split("_")[1]
+            if r.status_code == 200:
+                preds = r.json()["predictions"]
+                self.log.add(len(chunk), t, who, 200, r.headers.get("x-aiir-guard") is not None)
+            elif r.status_code in (403, 429):
+                preds = [self.positive] * len(chunk)
+                self.log.add(len(chunk), t, who, r.status_code, False)
+            else:
+                raise RuntimeError(f"gateway answered {r.status_code}: {r.text[:300]}")
+            out += [1 if p == self.positive else 0 for p in preds]
+        return np.asarray(out)
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        """ART's ``predict_fn``: standardised rows → one-hot labels."""
+        X = self.mean + np.asarray(Z, float).reshape(len(Z), -1) * self.std
+        y = self.labels_raw(X)
+        return np.eye(2)[y]
+
+
+def clip_bounds(Z_ref: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature bounds of the standardised reference, widened by ``margin`` standard deviations."""
+    return Z_ref.min(axis=0) - margin, Z_ref.max(axis=0) + margin
+
+
+def hop_skip_jump(predict_fn, Z: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], *, max_iter: int = 5,
+                  max_eval: int = 200, init_eval: int = 20, init_size: int = 50, batch_size: int = 64,
+                  seed: int = 0) -> np.ndarray:
+    """ART HopSkipJump (untargeted, L2) on rows ``Z`` against a label oracle; returns the adversarial rows."""
+    from art.attacks.evasion import HopSkipJump
+    from art.estimators.classification import BlackBoxClassifier
+
+    np.random.seed(seed)  # ART samples with numpy's global generator
+    clf = BlackBoxClassifier(predict_fn, input_shape=(Z.shape[1],), nb_classes=2,
+                             clip_values=(bounds[0].astype(np.float32), bounds[1].astype(np.float32)))
+    atk = HopSkipJump(clf, targeted=False, norm=2, max_iter=max_iter, max_eval=max_eval, init_eval=init_eval,
+                      init_size=init_size, batch_size=batch_size, verbose=False)
+    return atk.generate(x=Z.astype(np.float32))
+
+
+def fit_surrogate(Z: np.ndarray, y: np.ndarray, *, C: float = 1.0):
+    """A logistic-regression surrogate on standardised rows labelled by the target."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=1000).fit(Z, y)
+
+
+def white_box(model, Z: np.ndarray, y: np.ndarray, *, eps: float, bounds: tuple[np.ndarray, np.ndarray] | None = None,
+              norm: Any = 2, method: str = "pgd", max_iter: int = 20) -> np.ndarray:
+    """Adversarial rows for a scikit-learn logistic regression with ART (PGD or FGM), L2 or L-inf ``eps``."""
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    from art.estimators.classification import SklearnClassifier
+
+    clip = (bounds[0].astype(np.float32), bounds[1].astype(np.float32)) if bounds is not None else None
+    clf = SklearnClassifier(model=model, clip_values=clip)
+    if method == "fgm":
+        atk = FastGradientMethod(clf, norm=norm, eps=eps)
+    else:
+        atk = ProjectedGradientDescent(clf, norm=norm, eps=eps, eps_step=eps / 4, max_iter=max_iter, verbose=False)
+    return atk.generate(x=Z.astype(np.float32), y=np.eye(2)[np.asarray(y, int)])
+
+
+def transfer_attack(surrogate, Z: np.ndarray, *, eps: float, bounds=None, norm: Any = 2) -> np.ndarray:
+    """Craft on the surrogate (white-box PGD, pushing the rows away from their surrogate label)."""
+    y = surrogate.predict(Z)
+    return white_box(surrogate, Z, y, eps=eps, bounds=bounds, norm=norm)

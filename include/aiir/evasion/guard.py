@@ -1,0 +1,356 @@
+"""The inline evasion guard: cheap streaming statistics in the gateway's serving path.
+
+For every scored row the guard updates, per client (the API-key identity, or the header id in the
+trusting demo mode) and across clients, the same signals as ``aiir scan-evasion``:
+
+* near-duplicates and decision flips against the client's last ``guard.window`` queries;
+* near-duplicates against the last ``guard.global_window`` queries of *all* clients, which links queries
+  into input clusters (a query joins the cluster of its nearest near-duplicate);
+* score within ``boundary_band`` of the decision threshold;
+* out-of-distribution (Mahalanobis distance past the reference quantile; needs a reference profile).
+
+A client trips when the hits of one signal in its window reach the binomial critical count (precomputed
+lookup tables, same ``alpha``/clean rates as the scan); a cluster trips when it holds at least
+``clusters.min_size`` queries and its boundary or flip count is significant — then every client that
+sends a query into it trips, however many ids the attacker spreads over. Tripping takes effect on the
+request that tripped it (inside the serving path, before the response): with ``action = fallback`` the
+client gets conservative answers (positive class when score >= ``fallback_threshold``, scores withheld)
+and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
+the admin controller and triggers the playbook, both in the background.
+
+Cost: two small distance computations (einsum over ``window`` x d and ``global_window`` x d) and a few
+dictionary updates per row; numbers in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+import numpy as np
+
+from aiir.evasion.config import critical_counts, load_config
+from aiir.evasion.profile import Profile
+
+MAX_CLIENTS = 20_000
+BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
+
+
+def _utc(t: float | None = None) -> str:
+    t = time.time() if t is None else t
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class _Client:
+    __slots__ = ("ring", "pred", "fill", "pos", "flags", "sums", "seen", "first_seen", "ids", "cluster_hits")
+
+    def __init__(self, w: int, d: int, now: float):
+        self.ring = np.zeros((w, d))
+        self.pred = np.zeros(w, dtype=np.int64)
+        self.fill = 0
+        self.pos = 0
+        self.flags: deque[int] = deque()
+        self.sums = {"near_dup": 0, "boundary": 0, "flip": 0, "ood": 0}
+        self.seen = 0
+        self.first_seen = now
+        self.ids: deque[str] = deque(maxlen=w)
+        self.cluster_hits = 0
+
+
+class _Cluster:
+    __slots__ = ("n", "boundary", "flip", "clients", "tripped", "first_seen")
+
+    def __init__(self, now: float):
+        self.n = 0
+        self.boundary = 0
+        self.flip = 0
+        self.clients: dict[str, int] = {}
+        self.tripped = False
+        self.first_seen = now
+
+
+class Guard:
+    """Streaming evasion signals per client and per input cluster; thread-safe (one lock per observe)."""
+
+    def __init__(self, *, profile: Profile | None = None, thresholds: Any = None, positive_class: Any = 1):
+        cfg = load_config(thresholds) if not isinstance(thresholds, dict) or "guard" not in thresholds else thresholds
+        self.cfg = cfg
+        g, sig, tst, rates = cfg["guard"], cfg["signals"], cfg["tests"], cfg["clean_rates"]
+        self.profile = profile
+        self.w = int(g["window"])
+        self.gw = int(g["global_window"])
+        self.action = g["action"]
+        self.rate_limit = float(g["rate_limit_per_s"])
+        self.fallback_threshold = float(g["fallback_threshold"])
+        self.warmup = int(g["warmup_rows"])
+        self.thr = float(sig["decision_threshold"])
+        self.band = float(sig["boundary_band"])
+        self.eps2 = float(sig["near_dup_rms"]) ** 2
+        self.alpha, self.min_hits = float(tst["alpha"]), int(tst["min_hits"])
+        self.rates = rates
+        self.kmin = {s: critical_counts(self.w, rates[s], self.alpha, self.min_hits) for s in BIT}
+        self.cluster_min = int(cfg["clusters"]["min_size"])
+        self._ckmin: dict[tuple[str, int], int] = {}
+        self.positive_class = positive_class
+        self.columns: list[str] | None = profile.columns if profile is not None else None
+        self._col_idx: dict[tuple, tuple[list[int], list[str]]] = {}
+        self._mean = profile.mean if profile is not None else None
+        self._std = profile.std if profile is not None else None
+        self._inv = profile.inv_cov if profile is not None and profile.ood_threshold is not None else None
+        self._ood_thr = profile.ood_threshold if profile is not None else None
+        self._welford: list[Any] | None = None  # [n, mean, M2] while learning scale without a profile
+        self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self.clusters: dict[int, _Cluster] = {}
+        self._gring: np.ndarray | None = None
+        self._gpred = np.zeros(self.gw, dtype=np.int64)
+        self._gcluster = np.full(self.gw, -1, dtype=np.int64)
+        self._gfill = 0
+        self._gpos = 0
+        self._next_cluster = 1
+        self.tripped: dict[str, dict[str, Any]] = {}
+        self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ configuration view
+    def describe(self) -> dict[str, Any]:
+        return {"enabled": True, "action": self.action, "window": self.w, "global_window": self.gw,
+                "profile": self.profile.source if self.profile is not None else None,
+                "outlier_model": self._inv is not None,
+                "scaling": "reference profile" if self.profile is not None else (
+                    "learnt from traffic" if self._mean is not None else f"learning ({self.warmup} rows)"),
+                "columns": self.columns, "rate_limit_per_s": self.rate_limit,
+                "fallback_threshold": self.fallback_threshold, "stats": dict(self.stats),
+                "tracked_clients": len(self.clients),
+                "tripped": {c: {k: e[k] for k in ("at", "reasons", "queries_seen", "cluster")}
+                            for c, e in self.tripped.items()}}
+
+    def release(self, clients: list[str] | None = None) -> None:
+        """Forget trips (all, or the named clients): what ``/admin/restore`` does to the guard."""
+        with self._lock:
+            for c in (list(self.tripped) if clients is None else clients):
+                self.tripped.pop(c, None)
+                self.clients.pop(c, None)
+            if clients is None:
+                for cl in self.clusters.values():
+                    cl.tripped = False
+
+    # ------------------------------------------------------------------ hot path
+    def _matrix(self, cols: list[str], rows: list[list[Any]]) -> np.ndarray | None:
+        key = tuple(cols)
+        got = self._col_idx.get(key)
+        if got is None:
+            want = self.columns if self.columns is not None else cols
+            idx = [cols.index(c) for c in want if c in cols]
+            if self.columns is not None and len(idx) != len(self.columns):
+                idx = []  # the request lacks profiled features: not scored by the guard
+            got = self._col_idx[key] = (idx, [cols[i] for i in idx])
+            if self.columns is None:
+                self.columns = got[1]
+        idx = got[0]
+        if not idx:
+            return None
+        try:
+            X = np.asarray(rows, dtype=float)
+            if X.ndim != 2:
+                return None
+            X = X[:, idx]
+        except (TypeError, ValueError):
+            try:
+                X = np.array([[float(r[i]) for i in idx] for r in rows])
+            except (TypeError, ValueError):
+                return None
+        if not np.isfinite(X).all():
+            return None
+        return X
+
+    def _learn(self, X: np.ndarray) -> bool:
+        """Without a profile: Welford mean/std over the first ``warmup`` rows; True once scaling is fixed."""
+        if self._mean is not None:
+            return True
+        w = self._welford
+        if w is None:
+            w = self._welford = [0, np.zeros(X.shape[1]), np.zeros(X.shape[1])]
+        for x in X:
+            w[0] += 1
+            delta = x - w[1]
+            w[1] = w[1] + delta / w[0]
+            w[2] = w[2] + delta * (x - w[1])
+        if w[0] >= self.warmup:
+            std = np.sqrt(w[2] / max(1, w[0] - 1))
+            self._std = np.where(std > 1e-12, std, 1.0)
+            self._mean = w[1]
+            self._welford = None
+            return True
+        return False
+
+    def _ck(self, signal: str, n: int) -> int:
+        k = self._ckmin.get((signal, n))
+        if k is None:
+            k = critical_counts(n, self.rates[signal], self.alpha, self.min_hits)[n] if n <= 4096 else 1 << 30
+            self._ckmin[(signal, n)] = k
+        return k
+
+    def observe(self, client: str, cols: list[str], rows: list[list[Any]], preds: list[Any],
+                scores: list[float] | None, ids: list[str], *, key_id: str | None = None
+                ) -> dict[str, Any] | None:
+        """Update the statistics with one scored request. Returns the trip event when this request trips the
+        client (or the client had tripped already); ``None`` while the client looks clean."""
+        with self._lock:
+            ev = self.tripped.get(client)
+            if ev is not None:
+                return ev
+            X = self._matrix(cols, rows)
+            if X is None:
+                self.stats["skipped_rows"] += len(rows)
+                return None
+            if not self._learn(X):
+                self.stats["rows"] += len(rows)
+                return None
+            return self._observe(client, key_id, X, preds, scores, ids)
+
+    def _observe(self, client, key_id, X, preds, scores, ids) -> dict[str, Any] | None:
+        now = time.time()
+        Z = (X - self._mean) / self._std
+        d = Z.shape[1]
+        r2 = self.eps2 * d
+        c = self.clients.get(client)
+        if c is None:
+            c = self.clients[client] = _Client(self.w, d, now)
+            if len(self.clients) > MAX_CLIENTS:
+                self.clients.popitem(last=False)
+        else:
+            self.clients.move_to_end(client)
+        if self._gring is None:
+            self._gring = np.zeros((self.gw, d))
+        ood = (np.einsum("ij,jk,ik->i", Z, self._inv, Z) > self._ood_thr) if self._inv is not None else None
+        trip_cluster = None
+        for i in range(Z.shape[0]):
+            z = Z[i]
+            p = hash(json.dumps(preds[i], default=str)) if not isinstance(preds[i], int | str) else hash(preds[i])
+            s = scores[i] if scores is not None else None
+            flags = 0
+            # own window
+            if c.fill:
+                diff = c.ring[:c.fill] - z
+                dd = np.einsum("ij,ij->i", diff, diff)
+                near = (dd > 1e-18) & (dd < r2)
+                if near.any():
+                    flags |= 1
+                    if (c.pred[:c.fill][near] != p).any():
+                        flags |= 4
+            # across clients: clusters
+            cid = -1
+            linked = False
+            flipped_c = False
+            if self._gfill:
+                diff = self._gring[:self._gfill] - z
+                dd = np.einsum("ij,ij->i", diff, diff)
+                near = (dd > 1e-18) & (dd < r2)
+                if near.any():
+                    j = int(np.flatnonzero(near)[np.argmin(dd[near])])
+                    cid = int(self._gcluster[j])
+                    linked = True
+                    flipped_c = bool((self._gpred[:self._gfill][near] != p).any())
+            if cid < 0:
+                cid = self._next_cluster
+                self._next_cluster += 1
+            if s is not None and abs(s - self.thr) < self.band:
+                flags |= 2
+            if ood is not None and ood[i]:
+                flags |= 8
+            # push into the rings
+            c.ring[c.pos] = z
+            c.pred[c.pos] = p
+            c.pos = (c.pos + 1) % self.w
+            c.fill = min(c.fill + 1, self.w)
+            g = self._gpos
+            self._gring[g] = z
+            self._gpred[g] = p
+            self._gcluster[g] = cid
+            self._gpos = (g + 1) % self.gw
+            self._gfill = min(self._gfill + 1, self.gw)
+            # window sums
+            c.flags.append(flags)
+            for name, bit in BIT.items():
+                if flags & bit:
+                    c.sums[name] += 1
+            if len(c.flags) > self.w:
+                old = c.flags.popleft()
+                for name, bit in BIT.items():
+                    if old & bit:
+                        c.sums[name] -= 1
+            c.seen += 1
+            if i < len(ids):
+                c.ids.append(ids[i])
+            # cluster statistics (a cluster exists from its second query on)
+            cl = self.clusters.get(cid)
+            if cl is None and linked:
+                cl = self.clusters[cid] = _Cluster(now)
+                cl.n = 1  # the query it linked to, counted as a singleton until now
+            if cl is not None:
+                cl.n += 1
+                cl.boundary += 1 if flags & 2 else 0
+                cl.flip += 1 if flipped_c else 0
+                cl.clients[client] = cl.clients.get(client, 0) + 1
+                if cl.tripped:
+                    trip_cluster = cid
+                elif cl.n >= self.cluster_min and (cl.boundary >= self._ck("boundary", cl.n)
+                                                   or cl.flip >= self._ck("flip", cl.n)):
+                    cl.tripped = True
+                    trip_cluster = cid
+        self.stats["rows"] += Z.shape[0]
+        if len(self.clusters) > 4 * self.gw:
+            live = set(self._gcluster[:self._gfill].tolist())
+            self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or k in live}
+        n = len(c.flags)
+        reasons = [s for s in BIT if c.sums[s] >= self.kmin[s][n]]
+        if trip_cluster is not None:
+            reasons.append("cluster")
+        if not reasons:
+            return None
+        cl = self.clusters.get(trip_cluster) if trip_cluster is not None else None
+        ev = {"event": "guard_trip", "at": _utc(now), "client_id": client, "key_id": key_id, "reasons": reasons,
+              "window": {"n": n, **c.sums}, "critical_counts": {s: self.kmin[s][n] for s in BIT},
+              "queries_seen": c.seen, "first_seen_at": _utc(c.first_seen),
+              "cluster": ({"cluster_id": trip_cluster, "size": cl.n, "boundary": cl.boundary, "flip": cl.flip,
+                           "clients": dict(sorted(cl.clients.items(), key=lambda kv: -kv[1])[:50])}
+                          if cl is not None else None),
+              "decision_ids": list(c.ids), "action": self.action}
+        self.tripped[client] = ev
+        self.stats["trips"] += 1
+        return ev
+
+    # ------------------------------------------------------------------ the conservative fallback
+    def conservative(self, preds: list[Any], scores: list[float] | None) -> tuple[list[Any], list[None]]:
+        """Positive class whenever the score reaches ``fallback_threshold``; scores withheld."""
+        n = len(preds)
+        self.stats["fallback_rows"] += n
+        if scores is None:
+            return [self.positive_class] * n, [None] * n
+        return ([self.positive_class if (s is not None and s >= self.fallback_threshold) else p
+                 for p, s in zip(preds, scores, strict=True)], [None] * n)
+
+
+def guard_from_options(*, reference: str | None, thresholds: str | None, positive_class: Any = 1,
+                       columns: list[str] | None = None) -> Guard:
+    """The guard ``aiir serve --guard`` builds: a profile from ``reference`` (JSON profile, or a table of
+    which the model's input ``columns`` are used)."""
+    prof = None
+    cfg = load_config(thresholds)
+    if reference:
+        from aiir.errors import BadInput
+        from aiir.evasion.profile import load_reference
+
+        prof = load_reference(reference, ood_quantile=cfg["signals"]["ood_quantile"], restrict=columns)
+        if columns is not None and (extra := [c for c in prof.columns if c not in columns]):
+            raise BadInput(str(reference), f"profile feature(s) {', '.join(extra)} are not inputs of the model "
+                                           f"({', '.join(columns)})")
+    return Guard(profile=prof, thresholds=cfg, positive_class=positive_class)
+
+
+def finite_or_none(v: Any) -> float | None:
+    return v if isinstance(v, float) and math.isfinite(v) else None
