@@ -98,6 +98,14 @@ def serve(
         raise BadInput("--max-rows", "must be > 0")
     if log_writer not in ("process", "thread"):
         raise BadInput("--log-writer", f"expected process or thread, got '{log_writer}'")
+    if not guard and (guard_reference or guard_thresholds or playbook_url):
+        raise BadInput("--guard", "--guard-reference, --guard-thresholds and --playbook-url need --guard")
+    if guard_reference is not None and not guard_reference.is_file():
+        raise BadInput(str(guard_reference), "guard reference file not found")
+    if guard_thresholds is not None:
+        from aiir.evasion.config import load_config
+
+        load_config(guard_thresholds)
     run_server(model=model, alias=alias, fallback_alias=fallback_alias or None, host=host, port=port,
                state_dir=state_dir, max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows,
                log_decisions=not no_log, log_writer=log_writer, durable=durable,

@@ -46,12 +46,12 @@ def _utc(t: float | None = None) -> str:
 
 
 class _Client:
-    __slots__ = ("ring", "pred", "fill", "pos", "flags", "sums", "seen", "first_seen", "ids", "cluster_hits")
+    __slots__ = ("ring", "norm", "pred", "pos", "flags", "sums", "seen", "first_seen", "ids", "cluster_hits")
 
     def __init__(self, w: int, d: int, now: float):
         self.ring = np.zeros((w, d))
+        self.norm = np.full(w, np.inf)  # |z|^2 of each slot; inf marks an empty slot
         self.pred = np.zeros(w, dtype=np.int64)
-        self.fill = 0
         self.pos = 0
         self.flags: deque[int] = deque()
         self.sums = {"near_dup": 0, "boundary": 0, "flip": 0, "ood": 0}
@@ -106,10 +106,12 @@ class Guard:
         self.clients: OrderedDict[str, _Client] = OrderedDict()
         self.clusters: dict[int, _Cluster] = {}
         self._gring: np.ndarray | None = None
+        self._gnorm: np.ndarray | None = None
         self._gpred = np.zeros(self.gw, dtype=np.int64)
         self._gcluster = np.full(self.gw, -1, dtype=np.int64)
-        self._gfill = 0
+        self._gowner: list[str | None] = [None] * self.gw
         self._gpos = 0
+        self.new_trips: list[dict[str, Any]] = []
         self._next_cluster = 1
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
@@ -215,7 +217,7 @@ class Guard:
     def _observe(self, client, key_id, X, preds, scores, ids) -> dict[str, Any] | None:
         now = time.time()
         Z = (X - self._mean) / self._std
-        d = Z.shape[1]
+        m, d = Z.shape
         r2 = self.eps2 * d
         c = self.clients.get(client)
         if c is None:
@@ -226,72 +228,75 @@ class Guard:
             self.clients.move_to_end(client)
         if self._gring is None:
             self._gring = np.zeros((self.gw, d))
-        ood = (np.einsum("ij,jk,ik->i", Z, self._inv, Z) > self._ood_thr) if self._inv is not None else None
+            self._gnorm = np.full(self.gw, np.inf)
+        zn_all = np.einsum("ij,ij->i", Z, Z)
+        ood = (np.einsum("ij,ij->i", Z @ self._inv, Z) > self._ood_thr) if self._inv is not None else None
         trip_cluster = None
-        for i in range(Z.shape[0]):
+        sums = c.sums
+        for i in range(m):
             z = Z[i]
-            p = hash(json.dumps(preds[i], default=str)) if not isinstance(preds[i], int | str) else hash(preds[i])
+            zn = zn_all[i]
+            pv = preds[i]
+            p = hash(pv) if isinstance(pv, int | str) else hash(json.dumps(pv, default=str))
             s = scores[i] if scores is not None else None
             flags = 0
-            # own window
-            if c.fill:
-                diff = c.ring[:c.fill] - z
-                dd = np.einsum("ij,ij->i", diff, diff)
-                near = (dd > 1e-18) & (dd < r2)
-                if near.any():
-                    flags |= 1
-                    if (c.pred[:c.fill][near] != p).any():
-                        flags |= 4
-            # across clients: clusters
-            cid = -1
-            linked = False
-            flipped_c = False
-            if self._gfill:
-                diff = self._gring[:self._gfill] - z
-                dd = np.einsum("ij,ij->i", diff, diff)
-                near = (dd > 1e-18) & (dd < r2)
-                if near.any():
-                    j = int(np.flatnonzero(near)[np.argmin(dd[near])])
-                    cid = int(self._gcluster[j])
-                    linked = True
-                    flipped_c = bool((self._gpred[:self._gfill][near] != p).any())
-            if cid < 0:
+            # own window: squared distances via |r|^2 - 2 r.z + |z|^2 (empty slots have |r|^2 = inf)
+            dd = c.norm - 2.0 * (c.ring @ z) + zn
+            near = (dd < r2) & (dd > 1e-12)
+            if near.any():
+                flags |= 1
+                if (c.pred[near] != p).any():
+                    flags |= 4
+            # across clients: the global window links queries into clusters
+            dd = self._gnorm - 2.0 * (self._gring @ z) + zn
+            near = (dd < r2) & (dd > 1e-12)
+            linked = bool(near.any())
+            if linked:
+                j = int(np.argmin(np.where(near, dd, np.inf)))
+                cid = int(self._gcluster[j])
+                flipped_c = bool((self._gpred[near] != p).any())
+            else:
                 cid = self._next_cluster
                 self._next_cluster += 1
+                flipped_c = False
             if s is not None and abs(s - self.thr) < self.band:
                 flags |= 2
             if ood is not None and ood[i]:
                 flags |= 8
-            # push into the rings
-            c.ring[c.pos] = z
-            c.pred[c.pos] = p
-            c.pos = (c.pos + 1) % self.w
-            c.fill = min(c.fill + 1, self.w)
+            # push into both rings
+            k = c.pos
+            c.ring[k] = z
+            c.norm[k] = zn
+            c.pred[k] = p
+            c.pos = (k + 1) % self.w
             g = self._gpos
             self._gring[g] = z
+            self._gnorm[g] = zn
             self._gpred[g] = p
             self._gcluster[g] = cid
             self._gpos = (g + 1) % self.gw
-            self._gfill = min(self._gfill + 1, self.gw)
             # window sums
             c.flags.append(flags)
-            for name, bit in BIT.items():
-                if flags & bit:
-                    c.sums[name] += 1
+            if flags:
+                for name, bit in BIT.items():
+                    if flags & bit:
+                        sums[name] += 1
             if len(c.flags) > self.w:
                 old = c.flags.popleft()
-                for name, bit in BIT.items():
-                    if old & bit:
-                        c.sums[name] -= 1
+                if old:
+                    for name, bit in BIT.items():
+                        if old & bit:
+                            sums[name] -= 1
             c.seen += 1
             if i < len(ids):
                 c.ids.append(ids[i])
             # cluster statistics (a cluster exists from its second query on)
-            cl = self.clusters.get(cid)
-            if cl is None and linked:
-                cl = self.clusters[cid] = _Cluster(now)
-                cl.n = 1  # the query it linked to, counted as a singleton until now
-            if cl is not None:
+            if linked:
+                cl = self.clusters.get(cid)
+                if cl is None:
+                    cl = self.clusters[cid] = _Cluster(now)
+                    cl.n = 1  # the query it linked to, counted as a singleton until now
+                    cl.clients[self._gowner[j]] = 1
                 cl.n += 1
                 cl.boundary += 1 if flags & 2 else 0
                 cl.flip += 1 if flipped_c else 0
@@ -302,27 +307,54 @@ class Guard:
                                                    or cl.flip >= self._ck("flip", cl.n)):
                     cl.tripped = True
                     trip_cluster = cid
-        self.stats["rows"] += Z.shape[0]
+                    self._trip_members(cl, cid, now, exclude=client)
+            self._gowner[g] = client
+        self.stats["rows"] += m
         if len(self.clusters) > 4 * self.gw:
-            live = set(self._gcluster[:self._gfill].tolist())
+            live = set(self._gcluster.tolist())
             self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or k in live}
         n = len(c.flags)
-        reasons = [s for s in BIT if c.sums[s] >= self.kmin[s][n]]
+        reasons = [s for s in BIT if sums[s] >= self.kmin[s][n]]
         if trip_cluster is not None:
             reasons.append("cluster")
         if not reasons:
             return None
-        cl = self.clusters.get(trip_cluster) if trip_cluster is not None else None
+        return self._trip(client, key_id, c, reasons, trip_cluster, now)
+
+    def _cluster_view(self, cid: int | None) -> dict[str, Any] | None:
+        cl = self.clusters.get(cid) if cid is not None else None
+        if cl is None:
+            return None
+        return {"cluster_id": cid, "size": cl.n, "boundary": cl.boundary, "flip": cl.flip,
+                "n_clients": len(cl.clients),
+                "clients": dict(sorted(cl.clients.items(), key=lambda kv: -kv[1])[:50])}
+
+    def _trip(self, client: str, key_id: str | None, c: _Client | None, reasons: list[str], cid: int | None,
+              now: float) -> dict[str, Any]:
+        n = len(c.flags) if c is not None else 0
         ev = {"event": "guard_trip", "at": _utc(now), "client_id": client, "key_id": key_id, "reasons": reasons,
-              "window": {"n": n, **c.sums}, "critical_counts": {s: self.kmin[s][n] for s in BIT},
-              "queries_seen": c.seen, "first_seen_at": _utc(c.first_seen),
-              "cluster": ({"cluster_id": trip_cluster, "size": cl.n, "boundary": cl.boundary, "flip": cl.flip,
-                           "clients": dict(sorted(cl.clients.items(), key=lambda kv: -kv[1])[:50])}
-                          if cl is not None else None),
-              "decision_ids": list(c.ids), "action": self.action}
+              "window": {"n": n, **(c.sums if c is not None else {})},
+              "critical_counts": {s: self.kmin[s][n] for s in BIT} if n else {},
+              "queries_seen": c.seen if c is not None else 0,
+              "first_seen_at": _utc(c.first_seen) if c is not None else None,
+              "cluster": self._cluster_view(cid), "decision_ids": list(c.ids) if c is not None else [],
+              "action": self.action}
         self.tripped[client] = ev
+        self.new_trips.append(ev)
         self.stats["trips"] += 1
         return ev
+
+    def _trip_members(self, cl: _Cluster, cid: int, now: float, *, exclude: str) -> None:
+        """A cluster tripped: every client that sent a query into it trips too (the spread attacker)."""
+        for member in cl.clients:
+            if member != exclude and member not in self.tripped:
+                self._trip(member, None, self.clients.get(member), ["cluster"], cid, now)
+
+    def drain_trips(self) -> list[dict[str, Any]]:
+        """Trips since the last call (the gateway persists and reports each once)."""
+        with self._lock:
+            out, self.new_trips = self.new_trips, []
+        return out
 
     # ------------------------------------------------------------------ the conservative fallback
     def conservative(self, preds: list[Any], scores: list[float] | None) -> tuple[list[Any], list[None]]:

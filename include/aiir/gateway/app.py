@@ -211,10 +211,13 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             if guard is not None:
                 ev = guard.observe(client, cols, rows, preds, scores, ids, key_id=key_id)
                 if ev is not None:
-                    if client not in notified:
-                        notified.add(client)
-                        stats["guard_trips"] += 1
-                        asyncio.get_running_loop().run_in_executor(None, contain_tripped, ev)
+                    if guard.new_trips:  # this request tripped the client (and maybe a cluster's members)
+                        loop = asyncio.get_running_loop()
+                        for trip in guard.drain_trips():
+                            if trip["client_id"] not in notified:
+                                notified.add(trip["client_id"])
+                                stats["guard_trips"] += 1
+                                loop.run_in_executor(None, contain_tripped, trip)
                     if guard.action == "block":
                         stats["refused_guard"] += 1
                         guard.stats["refused"] += 1
@@ -539,10 +542,6 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
         if not identity.key_mode:
             progress("warning: the guard runs on self-declared client ids (header mode): an attacker can "
                      "rotate ids; use API keys")
-    elif guard_reference or guard_thresholds or playbook_url:
-        from aiir.errors import BadInput
-
-        raise BadInput("--guard", "--guard-reference, --guard-thresholds and --playbook-url need --guard")
     app = create_app(ctl, token=token, log=log, writer=writer, max_body_bytes=max_body_bytes,
                      durable=durable and writer is not None, identity=identity, guard=the_guard,
                      trigger=trigger, target_name=model)
