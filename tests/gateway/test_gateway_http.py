@@ -14,7 +14,8 @@ from tests.gateway.gwkit import FEATURES, MODEL, ROWS, split
 def test_ping(gw):
     r = gw.http.get("/ping")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "model": MODEL, "mode": "serving", "serving_version": "2"}
+    assert r.json() == {"status": "ok", "model": MODEL, "mode": "serving", "serving_version": "2",
+                        "identity": "header", "identity_trusting": True}
 
 
 @pytest.mark.parametrize("fmt", ["split", "split_no_columns", "records", "inputs_records", "inputs_columns",

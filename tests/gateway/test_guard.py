@@ -126,7 +126,7 @@ class CleanTraffic:
 def _attack(world, *, api_keys, rows=2, seed=0):
     prof = world["profile"]
     g = world["g"]
-    oracle = attacks.HttpModel(g.url, FEATURES, mean=prof.mean, std=prof.std, api_keys=api_keys)
+    oracle = attacks.HttpModel(g.url, FEATURES, mean=prof.mean, std=prof.std, api_keys=api_keys, max_queries=1500)
     X = world["X"].to_numpy()
     fraud_rows = X[prof.standardise(X)[:, 1] > 1.0][seed * rows:(seed + 1) * rows]  # high merchant risk
     with warnings.catch_warnings():

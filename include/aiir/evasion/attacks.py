@@ -50,12 +50,20 @@ class QueryLog:
         return None
 
 
+class QueryBudgetExhausted(RuntimeError):
+    """The attacker gave up: its query budget is spent (a contained attack never converges)."""
+
+
 class HttpModel:
-    """The gateway's ``/invocations`` as a label oracle over standardised inputs."""
+    """The gateway's ``/invocations`` as a label oracle over standardised inputs.
+
+    ``max_queries`` bounds the attack: once the guard answers conservatively, HopSkipJump's step search
+    never finds an adversarial point again and would query forever; past the budget the oracle raises
+    :class:`QueryBudgetExhausted` and :func:`hop_skip_jump` returns the rows unchanged (the attack failed)."""
 
     def __init__(self, url: str, columns: list[str], *, mean: np.ndarray, std: np.ndarray,
                  clients: list[str] | None = None, api_keys: list[str] | None = None, rows_per_request: int = 64,
-                 positive_class: Any = 1, timeout: float = 20.0):
+                 positive_class: Any = 1, timeout: float = 20.0, max_queries: int = 3000):
         import httpx
 
         self.url = url.rstrip("/")
@@ -67,6 +75,7 @@ class HttpModel:
         self.positive = positive_class
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self.log = QueryLog()
+        self.max_queries = max_queries
         self._turn = 0
 
     def close(self) -> None:
@@ -80,6 +89,8 @@ class HttpModel:
     def labels_raw(self, X: np.ndarray) -> np.ndarray:
         """Predictions (0/1) for raw feature rows, one request per ``rows_per_request`` rows."""
         out = []
+        if self.log.n >= self.max_queries:
+            raise QueryBudgetExhausted(f"{self.log.n} queries sent")
         for k in range(0, len(X), self.rows_per_request):
             chunk = X[k:k + self.rows_per_request]
             ident = self.ids[self._turn % len(self.ids)]
@@ -124,7 +135,10 @@ def hop_skip_jump(predict_fn, Z: np.ndarray, bounds: tuple[np.ndarray, np.ndarra
                              clip_values=(bounds[0].astype(np.float32), bounds[1].astype(np.float32)))
     atk = HopSkipJump(clf, targeted=False, norm=2, max_iter=max_iter, max_eval=max_eval, init_eval=init_eval,
                       init_size=init_size, batch_size=batch_size, verbose=False)
-    return atk.generate(x=Z.astype(np.float32))
+    try:
+        return atk.generate(x=Z.astype(np.float32))
+    except QueryBudgetExhausted:
+        return Z.astype(np.float32)
 
 
 def fit_surrogate(Z: np.ndarray, y: np.ndarray, *, C: float = 1.0):

@@ -1,0 +1,251 @@
+"""Hardening after an evasion incident: adversarial retraining with ART, a robust-accuracy gate, and a
+canary redeploy that rolls back by itself.
+
+* :func:`adversarial_retrain` — a drop-in model (a scikit-learn ``Pipeline(StandardScaler, LogisticRegression)``
+  on the raw features, so the gateway serves it unchanged) trained on the clean training rows plus
+  adversarial examples ART's ProjectedGradientDescent crafts against the current candidate, for a few rounds
+  (Madry-style adversarial training, the attack re-run against each new candidate).
+* :func:`robust_accuracy` — accuracy on adversarial rows: held-out attacks crafted against the *old* model
+  (the HopSkipJump rows of the incident, or fresh ones), and a white-box PGD attack at radius ``eps``
+  against each model itself (the adaptive attacker).
+* :func:`gate` — the hardened model must be more robust by ``min_gain`` and lose at most ``max_clean_drop``
+  of clean accuracy; a failed gate leaves the served model alone.
+* :func:`canary_redeploy` — register nothing itself: give it the hardened version, it canaries it on the
+  target, watches the canary's decisions (agreement with the guard-free primary on clean traffic, errors),
+  and promotes (``rollback`` to it, pinned) or rolls back (canary share 0) automatically.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from aiir.errors import BadInput
+
+
+def _pipeline(C: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=C, max_iter=2000))])
+
+
+def _pgd_raw(pipe, X: np.ndarray, y: np.ndarray, *, eps: float, max_iter: int = 20) -> np.ndarray:
+    """PGD (L2, radius ``eps`` in the pipeline's standardised space) against a fitted pipeline, raw rows out."""
+    from aiir.evasion.attacks import white_box
+
+    sc, lr = pipe.named_steps["scale"], pipe.named_steps["clf"]
+    Z = sc.transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Zadv = white_box(lr, Z, y, eps=eps, norm=2, max_iter=max_iter)
+    return sc.inverse_transform(Zadv)
+
+
+def adversarial_retrain(X: np.ndarray, y: np.ndarray, *, eps: float = 0.5, rounds: int = 3, C: float = 1.0,
+                        ratio: float = 1.0, attacked_class: int | None = 1, seed: int = 0,
+                        progress: Callable[[str], None] | None = None):
+    """Adversarial training: fit, craft PGD examples against the candidate, add them (true labels), refit.
+
+    ``attacked_class`` (default 1, fraud) crafts examples only from the class the attacker moves away from —
+    an evader pushes fraud toward "legitimate", never the reverse — so the boundary moves where the attack
+    lands instead of being pushed back by symmetric examples. ``None`` crafts from both classes."""
+    say = progress or (lambda _m: None)
+    X = np.asarray(X, float)
+    y = np.asarray(y, int)
+    if len(np.unique(y)) != 2:
+        raise BadInput("training data", "adversarial retraining needs a binary label with both classes")
+    rng = np.random.default_rng(seed)
+    pipe = _pipeline(C).fit(X, y)
+    Xa, ya = X, y
+    pool = np.flatnonzero(y == attacked_class) if attacked_class is not None else np.arange(len(X))
+    if pool.size == 0:
+        raise BadInput("training data", f"no rows of the attacked class {attacked_class}")
+    for r in range(rounds):
+        idx = rng.choice(pool, size=min(pool.size, max(1, int(ratio * pool.size))), replace=False)
+        Xadv = _pgd_raw(pipe, X[idx], y[idx], eps=eps)
+        Xa = np.vstack([X, Xadv])
+        ya = np.concatenate([y, y[idx]])
+        pipe = _pipeline(C).fit(Xa, ya)
+        say(f"adversarial training round {r + 1}/{rounds}: {len(idx)} PGD examples (eps {eps})")
+    return pipe, {"method": "adversarial training (ART ProjectedGradientDescent, L2)", "eps": eps,
+                  "rounds": rounds, "ratio": ratio, "C": C, "attacked_class": attacked_class, "rows": int(len(X)), "adversarial_rows": int(len(Xa) - len(X))}
+
+
+def _predict(model, X) -> np.ndarray:
+    import pandas as pd
+
+    cols = getattr(model, "feature_names_in_", None)
+    if cols is not None and not isinstance(X, pd.DataFrame):
+        X = pd.DataFrame(X, columns=list(cols))
+    return np.asarray(model.predict(X)).astype(int)
+
+
+def robust_accuracy(model, X_clean: np.ndarray, y_clean: np.ndarray, *, held_out: dict[str, tuple[np.ndarray, np.ndarray]],
+                    eps: float | None = None) -> dict[str, Any]:
+    """Clean accuracy, accuracy on each held-out attack set ``{name: (X_adv, y_true)}``, and (for pipelines)
+    accuracy under a white-box PGD at ``eps``."""
+    out: dict[str, Any] = {"clean_accuracy": float((_predict(model, X_clean) == y_clean).mean())}
+    for name, (Xa, ya) in held_out.items():
+        if len(Xa):
+            out[f"robust_accuracy_{name}"] = float((_predict(model, Xa) == ya).mean())
+            out[f"rows_{name}"] = int(len(Xa))
+    if eps is not None and hasattr(model, "named_steps"):
+        Xp = _pgd_raw(model, X_clean, y_clean, eps=eps)
+        ok = _predict(model, Xp) == y_clean
+        out["robust_accuracy_pgd"] = float(ok.mean())
+        pos = y_clean == 1
+        out["robust_accuracy_pgd_fraud"] = float(ok[pos].mean()) if pos.any() else None
+        out["pgd_eps"] = eps
+    return out
+
+
+def gate(before: dict[str, Any], after: dict[str, Any], *, on: str, min_gain: float = 0.2,
+         max_clean_drop: float = 0.05, min_robust: float = 0.5) -> dict[str, Any]:
+    """Pass when the hardened model is more robust on ``on`` by ``min_gain`` (absolute), at least
+    ``min_robust`` robust, and its clean accuracy dropped at most ``max_clean_drop``."""
+    key = f"robust_accuracy_{on}"
+    if key not in before or key not in after:
+        raise BadInput("gate", f"no '{on}' attack set measured")
+    gain = after[key] - before[key]
+    drop = before["clean_accuracy"] - after["clean_accuracy"]
+    reasons = []
+    if gain < min_gain:
+        reasons.append(f"robust accuracy on '{on}' rose by {gain:.3f} (< {min_gain})")
+    if after[key] < min_robust:
+        reasons.append(f"robust accuracy on '{on}' is {after[key]:.3f} (< {min_robust})")
+    if drop > max_clean_drop:
+        reasons.append(f"clean accuracy fell by {drop:.3f} (> {max_clean_drop})")
+    return {"passed": not reasons, "on": on, "gain": round(gain, 4), "clean_drop": round(drop, 4),
+            "criteria": {"min_gain": min_gain, "max_clean_drop": max_clean_drop, "min_robust": min_robust},
+            "reasons": reasons}
+
+
+def canary_redeploy(target, version: str, *, share: float = 0.2, observe_s: float = 5.0,
+                    min_decisions: int = 20, max_error_rate: float = 0.02, check: Callable[[dict], str | None] | None = None,
+                    poll_s: float = 0.5, reason: str = "") -> dict[str, Any]:
+    """Canary ``version`` at ``share`` on ``target``; after ``observe_s`` (and ``min_decisions`` canary
+    decisions) promote it, or roll back when the canary erred or ``check(stats)`` names a problem.
+
+    Promotion pins the canary as the primary (``target.rollback(version)``), rollback ends the canary
+    (share 0) and leaves the primary serving. Returns what happened, with the observed statistics."""
+    t0 = time.time()
+    from aiir.gateway.decision_log import to_iso
+
+    since = to_iso(t0)
+    target.canary(version, share, reason=reason or f"canary of hardened v{version}")
+    stats: dict[str, Any] = {}
+    problem = None
+    try:
+        deadline = t0 + observe_s
+        while True:
+            rows = target.decisions(since, None)
+            can = [r for r in rows if str(r.get("model_version")) == str(version)]
+            prim = [r for r in rows if str(r.get("model_version")) != str(version)]
+            errors = sum(1 for r in can if r.get("prediction") is None)
+            stats = {"canary_decisions": len(can), "primary_decisions": len(prim),
+                     "canary_error_rate": errors / len(can) if can else None,
+                     "canary_positive_rate": (sum(1 for r in can if r.get("prediction") in (1, True, "1")) / len(can))
+                     if can else None,
+                     "primary_positive_rate": (sum(1 for r in prim if r.get("prediction") in (1, True, "1")) / len(prim))
+                     if prim else None}
+            if can and stats["canary_error_rate"] > max_error_rate:
+                problem = f"canary error rate {stats['canary_error_rate']:.3f} > {max_error_rate}"
+                break
+            if check is not None and (problem := check(stats)):
+                break
+            if time.time() >= deadline and len(can) >= min_decisions:
+                break
+            if time.time() >= deadline + 4 * observe_s:
+                problem = f"only {len(can)} canary decisions after {time.time() - t0:.1f}s (< {min_decisions})"
+                break
+            time.sleep(poll_s)
+    except Exception as exc:  # anything going wrong while watching rolls back
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        state = target.canary(version, 0.0, reason=f"automatic rollback of canary v{version}: {problem}")
+        outcome = "rolled_back"
+    else:
+        state = target.rollback(version, reason=f"hardened v{version} promoted after canary")
+        outcome = "promoted"
+    return {"outcome": outcome, "version": str(version), "share": share, "problem": problem, "stats": stats,
+            "seconds": round(time.time() - t0, 3), "state": state.to_dict()}
+
+
+def register_hardened(model, *, name: str, X_example, tracking_uri: str | None = None, tags: dict[str, str] | None = None
+                      ) -> str:
+    """Log ``model`` to MLflow with a signature from ``X_example`` and register it as a new version of ``name``."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run(run_name=f"{name}-hardened", tags=tags or {}):
+        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X_example, model.predict(X_example)),
+                                        registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"])
+    return str(info.registered_model_version)
+
+
+def hsj_examples(model, X: np.ndarray, profile, *, rows: int = 40, attacked_class: int = 1, max_iter: int = 5,
+                 seed: int = 0, columns: list[str] | None = None) -> np.ndarray:
+    """Adversarial rows ART's HopSkipJump finds against ``model`` (in-process, label-only) for up to ``rows``
+    rows it predicts as ``attacked_class`` — the same attack the gateway saw, for any scikit-learn model."""
+    from aiir.evasion.attacks import clip_bounds, hop_skip_jump
+
+    X = np.asarray(X, float)
+    pred = _predict_cols(model, X, columns)
+    pool = X[pred == attacked_class][:rows]
+    if len(pool) == 0:
+        return np.empty((0, X.shape[1]))
+
+    def oracle(Z):
+        Xq = profile.mean + np.asarray(Z, float) * profile.std
+        p = _predict_cols(model, Xq, columns)
+        return np.eye(2)[np.asarray(p, int)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Z = hop_skip_jump(oracle, profile.standardise(pool), clip_bounds(profile.standardise(X)), max_iter=max_iter,
+                          max_eval=200, init_eval=20, seed=seed)
+    return profile.mean + Z * profile.std
+
+
+def _predict_cols(model, X, columns):
+    import pandas as pd
+
+    if columns is not None:
+        X = pd.DataFrame(np.asarray(X, float), columns=columns)
+    return _predict(model, X)
+
+
+def augment_retrain(model, X: np.ndarray, y: np.ndarray, profile, *, columns: list[str], rows: int = 60,
+                    rounds: int = 2, attacked_class: int = 1, seed: int = 0,
+                    progress: Callable[[str], None] | None = None):
+    """Adversarial data augmentation for any scikit-learn estimator: a clone of ``model`` (same recipe, same
+    hyper-parameters) refitted on the training rows plus HopSkipJump examples crafted against the current
+    candidate, labelled with their true class, for ``rounds`` rounds."""
+    import pandas as pd
+    from sklearn.base import clone
+
+    say = progress or (lambda _m: None)
+    X = np.asarray(X, float)
+    y = np.asarray(y, int)
+    cand, Xa, ya = model, X, y
+    added = 0
+    for r in range(rounds):
+        adv = hsj_examples(cand, X, profile, rows=rows, attacked_class=attacked_class, seed=seed + r, columns=columns)
+        adv = adv[_predict_cols(cand, adv, columns) != attacked_class] if len(adv) else adv  # the ones that evade
+        Xa = np.vstack([Xa, adv])
+        ya = np.concatenate([ya, np.full(len(adv), attacked_class)])
+        added += len(adv)
+        cand = clone(model).fit(pd.DataFrame(Xa, columns=columns), ya)
+        say(f"augmentation round {r + 1}/{rounds}: {len(adv)} evading HopSkipJump rows added")
+    return cand, {"method": "adversarial data augmentation (ART HopSkipJump against the candidate, same recipe)",
+                  "rounds": rounds, "rows_attacked_per_round": rows, "adversarial_rows": added,
+                  "attacked_class": attacked_class, "estimator": type(model).__name__}

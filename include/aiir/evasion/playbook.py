@@ -1,0 +1,397 @@
+"""The adversarial-evasion playbook, one function per step (``incident_adversarial_evasion``).
+
+Every step takes the incident record, writes its output once into the incident workspace and returns it
+(idempotent: a re-run returns the recorded output). Order: contain (block / rate-limit the suspect clients
+at the target) → open (pin versions) → triage (re-scan the target's decisions around the detection) →
+preserve (sealed bundle: the attack queries, the model, the target state, the guard's events) → harden
+(adversarial retraining with ART, robust accuracy on held-out attacks, gate) → canary redeploy with
+automatic rollback → report.
+
+Import discipline: :func:`contain` imports only :mod:`aiir.targets` (no numpy, pandas, mlflow, sklearn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiir.errors import BadInput
+from aiir.incident import IncidentRecord, add_event, now_iso
+
+TRIAGE_WINDOW_H = 6.0  # hours of decisions before the detection that triage re-scans
+RATE_LIMIT_PER_S = 1.0
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write(path: Path, obj: Any) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    return obj
+
+
+def _target(record: IncidentRecord, target=None):
+    if target is not None:
+        return target
+    from aiir.targets import get_target
+
+    return get_target(record.target_kind, record.target_name)
+
+
+def suspect_clients(record: IncidentRecord) -> list[str]:
+    """The clients the findings name (the guard's trip, the scan's suspects) plus ``suspect_sources``."""
+    out: list[str] = []
+    for f in record.findings:
+        for c in (f.get("sources") or []):
+            if isinstance(c, str) and c not in out:
+                out.append(c)
+        ev = f.get("evidence") or {}
+        for c in ([ev.get("client_id")] if isinstance(ev, dict) else []) + list(
+                (ev.get("clients") or []) if isinstance(ev, dict) else []):
+            if isinstance(c, str) and c not in out:
+                out.append(c)
+    for c in record.suspect_sources:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+# --- 1. contain (fast, light) -----------------------------------------------------------------------
+def contain(record: IncidentRecord, *, target=None) -> dict[str, Any]:
+    """Block (containment ``quarantine``) or rate-limit (``fallback``: the guard answers them conservatively)
+    the suspect clients at the target. Blocks apply to the authenticated identity in key mode."""
+    out = record.workdir / "contain.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    t0 = time.perf_counter()
+    target = _target(record, target)
+    clients = suspect_clients(record)
+    before = target.describe()
+    caps = getattr(target, "capabilities", frozenset())
+    action, note = "none", ""
+    if not clients:
+        after, note = before, "no client named by the findings: nothing to block (triage re-scans the target)"
+    elif record.dry_run:
+        after, action = before, "dry_run"
+    else:
+        block = record.containment == "quarantine" or "rate_limit" not in caps
+        if "block_clients" not in caps:
+            raise BadInput("target_kind", f"target {target.ref} cannot block clients; contain it with "
+                                          "incident_data_poisoning's isolation or at the network edge")
+        after = target.block_clients(clients, rate_limit_per_s=None if block else RATE_LIMIT_PER_S,
+                                     reason=f"incident {record.incident_id}: adversarial evasion")
+        action = "block" if block else f"rate_limit {RATE_LIMIT_PER_S:g}/s"
+    result = {"dry_run": record.dry_run, "clients": clients, "action": action, "note": note,
+              "before": before.to_dict(), "after": after.to_dict(), "target": target.ref,
+              "effective_at": now_iso(), "seconds": round(time.perf_counter() - t0, 4)}
+    _write(out, result)
+    add_event(record, "contained", at=result["effective_at"], actor="aiir-playbook",
+              details={"clients": clients, "action": action, "target": target.ref, "dry_run": record.dry_run})
+    return result
+
+
+# --- 2. triage -----------------------------------------------------------------------------------
+def _reference(record: IncidentRecord) -> str | None:
+    from aiir import playbook
+
+    prof = playbook.model_profiles().get(record.model_name) or {}
+    ref = prof.get("reference")
+    return ref if ref and Path(ref).is_file() else None
+
+
+def triage(record: IncidentRecord, *, target=None) -> dict[str, Any]:
+    """Re-scan the target's served decisions around the detection; the attack in numbers per client."""
+    out = record.workdir / "triage.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    import numpy as np
+
+    from aiir.evasion import scan
+
+    det = datetime.fromisoformat(record.detected_at.replace("Z", "+00:00"))
+    since = (det - timedelta(hours=TRIAGE_WINDOW_H)).astimezone(UTC).isoformat()
+    tgt = _target(record, target)
+    res = scan.scan_target(tgt, record.workdir / "scan", since=since, reference=_reference(record))
+    named = suspect_clients(record)
+    found = [s["client_id"] for s in res.report["suspect_clients"]]
+    # the attack's numbers: perturbation sizes (RMS distance of each near-duplicate to its nearest neighbour)
+    attack: dict[str, Any] = {}
+    rows = [r for r in tgt.decisions(since, None) if r["client_id"] in set(found) | set(named)]
+    cols = res.report["features"]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["client_id"], []).append(r)
+    prof_std = None
+    if cols:
+        allX = np.array([[float(r["features"].get(c, 0) or 0) for c in cols] for r in rows]) if rows else None
+        prof_std = allX.std(axis=0) if allX is not None and len(allX) > 1 else None
+    for c, rs in by.items():
+        X = np.array([[float(r["features"].get(k, 0) or 0) for k in cols] for r in rs])
+        sizes = []
+        if len(X) > 1 and prof_std is not None:
+            Z = X / np.where(prof_std > 0, prof_std, 1.0)
+            for i in range(1, len(Z)):
+                d = np.sqrt(((Z[:i] - Z[i]) ** 2).mean(axis=1))
+                d = d[d > 1e-12]
+                if d.size:
+                    sizes.append(float(d.min()))
+        sizes_arr = np.asarray(sizes)
+        preds = [json.dumps(r.get("prediction")) for r in rs]
+        attack[c] = {"queries": len(rs), "first_ts": rs[0]["ts"], "last_ts": rs[-1]["ts"],
+                     "negative_decisions": sum(1 for p in preds if p in ("0", "false", '"0"')),
+                     "perturbation_rms": ({"median": float(np.median(sizes_arr)), "p10": float(np.percentile(sizes_arr, 10)),
+                                           "p90": float(np.percentile(sizes_arr, 90))} if sizes_arr.size else None),
+                     "served_by_guard": sum(1 for r in rs if r.get("source") == "gateway-guard")}
+    result = {"scan_status": res.status, "findings_file": res.paths["findings"],
+              "suspect_decisions_file": res.paths["suspect_decisions"], "window_since": since,
+              "named_clients": named, "suspects_found": found,
+              "confirmed": bool(found) or any(f.get("kind") in ("evasion", "extraction") and f.get("severity") in
+                                              ("high", "critical") for f in record.findings),
+              "attack": attack, "atlas": [t["id"] for t in res.report["atlas"]],
+              "owasp": [o["id"] for o in res.report["owasp"]]}
+    _write(out, result)
+    add_event(record, "triaged", actor="aiir-playbook",
+              details={"confirmed": result["confirmed"], "suspects": found[:20]})
+    return result
+
+
+# --- 3. preserve -----------------------------------------------------------------------------------
+def preserve(record: IncidentRecord, *, target=None, signing_key=None, actor: str = "aiir-playbook",
+             context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Seal the attack queries, the suspects' decisions, the model, the target state and the guard's
+    event log into a signed, write-once bundle."""
+    out = record.workdir / "evidence.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    from aiir import config
+    from aiir.evidence import EvidenceStore
+    from aiir.evidence.keys import load_or_create_signing_key
+
+    tri = _read(record.workdir / "triage.json") or triage(record, target=target)
+    tgt = _target(record, target)
+    key = signing_key or load_or_create_signing_key()
+    store = EvidenceStore(config.paths().evidence)
+    bundle = store.open_bundle(record.incident_id, actor=actor, host=socket.gethostname(), context=context or {})
+    bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
+    scan_dir = record.workdir / "scan"
+    for name in ("findings.json", "suspect_decisions.csv"):
+        if (scan_dir / name).exists():
+            bundle.add_file(scan_dir / name, f"findings/{name}", category="findings",
+                            description="evasion scan of the served decisions")
+    # every decision of the suspect clients in the window (made once, re-added identically on retry)
+    dec = record.workdir / "suspect_decisions.jsonl"
+    if not dec.exists():
+        clients = set(tri.get("suspects_found", [])) | set(tri.get("named_clients", []))
+        rows = [r for r in tgt.decisions(tri.get("window_since"), None) if r["client_id"] in clients]
+        tmp = dec.with_name(f".{dec.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+        os.replace(tmp, dec)
+    bundle.add_file(dec, "decisions/suspect_clients.jsonl", category="decision_log",
+                    description="every decision served to the suspect clients (the attack queries)")
+    snap = record.workdir / "target_snapshot"
+    try:
+        done = snap / ".complete"
+        if not done.exists():
+            if snap.exists():
+                import shutil
+
+                shutil.rmtree(snap)
+            tgt.snapshot(snap)
+            sd = getattr(tgt, "state_dir", None)
+            if sd is not None and (Path(sd) / "guard-events.jsonl").exists():
+                import shutil
+
+                shutil.copyfile(Path(sd) / "guard-events.jsonl", snap / "guard-events.jsonl")
+            done.touch()
+        for f in sorted(p for p in snap.iterdir() if p.is_file() and p.name != ".complete"):
+            bundle.add_file(f, f"target/{f.name}", category="target_state", description="serving target state and logs")
+    except Exception as exc:  # the target may be down: record that, keep preserving
+        bundle.add_json({"error": str(exc)}, "target/snapshot_error.json", category="target_state",
+                        description="target snapshot failed")
+    try:
+        from aiir import registry
+
+        v = _read(record.workdir / "versions.json") or {}
+        if v.get("suspect_version"):
+            mv = registry.get_version(record.model_name, v["suspect_version"])
+            if mv.artifact_dir and mv.artifact_dir.exists():
+                bundle.add_tree(mv.artifact_dir, f"model/{record.model_name}-v{mv.version}", category="model",
+                                description=f"attacked model artifact v{mv.version}")
+            bundle.add_json(mv.to_dict(), "model/registry_entry.json", category="model",
+                            description="registry entry of the attacked version")
+    except Exception as exc:
+        bundle.add_json({"error": str(exc)}, "model/unavailable.json", category="model",
+                        description="model artifact could not be read")
+    for name in ("contain.json", "versions.json", "triage.json"):
+        if (record.workdir / name).exists():
+            bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
+                            description=f"playbook step output {name}")
+    manifest = bundle.seal(key)
+    from aiir.hashing import sha256_file
+
+    result = {"bundle": str(bundle.path), "files": len(manifest["files"]), "sealed_at": manifest["sealed_at"],
+              "manifest_sha256": sha256_file(bundle.path / "manifest.json")}
+    _write(out, result)
+    add_event(record, "evidence_sealed", at=result["sealed_at"], actor=actor,
+              details={"bundle": result["bundle"], "files": result["files"]})
+    return result
+
+
+# --- 4. harden ------------------------------------------------------------------------------------
+def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | None = None,
+           model=None, min_gain: float = 0.2, max_clean_drop: float = 0.05) -> dict[str, Any]:
+    """Adversarial retraining (ART), robust accuracy on held-out attacks, gate; registers the hardened
+    version when the gate passes (not in a dry run). ``training`` = (X, y, columns) overrides the model
+    profile's reference data."""
+    out = record.workdir / "harden.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    import numpy as np
+    import pandas as pd
+
+    from aiir.evasion import harden as hz
+    from aiir.evasion.profile import fit_profile
+
+    v = _read(record.workdir / "versions.json") or {}
+    version = v.get("suspect_version")
+    if model is None:
+        from aiir import registry
+
+        registry.client()
+        import mlflow
+
+        model = mlflow.sklearn.load_model(f"models:/{record.model_name}/{version}")
+    if training is None:
+        from aiir import playbook as pb
+
+        prof = pb.profile(record.model_name)
+        df = pd.read_parquet(prof["reference"]) if prof["reference"].endswith(".parquet") else pd.read_csv(prof["reference"])
+        label = prof["label"]
+        cols = [c for c in getattr(model, "feature_names_in_", df.columns) if c != label]
+        training = (df[cols].to_numpy(float), df[label].to_numpy(int), list(cols))
+    X, y, cols = training
+    X, y = np.asarray(X, float), np.asarray(y, int)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(X))
+    cut = int(0.7 * len(X))
+    tr, ho = idx[:cut], idx[cut:]
+    profile = fit_profile(X[tr], cols)
+    # held-out attacks: HopSkipJump against the attacked model on held-out rows, plus the incident's evading queries
+    X_hsj = hz.hsj_examples(model, X[ho], profile, rows=30, columns=cols, seed=1)
+    X_hsj = X_hsj[hz._predict_cols(model, X_hsj, cols) == 0] if len(X_hsj) else X_hsj
+    held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
+    hardened, info = hz.augment_retrain(model, X[tr], y[tr], profile, columns=cols, rows=60, rounds=2)
+    before = hz.robust_accuracy(model, pd.DataFrame(X[ho], columns=cols), y[ho],
+                                held_out={k: (pd.DataFrame(a, columns=cols), b) for k, (a, b) in held.items()})
+    after = hz.robust_accuracy(hardened, pd.DataFrame(X[ho], columns=cols), y[ho],
+                               held_out={k: (pd.DataFrame(a, columns=cols), b) for k, (a, b) in held.items()})
+    g = hz.gate(before, after, on="hsj", min_gain=min_gain, max_clean_drop=max_clean_drop)
+    new_version = None
+    if g["passed"] and not record.dry_run:
+        from aiir import config
+
+        new_version = hz.register_hardened(hardened, name=record.model_name, X_example=pd.DataFrame(X[tr][:50], columns=cols),
+                                           tracking_uri=config.paths().mlflow_tracking_uri,
+                                           tags={"aiir.incident_id": record.incident_id,
+                                                 "aiir.hardened_from": str(version)})
+    result = {"attacked_version": version, "method": info, "before": before, "after": after, "gate": g,
+              "hardened_version": new_version, "held_out_rows": {k: int(len(a)) for k, (a, _) in held.items()}}
+    _write(out, result)
+    add_event(record, "hardened", actor="aiir-playbook",
+              details={"gate": g["passed"], "version": new_version, "gain": g["gain"]})
+    return result
+
+
+# --- 5. canary redeploy ----------------------------------------------------------------------------
+def redeploy(record: IncidentRecord, *, target=None, share: float = 0.2, observe_s: float = 30.0) -> dict[str, Any]:
+    """Canary the hardened version; promote it or roll back automatically (see harden.canary_redeploy)."""
+    out = record.workdir / "redeploy.json"
+    existing = _read(out)
+    if existing is not None:
+        return existing
+    from aiir.evasion import harden as hz
+
+    h = _read(record.workdir / "harden.json") or {}
+    if not h.get("hardened_version"):
+        result = {"outcome": "skipped", "reason": "no hardened version (gate failed, dry run, or not hardened)"}
+    else:
+        tgt = _target(record, target)
+        if "canary" not in getattr(tgt, "capabilities", frozenset()):
+            raise BadInput("target_kind", f"target {tgt.ref} cannot run a canary")
+
+        def divergence(stats):
+            a, b = stats.get("canary_positive_rate"), stats.get("primary_positive_rate")
+            if a is not None and b is not None and stats["canary_decisions"] >= 20 and abs(a - b) > 0.25:
+                return f"canary positive rate {a:.2f} vs primary {b:.2f}"
+            return None
+
+        result = hz.canary_redeploy(tgt, h["hardened_version"], share=share, observe_s=observe_s, check=divergence,
+                                    reason=f"incident {record.incident_id}: hardened model canary")
+    _write(out, result)
+    add_event(record, "redeployed", actor="aiir-playbook", details={"outcome": result["outcome"]})
+    return result
+
+
+# --- 6. report ------------------------------------------------------------------------------------
+def report(record: IncidentRecord) -> dict[str, Any]:
+    """The incident report (HTML/JSON/Markdown) with the attack's queries, perturbation sizes and clients."""
+    from aiir import incident as inc
+    from aiir.knowledge import taxonomy
+    from aiir.report import render_report
+
+    w = record.workdir
+    tri = _read(w / "triage.json") or {}
+    h = _read(w / "harden.json")
+    rd = _read(w / "redeploy.json")
+    atlas = sorted(set(record.atlas) | set(tri.get("atlas", [])) | {"AML.T0040", "AML.T0043", "AML.T0015"}
+                   - {"AML.T0020"})
+    owasp = sorted(set(tri.get("owasp", [])) | {o for f in record.findings for o in f.get("owasp", [])} | {"ML01"})
+    attachments = [{"title": n, "path": str(p)} for n, p in (
+        ("evasion findings", w / "scan" / "findings.json"), ("attack queries", w / "scan" / "suspect_decisions.csv"),
+        ("suspect clients' decisions", w / "suspect_decisions.jsonl")) if p.exists()]
+    ev = _read(w / "evidence.json")
+    if ev:
+        attachments.append({"title": "evidence manifest", "path": str(Path(ev["bundle"]) / "manifest.json")})
+    recovery = None
+    if h:
+        recovery = {"hardened_version": h.get("hardened_version"), "gate": h["gate"]["passed"],
+                    "robust_accuracy_before": h["before"].get("robust_accuracy_hsj"),
+                    "robust_accuracy_after": h["after"].get("robust_accuracy_hsj"),
+                    "clean_accuracy_before": h["before"]["clean_accuracy"],
+                    "clean_accuracy_after": h["after"]["clean_accuracy"],
+                    "redeploy": (rd or {}).get("outcome")}
+    doc = {
+        "incident_id": record.incident_id, "kind": "adversarial_evasion", "model": record.model_name,
+        "title": f"Adversarial evasion against {record.model_name}",
+        "target": f"{record.target_kind}:{record.target_name}", "severity": record.severity,
+        "status": ("recovered" if rd and rd.get("outcome") == "promoted" else
+                   "contained" if (w / "contain.json").exists() else "open"),
+        "detected_at": record.detected_at, "dry_run": record.dry_run, "timeline": inc.timeline(record),
+        "findings": record.findings, "regimes": record.regimes,
+        "atlas": [a for a in atlas if a in taxonomy.ATLAS_TECHNIQUES],
+        "owasp": [o for o in owasp if o in taxonomy.OWASP_ML_TOP10],
+        "mitigations": ["AML.M0015", "AML.M0004", "AML.M0003", "AML.M0024"],
+        "versions": _read(w / "versions.json"),
+        "triage": {"confirmed": tri.get("confirmed"), "suspect clients": ", ".join(tri.get("suspects_found", [])),
+                   **{f"client {c}": (f"{a['queries']} queries {a['first_ts']} → {a['last_ts']}; perturbation RMS "
+                                      f"median {a['perturbation_rms']['median']:.4f}" if a.get("perturbation_rms")
+                                      else f"{a['queries']} queries")
+                      for c, a in (tri.get("attack") or {}).items()}},
+        "containment": _read(w / "contain.json"), "evidence": ev, "recovery": recovery, "attachments": attachments,
+    }
+    paths = render_report(doc, w / "report")
+    add_event(record, "reported", actor="aiir-playbook")
+    return {k: str(v) for k, v in paths.items()}
