@@ -127,15 +127,15 @@ def triage(record: IncidentRecord, *, target=None) -> dict[str, Any]:
     found = [s["client_id"] for s in res.report["suspect_clients"]]
     # the attack's numbers: perturbation sizes (RMS distance of each near-duplicate to its nearest neighbour)
     attack: dict[str, Any] = {}
-    rows = [r for r in tgt.decisions(since, None) if r["client_id"] in set(found) | set(named)]
+    every = tgt.decisions(since, None)
+    rows = [r for r in every if r["client_id"] in set(found) | set(named)]
     cols = res.report["features"]
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["client_id"], []).append(r)
-    prof_std = None
-    if cols:
-        allX = np.array([[float(r["features"].get(c, 0) or 0) for c in cols] for r in rows]) if rows else None
-        prof_std = allX.std(axis=0) if allX is not None and len(allX) > 1 else None
+    prof_std = None  # perturbations are measured in standard deviations of all the window's traffic
+    if cols and len(every) > 1:
+        prof_std = np.array([[float(r["features"].get(c, 0) or 0) for c in cols] for r in every]).std(axis=0)
     for c, rs in by.items():
         X = np.array([[float(r["features"].get(k, 0) or 0) for k in cols] for r in rs])
         sizes = []
