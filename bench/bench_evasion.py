@@ -126,8 +126,12 @@ def main() -> int:
     ap.add_argument("--max-iter", type=int, default=3, help="HopSkipJump iterations")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--doc-from", type=Path, help="only rewrite the docs section from a saved results JSON")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.doc_from:
+        write_section(HEADING, markdown(json.loads(args.doc_from.read_text())))
+        return 0
 
     import httpx
     import mlflow
@@ -359,6 +363,7 @@ class _Oracle:
 
 def markdown(r: dict) -> str:
     g, s, hz, c, b = r["guard"], r["scan"], r["hardening"], r["canary"], r["baseline_without_guard"]
+    tr = next(a for a in r["attackers"] if a["kind"] == "transfer")
     p = r["params"]
     bef, aft = hz["before"], hz["after"]
     lines = [
@@ -377,11 +382,14 @@ def markdown(r: dict) -> str:
         f"({100 * g['clean_flagged_share']:.1f} %); clean requests answered by the fallback: {r['clean']['guard_answered']} | ≤ 1 % |",
         f"| queries from first attack query to guard containment (HopSkipJump attackers) | median "
         f"**{g['containment_queries']['median']}**, max **{g['containment_queries']['max']}** | ≤ 50 |",
-        f"| seconds from first attack query to guard containment | median **{g['containment_seconds']['median']}**, "
-        f"max **{g['containment_seconds']['max']}** | ≤ 1 s |",
+        f"| seconds from first attack query to guard containment | median **{g['containment_seconds']['median']:.2f}**, "
+        f"max **{g['containment_seconds']['max']:.2f}** | ≤ 1 s |",
         f"| attacked fraud rows that evaded, through the guard / without it | {g['evaded_rows_through_guard']}/"
         f"{g['attacked_rows']} / {b['evaded_rows']}/{b['rows']} (without: {b['queries_per_row']} queries per row, "
         f"{100 * b['boundary_share']:.0f} % near the boundary) | |",
+        f"| transfer attacker ({tr['rows']} PGD rows crafted on its surrogate, one per request) | evaded the plain "
+        f"model with {tr['evaded_rows_plain_model']}/{tr['rows']}; guard "
+        f"{'contained it after ' + str(tr['containment']['queries_after_recon']) + ' crafted rows' if tr['containment'] else 'did not trip (no near-duplicates, no probing: single in-distribution queries)'} | |",
         f"| `aiir scan-evasion` over the decision log afterwards: caught / clean flagged | {s['caught']}/"
         f"{g['attacking_identities']} / {len(s['clean_flagged'])}/{p['clean_clients']} "
         f"({s['decisions']:,} decisions, {s['scan_seconds']} s) | |",

@@ -287,6 +287,7 @@ def markdown(res: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     names = {"aiir": "aiir", "aiir_nolog": "aiir --no-log", "aiir_durable": "aiir --durable",
+             "aiir_guard": "aiir --guard",
              "mlflow": "mlflow models serve"}
     for scen, s in res["summary"].items():
         for k, label in names.items():
@@ -303,6 +304,14 @@ def markdown(res: dict) -> str:
                      f"{s['p99_ratio_aiir_vs_mlflow']:.2f}× | **{100 * s['logging_overhead']:.1f} %** | "
                      f"{100 * s['logging_overhead_cpu']:.1f} % | "
                      f"{s.get('ratio_aiir_durable_vs_mlflow_throughput', float('nan')):.2f}× |")
+    if all("guard_overhead" in s for s in res["summary"].values()):
+        lines += ["", "Inline evasion guard (`aiir serve --guard --guard-reference`, decision logging on, vs `aiir` "
+                      "with logging on; same load):", "",
+                  "| scenario | guard overhead, throughput (goal ≤ 5 %) | guard overhead, server CPU per request |",
+                  "|---|---|---|"]
+        for scen, s in res["summary"].items():
+            lines.append(f"| {scen.replace('_', ' ')} | **{100 * s['guard_overhead']:.1f} %** | "
+                         f"{100 * s['guard_overhead_cpu']:.1f} % |")
     ms = sorted(iso["isolate_to_first_fallback_ms"])
     lines += [
         "",
@@ -361,7 +370,10 @@ def main() -> int:
         f"batch_{args.batch}": json.dumps({"dataframe_split": {"columns": FEATURES,
                                                                "data": rows[:args.batch]}}).encode(),
     }
-    ports = {"aiir": free_port(), "aiir_nolog": free_port(), "aiir_durable": free_port(), "mlflow": free_port()}
+    ports = {"aiir": free_port(), "aiir_nolog": free_port(), "aiir_durable": free_port(),
+             "aiir_guard": free_port(), "mlflow": free_port()}
+    ref = tmp / "reference.csv"  # the training data of the served versions: the guard's reference profile
+    synthetic_frame()[0].to_csv(ref, index=False)
     aiir_bin = str(VENV_BIN / "aiir")
     procs = {}
     results: dict = {}
@@ -383,6 +395,9 @@ def main() -> int:
         procs["aiir_durable"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_durable"]),
                                        "--state-dir", str(tmp / "gw-durable"), "--durable"], env,
                                       ports["aiir_durable"], tmp / "aiir-durable.log")
+        procs["aiir_guard"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_guard"]),
+                                     "--state-dir", str(tmp / "gw-guard"), "--guard", "--guard-reference", str(ref)],
+                                    env, ports["aiir_guard"], tmp / "aiir-guard.log")
         procs["mlflow"] = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
                                  "--env-manager", "local", "-p", str(ports["mlflow"]), "--host", "127.0.0.1"],
                                 env, ports["mlflow"], tmp / "mlflow.log")
@@ -422,6 +437,9 @@ def main() -> int:
             s["p99_ratio_aiir_vs_mlflow"] = round(s["aiir"]["p99_ms_median"] / s["mlflow"]["p99_ms_median"], 3)
             s["ratio_aiir_durable_vs_mlflow_throughput"] = round(
                 s["aiir_durable"]["rps_median"] / s["mlflow"]["rps_median"], 3)
+            s["guard_overhead"] = round(1 - s["aiir_guard"]["rps_median"] / s["aiir"]["rps_median"], 4)
+            s["guard_overhead_cpu"] = round(s["aiir_guard"]["server_cpu_ms_per_request"]
+                                            / s["aiir"]["server_cpu_ms_per_request"] - 1, 4)
             summary[scen] = s
 
         token = (tmp / "gw-log" / "admin.token").read_text().strip()
