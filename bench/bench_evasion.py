@@ -167,7 +167,9 @@ def main() -> int:
     results: dict = {}
     try:
         mlflow.set_tracking_uri(info["tracking_uri"])
-        served = mlflow.sklearn.load_model(f"models:/{MODEL}/{info['aliases']['champion']}")
+        from aiir.models import load_verified
+
+        served = load_verified(MODEL, info["aliases"]["champion"], tracking_uri=info["tracking_uri"]).raw
         Xh, yh = synthetic_frame(3000, seed=3)  # held-out rows (attack targets, evaluation)
         Xh_np = Xh.to_numpy()
         fraud_pool = Xh_np[served.predict(Xh) == 1]
@@ -279,7 +281,8 @@ def main() -> int:
         after = harden.robust_accuracy(hard, Xh_np, yh, held_out=held, eps=0.5)
         g = harden.gate(before, after, on="hsj")
         version = harden.register_hardened(hard, name=MODEL, X_example=Xtr, tracking_uri=info["tracking_uri"],
-                                           tags={"aiir.hardened_from": info["aliases"]["champion"]})
+                                           tags={"aiir.hardened_from": info["aliases"]["champion"]},
+                                           source_version=info["aliases"]["champion"])
 
         # ---- canary redeploy with automatic rollback (clean traffic running)
         clean2 = Clean(url, clean_keys, Xc.to_numpy()[3000:].round(4).tolist(), args.clean_rate)

@@ -16,6 +16,13 @@ variable                   default                                    what lives
 ``AIIR_GATEWAY_URL``       ``http://127.0.0.1:8080``                  where the local gateway listens
 ``AIIR_THRESHOLDS``        (built-in ``detect/thresholds.toml``)      detection thresholds and severities
 ``AIIR_INTEGRITY_SCHEDULE``  ``@hourly``                              cron of data_integrity_check, or ``none``
+``AIIR_EVASION_SCHEDULE``  ``*/15 * * * *`` (``none`` under runtime)  cron of scan_evasion, or ``none``
+``AIIR_AIRFLOW_URL``       (unset: the guard triggers nothing)       Airflow the gateway's guard triggers the
+                                                                      evasion playbook on; credentials
+                                                                      ``AIIR_AIRFLOW_TOKEN``, or
+                                                                      ``AIIR_AIRFLOW_USERNAME`` and
+                                                                      ``AIIR_AIRFLOW_PASSWORD``
+``AIIR_EVASION_DAG``       ``incident_adversarial_evasion``           the DAG the guard triggers
 ``AIIR_ACTOR``             the OS user                                who is recorded in custody and registry logs
 ``AIIR_TRUSTED_KEYS``      ``$AIIR_HOME/keys/trusted_keys``           key fingerprints ``aiir verify`` trusts
 ``AIIR_SIEM_HEC_URL``      (unset: events only written to files)      Splunk HEC endpoint to forward events to

@@ -69,6 +69,7 @@ def airflow_env(*, port: int = 8280, home: Path | None = None, dags: Path | None
         "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "GX_ANALYTICS_ENABLED": "false",
         "AIIR_INTEGRITY_SCHEDULE": integrity_schedule or os.environ.get("AIIR_INTEGRITY_SCHEDULE", "@hourly"),
+        "AIIR_EVASION_SCHEDULE": os.environ.get("AIIR_EVASION_SCHEDULE", "none"),
         "MLFLOW_TRACKING_URI": p.mlflow_tracking_uri,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(

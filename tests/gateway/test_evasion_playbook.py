@@ -112,3 +112,20 @@ def test_contain_with_no_named_client_changes_nothing(incident_env):
     c = ep.contain(record)
     assert c["action"] == "none" and "nothing to block" in c["note"]
     assert incident_env.ok("/admin/state")["blocked_clients"] == []
+
+
+def test_scheduled_scan_opens_one_incident_per_attack(incident_env):
+    from aiir.evasion import job
+
+    gw = incident_env
+    _probe(gw, "prober-9")
+    gw.flush()
+    s1 = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__1")
+    assert s1["status"] == "incident" and "prober-9" in s1["suspect_clients"]
+    assert s1["playbook_dag_id"] == "incident_adversarial_evasion" and s1["playbook"] == "adversarial_evasion"
+    assert s1["conf"]["opened_by"] == "scan_evasion" and "prober-9" in s1["conf"]["suspect_sources"]
+    assert {f["kind"] for f in s1["conf"]["findings"]} >= {"evasion"}
+    again = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__1")
+    assert again["incident"]["incident_id"] == s1["incident"]["incident_id"]  # a re-run reuses its incident
+    s2 = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__2")
+    assert s2["status"] == "duplicate" and s2["duplicate_of"] == s1["incident"]["incident_id"]

@@ -166,7 +166,7 @@ def test_guard_contains_a_hopskipjump_attacker_within_50_queries(world):
         time.sleep(0.1)
     conf = af.runs[0]["body"]["conf"]
     assert af.runs[0]["path"] == "/api/v2/dags/incident_adversarial_evasion/dagRuns"
-    assert conf["model_name"] == "gw-test" and conf["opened_by"] == "aiir-guard"
+    assert conf["model_name"] == "gw-test" and conf["opened_by"] == "gateway_guard"
     f = conf["findings"][0]
     assert f["kind"] == "evasion" and "AML.T0015" in f["atlas"] and f["evidence"]["client_id"] == "attacker-1"
     # the guard's answers are in the decision log, marked

@@ -177,19 +177,42 @@ def canary_redeploy(target, version: str, *, share: float = 0.2, observe_s: floa
             "seconds": round(time.time() - t0, 3), "state": state.to_dict()}
 
 
-def register_hardened(model, *, name: str, X_example, tracking_uri: str | None = None, tags: dict[str, str] | None = None
-                      ) -> str:
-    """Log ``model`` to MLflow with a signature from ``X_example`` and register it as a new version of ``name``."""
+def register_hardened(model, *, name: str, X_example, tracking_uri: str | None = None, tags: dict[str, str] | None = None,
+                      source_version: str | None = None) -> str:
+    """Log ``model`` to MLflow with a signature from ``X_example`` and register it as a new version of ``name``,
+    in the experiment of ``source_version``'s run (so its artifacts go where that experiment keeps them, never
+    into the working directory)."""
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(run_name=f"{name}-hardened", tags=tags or {}):
+    client = MlflowClient()
+    exp_id = None
+    if source_version is None:
+        latest = client.search_model_versions(f"name='{name}'", max_results=1, order_by=["version_number DESC"])
+        source_version = latest[0].version if latest else None
+    if source_version is not None:
+        run_id = client.get_model_version(name, str(source_version)).run_id
+        exp_id = client.get_run(run_id).info.experiment_id if run_id else None
+    if exp_id is None:
+        from aiir.errors import BadInput
+
+        raise BadInput("model_name", f"model '{name}' has no version with a run to register the hardened model beside")
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-hardened", tags=tags or {}):
         info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X_example, model.predict(X_example)),
                                         registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"])
-    return str(info.registered_model_version)
+    v = str(info.registered_model_version)
+    # record the artifact digest as every aiir registration does: the verified loader (gateway, triage)
+    # refuses a version without one
+    from aiir.models import DIGEST_TAG, artifact_digest
+    from aiir.registry import _local_path
+
+    client.set_model_version_tag(name, v, DIGEST_TAG,
+                                 artifact_digest(_local_path(client.get_model_version_download_uri(name, v) or "")))
+    return v
 
 
 def hsj_examples(model, X: np.ndarray, profile, *, rows: int = 40, attacked_class: int = 1, max_iter: int = 5,

@@ -268,16 +268,20 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
     v = _read(record.workdir / "versions.json") or {}
     version = v.get("suspect_version")
     if model is None:
-        from aiir import registry
+        from aiir.models import load_verified
 
-        registry.client()
-        import mlflow
-
-        model = mlflow.sklearn.load_model(f"models:/{record.model_name}/{version}")
+        model = load_verified(record.model_name, version).raw  # digest checked before unpickling
     if training is None:
         from aiir import playbook as pb
 
-        prof = pb.profile(record.model_name)
+        try:
+            prof = pb.profile(record.model_name)
+        except BadInput as exc:  # no known training data: nothing to retrain on; say so, redeploy skips
+            result = {"attacked_version": version, "skipped": True, "reason": str(exc), "hardened_version": None,
+                      "gate": {"passed": False, "reasons": ["no training data"]}}
+            _write(out, result)
+            add_event(record, "hardened", actor="aiir-playbook", details={"skipped": True})
+            return result
         df = pd.read_parquet(prof["reference"]) if prof["reference"].endswith(".parquet") else pd.read_csv(prof["reference"])
         label = prof["label"]
         cols = [c for c in getattr(model, "feature_names_in_", df.columns) if c != label]
@@ -306,7 +310,7 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
         new_version = hz.register_hardened(hardened, name=record.model_name, X_example=pd.DataFrame(X[tr][:50], columns=cols),
                                            tracking_uri=config.paths().mlflow_tracking_uri,
                                            tags={"aiir.incident_id": record.incident_id,
-                                                 "aiir.hardened_from": str(version)})
+                                                 "aiir.hardened_from": str(version)}, source_version=version)
     result = {"attacked_version": version, "method": info, "before": before, "after": after, "gate": g,
               "hardened_version": new_version, "held_out_rows": {k: int(len(a)) for k, (a, _) in held.items()}}
     _write(out, result)
@@ -366,7 +370,7 @@ def report(record: IncidentRecord) -> dict[str, Any]:
     if ev:
         attachments.append({"title": "evidence manifest", "path": str(Path(ev["bundle"]) / "manifest.json")})
     recovery = None
-    if h:
+    if h and not h.get("skipped"):
         recovery = {"hardened_version": h.get("hardened_version"), "gate": h["gate"]["passed"],
                     "robust_accuracy_before": h["before"].get("robust_accuracy_hsj"),
                     "robust_accuracy_after": h["after"].get("robust_accuracy_hsj"),

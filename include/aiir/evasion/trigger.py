@@ -50,7 +50,7 @@ def playbook_conf(event: dict[str, Any], *, model: str, target_kind: str = "loca
     return {
         "model_name": model, "target_kind": target_kind, "target_name": target_name or model,
         "incident_id": incident_id_for(event, model), "detected_at": event["at"], "severity": "high",
-        "opened_by": "aiir-guard",
+        "opened_by": "gateway_guard",
         "findings": [{"kind": kind, "severity": "high", "title": f"inline guard tripped on client "
                       f"'{event['client_id']}' ({', '.join(event.get('reasons', []))})",
                       "sources": [event["client_id"]], **ids, "evidence": event}],

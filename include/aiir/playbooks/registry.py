@@ -19,6 +19,7 @@ ENTRY_POINT_GROUP = "aiir.playbooks"
 BUILTIN: dict[str, str] = {
     "data_poisoning": "aiir.playbooks.poisoning:PLAYBOOK",
     "retrain_from_clean_data": "aiir.playbooks.retrain:PLAYBOOK",
+    "adversarial_evasion": "aiir.playbooks.evasion:PLAYBOOK",
 }
 _REGISTERED: dict[str, Playbook] = {}
 

@@ -1,0 +1,76 @@
+"""
+### Evasion scan
+
+Runs every **15 minutes** (`AIIR_EVASION_SCHEDULE`: a cron expression, or `none` for manual runs only) over
+the serving target's decisions of the last `since` (default 1 h): near-duplicate probing, scores at the
+decision boundary, decision flips, out-of-distribution inputs and unusual rates, per client, per input
+cluster and across clients (`aiir scan-evasion`, [docs/evasion.md]). On a finding it **opens an incident by
+itself** and triggers `incident_adversarial_evasion` with it (run id = incident id; a scan whose suspects an
+open incident already covers is reported as a duplicate and opens nothing). The gateway's inline guard
+reacts within the serving path; this DAG is the second line, for attacks slower than the guard's windows.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import CronTriggerTimetable, Param, dag
+
+from aiir_airflow import callables
+from aiir_airflow.assets import INCIDENTS
+from aiir_airflow.evasion import EvasionScanOperator
+from aiir_airflow.notifiers import SiemNotifier
+from aiir_airflow.operators import TriggerPlaybookOperator
+from aiir_airflow.params import target_kinds
+
+SCHEDULE = os.environ.get("AIIR_EVASION_SCHEDULE", "*/15 * * * *")
+
+
+@dag(
+    dag_id="scan_evasion",
+    schedule=None if SCHEDULE == "none" else CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-security", "retries": 1, "retry_delay": pendulum.duration(seconds=30)},
+    tags=["aiir", "detect", "evasion"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    params={
+        "model_name": Param("fraud-detector", type="string", title="Registered model"),
+        "target_kind": Param("local", type="string", enum=target_kinds()),
+        "target_name": Param("fraud-detector", type="string", title="Serving target"),
+        "since": Param("1h", type="string", title="Decisions of the last (15m, 2h, 7d, or an ISO time)"),
+        "reference": Param("", type="string", title="Reference data or profile (empty: the model's profile)"),
+    },
+)
+def scan_evasion():
+    scan = EvasionScanOperator(
+        task_id="scan",
+        model_name="{{ params.model_name }}",
+        target_kind="{{ params.target_kind }}",
+        target_name="{{ params.target_name }}",
+        since="{{ params.since }}",
+        reference="{{ params.reference }}",
+        on_success_callback=SiemNotifier("detect", "evasion_scan_completed"),
+    )
+    incident_opened = ShortCircuitOperator(
+        task_id="incident_opened",
+        python_callable=callables.incident_opened,
+        op_args=["{{ ti.xcom_pull(task_ids='scan') }}"],
+        on_success_callback=SiemNotifier("detect", "incident_opened"),
+    )
+    trigger = TriggerPlaybookOperator(
+        task_id="trigger_incident_playbook",
+        trigger_dag_id="{{ ti.xcom_pull(task_ids='scan')['playbook_dag_id'] }}",
+        trigger_run_id="{{ ti.xcom_pull(task_ids='scan')['incident']['incident_id'] }}",
+        conf="{{ ti.xcom_pull(task_ids='scan')['conf'] }}",
+        skip_when_already_exists=True,
+        outlets=[INCIDENTS],
+    )
+    scan >> incident_opened >> trigger
+
+
+scan_evasion()

@@ -1,0 +1,75 @@
+"""The scheduled evasion scan (the ``scan_evasion`` DAG, ``aiir scan-evasion --open-incident``): scan a
+target's recent decisions and, on a finding, open the incident ``incident_adversarial_evasion`` runs.
+
+One incident per root cause: a scan whose suspects (and finding kinds) match an incident already open for
+the model is reported as ``duplicate`` instead of opening another.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from aiir import config
+from aiir.incident import now_iso
+
+
+def run(*, model_name: str, target_kind: str = "local", target_name: str | None = None, since: str = "1h",
+        reference: str | None = None, thresholds: str | None = None, run_id: str = "manual",
+        regimes: list[str] | None = None) -> dict[str, Any]:
+    from aiir import lifecycle
+    from aiir.evasion.scan import scan_target
+    from aiir.incident import from_check, save
+    from aiir.jsonio import write_json
+    from aiir.playbook import model_profiles
+    from aiir.targets import get_target
+
+    prof = model_profiles().get(model_name, {})
+    reference = reference or prof.get("reference") or None
+    target_name = target_name or model_name
+    safe_run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:100]
+    out = config.paths().checks / f"evasion__{safe_run}"
+    target = get_target(target_kind, target_name)
+    try:
+        res = scan_target(target, out, since=since, reference=reference, thresholds=thresholds)
+    finally:
+        target.close()
+    rep = res.report
+    suspects = [s["client_id"] for s in rep["suspect_clients"]]
+    summary: dict[str, Any] = {"status": res.status, "severity": rep["severity"], "check_dir": str(out),
+                               "decisions": rep["decisions"], "clients": rep["clients"], "suspect_clients": suspects,
+                               "suspect_clusters": [c["cluster_id"] for c in rep["suspect_clusters"]],
+                               "checked_at": rep["scanned_at"], "incident": None, "conf": None}
+    if res.incident:
+        fp = lifecycle.fingerprint(model=model_name, batch_sha256=None,
+                                   finding_kinds=[f["kind"] for f in rep["findings"]], sources=suspects)
+        summary["fingerprint"] = fp
+        marker = out / "incident_id"
+        dup = None if marker.exists() else lifecycle.find_by_fingerprint(fp)
+        if dup is not None and dup.get("state") not in ("closed", "false_positive"):
+            summary.update(status="duplicate", duplicate_of=dup["incident_id"],
+                           reason=f"incident {dup['incident_id']} ({dup['state']}) already covers these clients")
+            write_json(out / "summary.json", summary)
+            return summary
+        record = from_check({"checked_at": rep["scanned_at"] or now_iso(), "severity": rep["severity"],
+                             "findings": rep["findings"], "suspect_sources": suspects},
+                            model_name=model_name, target_kind=target_kind, target_name=target_name, check_dir=out,
+                            regimes=regimes, fingerprint=fp)
+        if marker.exists():
+            from aiir.incident import load
+
+            record = load(marker.read_text().strip())
+        else:
+            record.opened_by = "scan_evasion"
+            save(record)
+            lifecycle.init_state(record, fingerprint_value=fp, batch=None)
+            marker.write_text(record.incident_id)
+        summary["incident"] = record.to_dict()
+        conf = record.to_dict()
+        conf.pop("kind", None)
+        summary["conf"] = conf
+        summary["playbook"] = record.kind
+        summary["playbook_dag_id"] = record.playbook.dag_id
+    write_json(Path(out) / "summary.json", summary)
+    return summary
