@@ -37,6 +37,10 @@ from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
 MAX_CLIENTS = 20_000
+CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
+BUCKET = 32  # most recent queries kept per grid cell
+GRID_OFFSETS = (0.0, 1 / 3, 2 / 3)  # three grids, each shifted by a third of a cell
+PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 
 
@@ -46,25 +50,21 @@ def _utc(t: float | None = None) -> str:
 
 
 class _Client:
-    __slots__ = ("ring", "norm", "pred", "pos", "flags", "sums", "seen", "first_seen", "ids", "cluster_hits")
+    __slots__ = ("flags", "sums", "seen", "first_seen", "ids")
 
-    def __init__(self, w: int, d: int, now: float):
-        self.ring = np.zeros((w, d))
-        self.norm = np.full(w, np.inf)  # |z|^2 of each slot; inf marks an empty slot
-        self.pred = np.zeros(w, dtype=np.int64)
-        self.pos = 0
+    def __init__(self, w: int, now: float):
         self.flags: deque[int] = deque()
         self.sums = {"near_dup": 0, "boundary": 0, "flip": 0, "ood": 0}
         self.seen = 0
         self.first_seen = now
         self.ids: deque[str] = deque(maxlen=w)
-        self.cluster_hits = 0
 
 
 class _Cluster:
-    __slots__ = ("n", "boundary", "flip", "clients", "tripped", "first_seen")
+    __slots__ = ("n", "boundary", "flip", "clients", "tripped", "first_seen", "last_seq")
 
     def __init__(self, now: float):
+        self.last_seq = 0
         self.n = 0
         self.boundary = 0
         self.flip = 0
@@ -105,14 +105,21 @@ class Guard:
         self._welford: list[Any] | None = None  # [n, mean, M2] while learning scale without a profile
         self.clients: OrderedDict[str, _Client] = OrderedDict()
         self.clusters: dict[int, _Cluster] = {}
-        self._gring: np.ndarray | None = None
-        self._gnorm: np.ndarray | None = None
-        self._gpred = np.zeros(self.gw, dtype=np.int64)
-        self._gcluster = np.full(self.gw, -1, dtype=np.int64)
-        self._gowner: list[str | None] = [None] * self.gw
-        self._gpos = 0
+        # recent queries of all clients in two hash grids (cells of CELL x near_dup_rms, the second shifted by
+        # half a cell): a near-duplicate almost always shares a cell with its partner in one of them, and only
+        # the few queries in those cells are compared (exactly). Entries older than `global_window` queries
+        # are ignored and dropped.
+        self._tables: tuple[dict, ...] = tuple({} for _ in GRID_OFFSETS)
+        self._parent: dict[int, int] = {}  # cluster union-find: a query near two clusters merges them
+        self._seq = 0
+        self._cell_inv = 1.0 / (CELL * float(sig["near_dup_rms"]))
+        self._proj: list[list[float]] | None = None
+        self._stdinv: list[float] | None = None
+        self._meanl: list[float] | None = None
+        self._invl: list[list[float]] | None = None
         self.new_trips: list[dict[str, Any]] = []
         self._next_cluster = 1
+        self._swept = 0
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
         self._lock = threading.Lock()
@@ -141,7 +148,7 @@ class Guard:
                     cl.tripped = False
 
     # ------------------------------------------------------------------ hot path
-    def _matrix(self, cols: list[str], rows: list[list[Any]]) -> np.ndarray | None:
+    def _matrix(self, cols: list[str], rows: list[list[Any]]) -> list[list[float]] | None:
         key = tuple(cols)
         got = self._col_idx.get(key)
         if got is None:
@@ -156,23 +163,20 @@ class Guard:
         if not idx:
             return None
         try:
-            X = np.asarray(rows, dtype=float)
-            if X.ndim != 2:
-                return None
-            X = X[:, idx]
-        except (TypeError, ValueError):
-            try:
-                X = np.array([[float(r[i]) for i in idx] for r in rows])
-            except (TypeError, ValueError):
-                return None
-        if not np.isfinite(X).all():
+            X = [[float(r[i]) for i in idx] for r in rows]
+        except (TypeError, ValueError, IndexError):
             return None
+        for x in X:
+            for v in x:
+                if v - v != 0.0:  # NaN or infinite
+                    return None
         return X
 
-    def _learn(self, X: np.ndarray) -> bool:
+    def _learn(self, X: list[list[float]]) -> bool:
         """Without a profile: Welford mean/std over the first ``warmup`` rows; True once scaling is fixed."""
         if self._mean is not None:
             return True
+        X = np.asarray(X, dtype=float)
         w = self._welford
         if w is None:
             w = self._welford = [0, np.zeros(X.shape[1]), np.zeros(X.shape[1])]
@@ -214,67 +218,105 @@ class Guard:
                 return None
             return self._observe(client, key_id, X, preds, scores, ids)
 
+    def _prepare(self, d: int) -> None:
+        """Plain-Python copies of the scaling and the outlier model (no numpy in the per-row path)."""
+        self._meanl = [float(v) for v in self._mean]
+        self._stdinv = [1.0 / float(v) for v in self._std]
+        self._invl = [[float(v) for v in row] for row in self._inv] if self._inv is not None else None
+        if d > PROJ_DIMS:  # hash on a fixed random orthonormal projection (distances only shrink)
+            rng = np.random.default_rng(0)
+            q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
+            self._proj = [[float(v) for v in col] for col in q.T]
+
     def _observe(self, client, key_id, X, preds, scores, ids) -> dict[str, Any] | None:
         now = time.time()
-        Z = (X - self._mean) / self._std
-        m, d = Z.shape
+        d = len(X[0])
+        if self._stdinv is None:
+            self._prepare(d)
+        mean, sinv, inv, proj = self._meanl, self._stdinv, self._invl, self._proj
         r2 = self.eps2 * d
+        cinv = self._cell_inv
+        tables = self._tables
+        offs = GRID_OFFSETS
+        horizon = self.gw
         c = self.clients.get(client)
         if c is None:
-            c = self.clients[client] = _Client(self.w, d, now)
+            c = self.clients[client] = _Client(self.w, now)
             if len(self.clients) > MAX_CLIENTS:
                 self.clients.popitem(last=False)
         else:
             self.clients.move_to_end(client)
-        if self._gring is None:
-            self._gring = np.zeros((self.gw, d))
-            self._gnorm = np.full(self.gw, np.inf)
-        zn_all = np.einsum("ij,ij->i", Z, Z)
-        ood = (np.einsum("ij,ij->i", Z @ self._inv, Z) > self._ood_thr) if self._inv is not None else None
         trip_cluster = None
         sums = c.sums
-        for i in range(m):
-            z = Z[i]
-            zn = zn_all[i]
+        floor = math.floor
+        for i, x in enumerate(X):
+            z = tuple([(x[k] - mean[k]) * sinv[k] for k in range(d)])
             pv = preds[i]
             p = hash(pv) if isinstance(pv, int | str) else hash(json.dumps(pv, default=str))
             s = scores[i] if scores is not None else None
             flags = 0
-            # own window: squared distances via |r|^2 - 2 r.z + |z|^2 (empty slots have |r|^2 = inf)
-            dd = c.norm - 2.0 * (c.ring @ z) + zn
-            near = (dd < r2) & (dd > 1e-12)
-            if near.any():
-                flags |= 1
-                if (c.pred[near] != p).any():
-                    flags |= 4
-            # across clients: the global window links queries into clusters
-            dd = self._gnorm - 2.0 * (self._gring @ z) + zn
-            near = (dd < r2) & (dd > 1e-12)
-            linked = bool(near.any())
+            h = z if proj is None else [sum(a * b for a, b in zip(col, z, strict=True)) for col in proj]
+            keys = [tuple([floor(v * cinv + o) for v in h]) for o in offs]
+            bs = [t.get(k) for t, k in zip(tables, keys, strict=True)]
+            seq = self._seq
+            best, bestd, cflip = None, r2, False
+            others: set[int] = set()
+            if any(bs):
+                old = seq - horizon
+                seen = set()
+                for b in bs:
+                    if not b:
+                        continue
+                    for e in b:
+                        if e[0] < old or e[0] in seen:
+                            continue
+                        seen.add(e[0])
+                        ez = e[4]
+                        d2 = 0.0
+                        for k in range(d):
+                            t = z[k] - ez[k]
+                            d2 += t * t
+                        if 1e-12 < d2 < r2:
+                            if e[1] == client:
+                                flags |= 1
+                                if e[2] != p:
+                                    flags |= 4
+                            if e[2] != p:
+                                cflip = True
+                            others.add(e[3])
+                            if d2 < bestd:
+                                best, bestd = e, d2
+            linked = best is not None
             if linked:
-                j = int(np.argmin(np.where(near, dd, np.inf)))
-                cid = int(self._gcluster[j])
-                flipped_c = bool((self._gpred[near] != p).any())
+                cid = self._find(best[3])
+                for o in others:
+                    ro = self._find(o)
+                    if ro != cid:
+                        cid = self._union(cid, ro)
             else:
                 cid = self._next_cluster
                 self._next_cluster += 1
-                flipped_c = False
             if s is not None and abs(s - self.thr) < self.band:
                 flags |= 2
-            if ood is not None and ood[i]:
-                flags |= 8
-            # push into both rings
-            k = c.pos
-            c.ring[k] = z
-            c.norm[k] = zn
-            c.pred[k] = p
-            c.pos = (k + 1) % self.w
-            g = self._gpos
-            self._gring[g] = z
-            self._gnorm[g] = zn
-            self._gpred[g] = p
-            self._gcluster[g] = cid
-            self._gpos = (g + 1) % self.gw
+            if inv is not None:
+                m2 = 0.0
+                for a in range(d):
+                    row = inv[a]
+                    acc = 0.0
+                    for bb in range(d):
+                        acc += row[bb] * z[bb]
+                    m2 += z[a] * acc
+                if m2 > self._ood_thr:
+                    flags |= 8
+            entry = (seq, client, p, cid, z)
+            for t, k, b in zip(tables, keys, bs, strict=True):
+                if b is None:
+                    t[k] = deque((entry,), maxlen=BUCKET)
+                elif b[-1][4] != z or b[-1][1] != client:  # a client repeating itself exactly fills no cell
+                    b.append(entry)
+                else:
+                    b[-1] = entry
+            self._seq = seq + 1
             # window sums
             c.flags.append(flags)
             if flags:
@@ -282,10 +324,10 @@ class Guard:
                     if flags & bit:
                         sums[name] += 1
             if len(c.flags) > self.w:
-                old = c.flags.popleft()
-                if old:
+                old_f = c.flags.popleft()
+                if old_f:
                     for name, bit in BIT.items():
-                        if old & bit:
+                        if old_f & bit:
                             sums[name] -= 1
             c.seen += 1
             if i < len(ids):
@@ -296,11 +338,12 @@ class Guard:
                 if cl is None:
                     cl = self.clusters[cid] = _Cluster(now)
                     cl.n = 1  # the query it linked to, counted as a singleton until now
-                    cl.clients[self._gowner[j]] = 1
+                    cl.clients[best[1]] = 1
                 cl.n += 1
                 cl.boundary += 1 if flags & 2 else 0
-                cl.flip += 1 if flipped_c else 0
+                cl.flip += 1 if cflip else 0
                 cl.clients[client] = cl.clients.get(client, 0) + 1
+                cl.last_seq = seq
                 if cl.tripped:
                     trip_cluster = cid
                 elif cl.n >= self.cluster_min and (cl.boundary >= self._ck("boundary", cl.n)
@@ -308,11 +351,9 @@ class Guard:
                     cl.tripped = True
                     trip_cluster = cid
                     self._trip_members(cl, cid, now, exclude=client)
-            self._gowner[g] = client
-        self.stats["rows"] += m
-        if len(self.clusters) > 4 * self.gw:
-            live = set(self._gcluster.tolist())
-            self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or k in live}
+        self.stats["rows"] += len(X)
+        if self._seq - self._swept > 4 * horizon:
+            self._sweep()
         n = len(c.flags)
         reasons = [s for s in BIT if sums[s] >= self.kmin[s][n]]
         if trip_cluster is not None:
@@ -320,6 +361,52 @@ class Guard:
         if not reasons:
             return None
         return self._trip(client, key_id, c, reasons, trip_cluster, now)
+
+    def _find(self, cid: int) -> int:
+        par = self._parent
+        root = cid
+        while root in par:
+            root = par[root]
+        while cid != root:  # path compression
+            nxt = par[cid]
+            par[cid] = root
+            cid = nxt
+        return root
+
+    def _union(self, a: int, b: int) -> int:
+        """Merge clusters ``a`` and ``b`` (roots); the bigger absorbs the other's counts. Returns the root."""
+        ca, cb = self.clusters.get(a), self.clusters.get(b)
+        if (cb.n if cb else 1) > (ca.n if ca else 1):
+            a, b, ca, cb = b, a, cb, ca
+        self._parent[b] = a
+        if cb is not None:
+            if ca is None:
+                self.clusters[a] = cb
+            else:
+                ca.n += cb.n
+                ca.boundary += cb.boundary
+                ca.flip += cb.flip
+                for k, v in cb.clients.items():
+                    ca.clients[k] = ca.clients.get(k, 0) + v
+                ca.tripped = ca.tripped or cb.tripped
+                ca.last_seq = max(ca.last_seq, cb.last_seq)
+            del self.clusters[b]
+        return a
+
+    def _sweep(self) -> None:
+        """Drop grid cells and clusters nobody has touched within the horizon (amortised, every 4 horizons)."""
+        old = self._seq - self.gw
+        for t in self._tables:
+            for k in [k for k, b in t.items() if b[-1][0] < old]:
+                del t[k]
+        self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or v.last_seq >= old}
+        live = set(self.clusters)
+        for t in self._tables:
+            for b in t.values():
+                for e in b:
+                    live.add(e[3])
+        self._parent = {k: v for k, v in self._parent.items() if k in live or v in live}
+        self._swept = self._seq
 
     def _cluster_view(self, cid: int | None) -> dict[str, Any] | None:
         cl = self.clusters.get(cid) if cid is not None else None

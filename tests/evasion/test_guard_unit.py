@@ -1,0 +1,85 @@
+"""The inline guard's streaming statistics, fed in-process with clean traffic and real HopSkipJump queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aiir.evasion.guard import Guard
+from aiir.evasion.profile import fit_profile
+from aiir.gateway.synthetic import FEATURES
+from tests.evasion import evkit
+
+
+@pytest.fixture(scope="module")
+def w():
+    X, y, model, prof = evkit.world()
+    return {"X": X, "model": model, "prof": prof, "clean": evkit.clean_traffic(model, clients=60, per_client=200),
+            "single": evkit.attack_single(model, prof, X), "spread": evkit.attack_spread(model, prof, X, ids=20, seed=1)}
+
+
+def feed(g: Guard, recs, cols=FEATURES):
+    return [g.observe(r["client_id"], cols, [[r["features"][c] for c in cols]], [r["prediction"]], [r["score"]],
+                      [r["decision_id"]]) for r in recs]
+
+
+def test_clean_traffic_never_trips(w):
+    g = Guard(profile=w["prof"])
+    assert not any(feed(g, w["clean"])) and g.tripped == {}
+    assert g.stats["rows"] == len(w["clean"])
+
+
+def test_single_attacker_trips_within_50_queries_then_stays_contained(w):
+    g = Guard(profile=w["prof"])
+    feed(g, w["clean"][:2000])
+    evs = feed(g, w["single"])
+    first = next(i for i, e in enumerate(evs) if e is not None)
+    assert first < 50, first
+    assert all(e is not None for e in evs[first:])  # every later request is answered conservatively
+    ev = evs[first]
+    assert ev["client_id"] == "attacker-1" and ev["decision_ids"] and ev["reasons"]
+    assert [t["client_id"] for t in g.drain_trips()] == ["attacker-1"] and g.drain_trips() == []
+    preds, scores = g.conservative([0, 0, 1], [0.05, 0.3, 0.9])
+    assert preds == [0, 1, 1] and scores == [None, None, None]
+    g.release()
+    assert g.tripped == {} and g.observe("attacker-1", FEATURES, [[1.0] * 6], [0], [0.2], ["x"]) is None
+
+
+def test_spread_attacker_is_caught_through_its_cluster(w):
+    g = Guard(profile=w["prof"])
+    feed(g, w["clean"][:3000])
+    feed(g, w["spread"])
+    sybils = {r["client_id"] for r in w["spread"]}
+    caught = sybils & set(g.tripped)
+    assert len(caught) >= 0.8 * len(sybils), (len(caught), len(sybils))
+    assert not [c for c in g.tripped if c.startswith("merchant-")]
+    assert any("cluster" in g.tripped[c]["reasons"] for c in caught)
+
+
+def test_exact_repeats_are_not_perturbations(w):
+    g = Guard(profile=w["prof"])
+    x = [float(v) for v in w["X"].to_numpy()[0]]
+    for i in range(200):
+        assert g.observe("replayer", FEATURES, [x], [0], [0.2], [str(i)]) is None
+
+
+def test_many_features_hash_on_a_projection():
+    rng = np.random.default_rng(0)
+    cols = [f"f{i}" for i in range(12)]
+    X = rng.normal(size=(2000, 12))
+    g = Guard(profile=fit_profile(X, cols))
+    for i in range(500):
+        assert g.observe(f"c{i % 20}", cols, [X[i].tolist()], [0], [0.1], [str(i)]) is None
+    base = X[0]
+    evs = [g.observe("probe", cols, [(base + rng.normal(0, 0.005, 12)).tolist()], [i % 2], [0.5], [f"p{i}"])
+           for i in range(40)]
+    assert any(e is not None for e in evs[:30])
+
+
+def test_without_a_profile_it_learns_the_scale_first(w):
+    g = Guard()  # default warmup_rows = 500
+    assert g.describe()["scaling"].startswith("learning")
+    feed(g, w["clean"][:600])
+    assert g.describe()["scaling"] == "learnt from traffic" and g.describe()["outlier_model"] is False
+    evs = feed(g, w["single"])
+    assert any(e is not None for e in evs[:60])
