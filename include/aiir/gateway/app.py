@@ -34,7 +34,6 @@ from aiir.gateway.decision_log import (
 from aiir.gateway.identity import (
     RULE,
     InvalidClientId,
-    client_id_from_header,
     normalise_client_id,
     rate_limit_key,
 )
