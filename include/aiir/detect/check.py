@@ -14,22 +14,25 @@ import numpy as np
 import pandas as pd
 
 from aiir.detect import contract as contract_mod
+from aiir.detect.decision import RULE_KINDS, build_family, decide
 from aiir.detect.drift import TESTED_TYPES, column_types, drift_table
-from aiir.detect.findings import _clean, finding
+from aiir.detect.findings import _clean, clip, finding, ladder
 from aiir.detect.integrity import check_registry, load_registry
 from aiir.detect.signals import duplicates, label_consistency, label_info, label_shift, outliers
-from aiir.detect.sources import source_anomaly
+from aiir.detect.sources import source_anomaly, source_feature_shift
+from aiir.detect.stats import find_triggers
 from aiir.detect.thresholds import load_thresholds, max_severity, severity_rank
 from aiir.errors import BadInput
 from aiir.hashing import sha256_file
 from aiir.tabular import read_table, require_columns
 
-KIND_ORDER = ("integrity", "source_anomaly", "label_shift", "duplicates", "schema", "outliers", "drift")
+KIND_ORDER = ("integrity", "source_anomaly", "trigger", "label_shift", "duplicates", "schema", "outliers", "drift")
+STATUSES = ("clean", "incident", "insufficient_data")
 
 
 @dataclass
 class CheckResult:
-    status: str  # "clean" | "incident"
+    status: str  # "clean" | "incident" | "insufficient_data"
     severity: str | None  # highest finding severity, None when there is no finding
     findings: list[dict[str, Any]]
     suspect_sources: list[str]
@@ -51,6 +54,7 @@ class CheckResult:
             counts[f["severity"]] = counts.get(f["severity"], 0) + 1
         return {
             "status": self.status, "severity": self.severity, "suspect_sources": self.suspect_sources,
+            "reason": self.report.get("reason"),
             "suspect_rows": self.report.get("suspect_rows", {}).get("total", 0),
             "findings_by_severity": counts,
             "findings": [{"kind": f["kind"], "severity": f["severity"], "title": f["title"],
@@ -161,6 +165,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     all_types = column_types(ref, t)
     findings: list[dict[str, Any]] = []
     paths: dict[str, str] = {}
+    dt = t["decision"]
 
     # ---- contract (Great Expectations)
     contract_path = out / "contract.json"
@@ -182,55 +187,98 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     findings += contract_mod.findings_from_validation(gx_result, list(cur.columns), t)
     lap("contract")
 
-    # ---- drift
-    say(f"testing drift of {len(features)} features")
-    drift_rows = drift_table(ref, cur, features, thresholds=t, types=types)
-    f = _drift_finding(drift_rows, t)
-    if f:
-        findings.append(f)
-    lap("drift")
-
-    # ---- labels
-    info = label_stats = cons_stats = None
+    # ---- too few rows to judge: the rules (contract, digests) still apply, the statistics do not
+    too_few = len(cur) < dt["min_rows"] or len(ref) < dt["min_rows"]
+    reason = None
+    drift_rows: list[dict[str, Any]] = []
+    info = label_stats = cons_stats = dup_stats = out_stats = src_stats = shift_stats = None
+    triggers: list[dict[str, Any]] = []
     suspect_masks: dict[str, np.ndarray] = {}
-    if label_column is not None:
-        say(f"testing label shift of '{label_column}'")
-        info = label_info(ref, cur, label_column, t)
-        if info.kind == "classes" and t["label_consistency"]["enabled"]:
-            say("testing label consistency with a reference-trained model")
-            fs, cons_stats, mask = label_consistency(ref, cur, info, features, types, source_column, t)
+    source_names: list[str] = []
+    source_note: dict[str, Any] = {}
+    if too_few:
+        which = "current" if len(cur) < dt["min_rows"] else "reference"
+        reason = (f"too few rows to judge: {which} has {len(cur) if which == 'current' else len(ref)} rows, "
+                  f"the statistical checks need at least {dt['min_rows']} ([decision] min_rows)")
+        say(reason)
+    else:
+        # ---- drift
+        say(f"testing drift of {len(features)} features")
+        drift_rows = drift_table(ref, cur, features, thresholds=t, types=types)
+        f = _drift_finding(drift_rows, t)
+        if f:
+            findings.append(f)
+        lap("drift")
+
+        if source_column is not None:
+            counts = cur[source_column].astype(str).value_counts()
+            big = counts[counts >= t["source_anomaly"]["min_rows"]]
+            source_names = [str(x) for x in big.index[: dt["max_sources_analysed"]]]
+            source_note = {"distinct": int(len(counts)), "analysed": len(source_names),
+                           "below_min_rows": int((counts < t["source_anomaly"]["min_rows"]).sum()),
+                           "beyond_max_sources_analysed": int(max(0, len(big) - dt["max_sources_analysed"])),
+                           "min_rows": t["source_anomaly"]["min_rows"]}
+            if len(counts) < 2:
+                source_note["reason"] = "only one source in current: sources are compared with the reference only"
+            elif not source_names:
+                source_note["reason"] = (f"none of the {len(counts):,} sources has at least "
+                                         f"{t['source_anomaly']['min_rows']} rows; sources are not judged one by one")
+            elif source_note["beyond_max_sources_analysed"]:
+                source_note["reason"] = (f"{len(big):,} sources have enough rows; the {dt['max_sources_analysed']:,} "
+                                         "largest are analysed one by one ([decision] max_sources_analysed)")
+
+        # ---- labels
+        if label_column is not None:
+            say(f"testing label shift of '{clip(label_column, 80)}'")
+            info = label_info(ref, cur, label_column, t)
+            if info.kind == "classes" and t["label_consistency"]["enabled"]:
+                say("testing label consistency with a reference-trained model")
+                fs, cons_stats, mask = label_consistency(ref, cur, info, features, types,
+                                                         source_column if source_names else None, t)
+                findings += fs
+                if mask.any():
+                    suspect_masks["label_consistency"] = mask
+                lap("label_consistency")
+            fs, label_stats = label_shift(ref, cur, info, source_column if source_names else None, t,
+                                          consistency=cons_stats)
             findings += fs
-            if mask.any():
-                suspect_masks["label_consistency"] = mask
-            lap("label_consistency")
-        fs, label_stats = label_shift(ref, cur, info, source_column, t, consistency=cons_stats)
-        findings += fs
-        lap("label_shift")
+            lap("label_shift")
 
-    # ---- duplicates and outliers
-    say("looking for exact and near-duplicate injection")
-    fs, dup_stats, mask = duplicates(ref, cur, features, types, source_column, t)
-    findings += fs
-    if fs:
-        suspect_masks["duplicates"] = mask
-    lap("duplicates")
-    say("comparing the outlier share")
-    fs, out_stats, mask = outliers(ref, cur, features, types, source_column, t)
-    findings += fs
-    if fs:
-        suspect_masks["outliers"] = mask
-    lap("outliers")
-
-    # ---- sources
-    suspect_sources: list[str] = []
-    src_stats: dict[str, Any] | None = None
-    if source_column is not None:
-        say(f"analysing sources in '{source_column}'")
-        fs, suspect_sources, src_stats = source_anomaly(
-            ref, cur, source_column, info, features, types, drift_rows, label_stats, cons_stats,
-            dup_stats, out_stats, t)
+        # ---- duplicates and outliers
+        say("looking for exact and near-duplicate injection")
+        fs, dup_stats, mask = duplicates(ref, cur, features, types, source_column, t)
         findings += fs
-        lap("sources")
+        if fs:
+            suspect_masks["duplicates"] = mask
+        lap("duplicates")
+        say("comparing the outlier share")
+        fs, out_stats, mask = outliers(ref, cur, features, types, source_column, t)
+        findings += fs
+        if fs:
+            suspect_masks["outliers"] = mask
+        lap("outliers")
+
+        # ---- candidate triggers (point masses)
+        say("looking for trigger values (point masses the reference lacks)")
+        triggers = find_triggers(ref, cur, [c for c in features if types.get(c) == "numerical"],
+                                 label=label_column if info is not None and info.kind == "classes" else None,
+                                 source=source_column, alpha=dt["trigger_alpha"], min_count=dt["trigger_min_count"],
+                                 min_ratio=dt["trigger_min_ratio"], context=features)
+        lap("triggers")
+
+        # ---- sources
+        if source_column is not None and source_names:
+            say(f"analysing {len(source_names):,} sources in '{clip(source_column, 80)}'")
+            shift_stats = source_feature_shift(ref, cur, source_column, features, types,
+                                               tolerance=dt["feature_tolerance"],
+                                               min_rows=t["source_anomaly"]["min_rows"])
+            fs, _suspects, src_stats = source_anomaly(
+                ref, cur, source_column, info, features, types, drift_rows, label_stats,
+                cons_stats, dup_stats, out_stats, t, only=source_names)
+            findings += fs
+            lap("sources")
+        elif source_column is not None:
+            src_stats = {"skipped": source_note.get("reason")}
 
     # ---- artifact integrity
     artifacts = None
@@ -239,6 +287,21 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         fs, artifacts = check_registry(registry)
         findings += fs
         lap("integrity")
+
+    # ---- the decision
+    open_at = severity_rank(t["incident"]["open_incident_at"])
+    rule_findings = [x for x in findings if x["kind"] in RULE_KINDS and severity_rank(x["severity"]) >= open_at]
+    family = {} if too_few else build_family(
+        ref=ref, cur=cur, t=t, label=label_column, source=source_column, info=info, label_stats=label_stats,
+        cons_stats=cons_stats, dup_stats=dup_stats, out_stats=out_stats, shift_stats=shift_stats,
+        triggers=triggers, source_names=source_names)
+    decision = decide(family, rule_findings, t)
+    findings = _apply_decision(findings, decision, triggers, shift_stats, src_stats, cons_stats, info, t)
+    suspect_sources = decision["suspect_sources"]
+    for i, trig in enumerate(triggers):
+        if f"trigger:{i + 1}" in decision["rejected"] or (trig.get("sources") or {}).get("top") in suspect_sources:
+            suspect_masks["trigger"] = suspect_masks.get("trigger", np.zeros(len(cur), dtype=bool)) | trig["mask"]
+    lap("decision")
 
     # ---- suspect rows
     suspect_rows: dict[str, Any] = {"total": 0}
@@ -254,7 +317,10 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
             src = cur[source_column].iloc[idx].astype(str).to_numpy()
             table["source"] = src
             vc = pd.Series(src).value_counts()
-            suspect_rows["by_source"] = {str(k): int(v) for k, v in vc.items()}
+            suspect_rows["by_source"] = {clip(k, dt["max_text_chars"]): int(v)
+                                         for k, v in vc.head(dt["max_sources_reported"]).items()}
+            if len(vc) > dt["max_sources_reported"]:
+                suspect_rows["by_source_omitted"] = int(len(vc) - dt["max_sources_reported"])
         table["signals"] = [";".join(k for k, m in suspect_masks.items() if m[i]) for i in idx]
         rows_path = out / "suspect_rows.csv"
         table.to_csv(rows_path, index=False)
@@ -264,11 +330,16 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     findings.sort(key=lambda x: (-severity_rank(x["severity"]), KIND_ORDER.index(x["kind"])
                                  if x["kind"] in KIND_ORDER else 99))
     severity = max_severity(x["severity"] for x in findings)
-    status = "incident" if severity_rank(severity) >= severity_rank(t["incident"]["open_incident_at"]) else "clean"
+    if decision["incident"]:
+        status = "incident"
+    elif too_few:
+        status = "insufficient_data"
+    else:
+        status = "clean"
 
     # ---- human report
     html_info: dict[str, Any] | None = None
-    if html:
+    if html and not too_few:
         say("rendering the Evidently drift report (sampled)")
         try:
             from aiir.detect.html import drift_report_html
@@ -284,9 +355,11 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         lap("html")
 
     tested = [r for r in drift_rows if r.get("test")]
+    limit = dt["max_sources_reported"]
     report = {
         "status": status,
         "severity": severity,
+        "reason": reason,
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reference": ref_meta,
         "current": cur_meta,
@@ -294,7 +367,9 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         "source_column": source_column,
         "findings": findings,
         "suspect_sources": suspect_sources,
+        "suspect_details": _suspect_details(decision, shift_stats, triggers),
         "suspect_rows": suspect_rows,
+        "decision": _bounded_decision(decision, limit),
         "contract": {"path": str(contract_path), "inferred": inferred,
                      "supplied": str(Path(contract).resolve()) if contract else None,
                      "success": gx_result.get("success"), "statistics": gx_result.get("statistics")},
@@ -304,7 +379,9 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         "labels": {"shift": label_stats, "consistency": cons_stats} if label_column else None,
         "duplicates": dup_stats,
         "outliers": out_stats,
-        "sources": src_stats,
+        "triggers": [{k: v for k, v in trig.items() if k != "mask"} for trig in triggers],
+        "sources": ({**(src_stats or {}), "feature_shift": shift_stats, "summary": source_note}
+                    if source_column is not None else None),
         "artifacts": artifacts,
         "html": html_info,
         "thresholds": t,
@@ -314,7 +391,204 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     findings_path = out / "findings.json"
     paths["findings"] = str(findings_path)
     report["paths"] = paths
-    report = _clean(report)
+    report = _bound(_clean(report), dt["max_text_chars"], limit)
     findings_path.write_text(json.dumps(report, indent=2, default=str))
     return CheckResult(status=status, severity=severity, findings=report["findings"],
-                       suspect_sources=suspect_sources, paths=paths, report=report)
+                       suspect_sources=report["suspect_sources"], paths=paths, report=report)
+
+
+# ------------------------------------------------------------------------------- decision helpers
+
+def _test_of(f: dict[str, Any]) -> str | None:
+    """The family test a finding belongs to."""
+    k = f["kind"]
+    if f.get("sources") and k in ("source_anomaly", "label_shift"):
+        return f"source:{f['sources'][0]}"
+    if k == "label_shift":
+        return "label_consistency" if f["statistic"]["name"] == "expected_observed_ratio" else "label_rate"
+    if k in ("duplicates", "outliers"):
+        return k
+    return None
+
+
+def _feature_effect_severity(effect: float) -> str:
+    return ladder(effect, [("low", 0.0), ("medium", 0.5), ("high", 1.0), ("critical", 1.5)]) or "low"
+
+
+def _apply_decision(findings: list[dict[str, Any]], decision: dict[str, Any], triggers: list[dict[str, Any]],
+                    shift_stats: dict[str, Any] | None, src_stats: dict[str, Any] | None,
+                    cons_stats: dict[str, Any] | None, info: Any, t: dict[str, Any]) -> list[dict[str, Any]]:
+    """Attach p-values to the findings, add the findings of rejected tests that no signal reported, and cap
+    the severity of statistical findings the decision did not support at ``medium``."""
+    by_name = {x["name"]: x for x in decision["tests"]}
+    rejected = set(decision["rejected"])
+    tol = t["decision"]["feature_tolerance"]
+    out: list[dict[str, Any]] = []
+    seen_sources: set[str] = set()
+    for f in findings:
+        name = _test_of(f)
+        test = by_name.get(name) if name else None
+        if test is not None:
+            f["decision"] = {"test": name, "p_value": test["p"], "p_adjusted": test["p_adjusted"],
+                             "decisive": test["reject"]}
+            if not test["reject"] and f["kind"] not in RULE_KINDS and severity_rank(f["severity"]) > 2:
+                f["severity"] = "medium"
+                f["detail"] = clip(f["detail"] + " Not significant at the check's family-wise level "
+                                   f"(Holm-adjusted p={test['p_adjusted']:.2g}).", 2000)
+        if f["kind"] == "source_anomaly" and f["sources"]:
+            seen_sources.add(f["sources"][0])
+        out.append(f)
+    per_shift = (shift_stats or {}).get("per_source") or {}
+    for test in decision["tests"]:
+        if not test["reject"]:
+            continue
+        name = test["name"]
+        if test["source"] is not None:
+            src = test["source"]
+            fs = per_shift.get(src) or {}
+            shifted = sorted(((c, v) for c, v in (fs.get("features") or {}).items()
+                              if v["p"] < t["decision"]["alpha"]), key=lambda cv: cv[1]["p"])
+            comp = {**test["components"]["labels"], **test["components"]["features"]}
+            signals = sorted((k for k, p in comp.items() if p < t["decision"]["alpha"]), key=lambda k: comp[k])
+            sev = _feature_effect_severity(max((v["effect"] for _, v in shifted), default=0.0))
+            for trig in triggers:
+                if (trig.get("sources") or {}).get("top") == src:
+                    skew = (trig.get("label") or {}).get("p", 1.0) < t["decision"]["alpha"]
+                    sev = max_severity([sev, "critical" if skew else "high"])
+            if src in seen_sources:
+                for f in out:
+                    if f["kind"] == "source_anomaly" and f["sources"] and f["sources"][0] == src:
+                        f["columns"] = list(dict.fromkeys([c for c, _ in shifted][:20] + f["columns"]))
+                        f["severity"] = max_severity([f["severity"], sev])
+                        f.setdefault("evidence", {})["decision_components"] = test["components"]
+                continue
+            feats = ", ".join(f"{c} ({v['score']}, shift {v['effect']:.2f} sd beyond the other sources)"
+                              for c, v in shifted[:5])
+            out.append(finding(
+                "source_anomaly", max_severity([sev, "medium"]),
+                f"source '{clip(src, 80)}' deviates from the reference and from the other sources: "
+                + (", ".join(signals) or "combined evidence"),
+                columns=[c for c, _ in shifted], sources=[src], statistic=("p_value", test["p"]),
+                threshold=t["decision"]["alpha"],
+                detail=(f"Combined test of this source's label and feature evidence (Fisher over the two groups, "
+                        f"Bonferroni within): p={test['p']:.2e}, Holm-adjusted {test['p_adjusted']:.2e} "
+                        f"(family-wise alpha {t['decision']['alpha']}). "
+                        + (f"Shifted features (difference-in-differences vs the other sources, tolerance {tol} sd): "
+                           f"{feats}." if feats else "")),
+                evidence={"decision_components": test["components"],
+                          "feature_shift": {c: v for c, v in shifted[:20]}}))
+            out[-1]["decision"] = {"test": name, "p_value": test["p"], "p_adjusted": test["p_adjusted"],
+                                   "decisive": True}
+        elif name.startswith("trigger:"):
+            pass  # trigger findings are added below, every one of them
+        elif not any((f.get("decision") or {}).get("test") == name for f in out):
+            out.append(_dataset_finding(name, test, cons_stats, info, t))
+    for i, trig in enumerate(triggers):
+        name = f"trigger:{i + 1}"
+        test = by_name.get(name)
+        top = (trig.get("sources") or {}).get("top")
+        decisive = bool(test and test["reject"]) or (top is not None and f"source:{top}" in rejected)
+        lab = trig.get("label") or {}
+        skew = lab.get("p", 1.0) < t["decision"]["alpha"]
+        if decisive:
+            sev = "critical" if skew and trig["share"] >= 0.005 else "high"
+        else:
+            sev = "low"
+        conc = trig.get("sources") or {}
+        atoms = ", ".join(f"{clip(a['feature'], 80)} = {a['value']!r} ({a['count']} rows, {a['expected']:.2g} expected)"
+                          for a in trig["atoms"][:4])
+        out.append(finding(
+            "trigger", sev,
+            f"candidate trigger: {trig['rows']} rows ({trig['share']:.2%}) share {clip(trig['description'], 120)}"
+            + (f", {lab['rate']:.0%} labelled {lab['class']}" if skew else ""),
+            columns=[c["feature"] for c in trig["rule"]], sources=[top] if top and conc.get("p", 1) < 0.001 else [],
+            statistic=("p_value", trig["p"]), threshold=t["decision"]["trigger_alpha"],
+            detail=(f"Point mass the reference lacks: {atoms}; "
+                    f"label skew: {lab.get('class')!r} {lab.get('rate', 0):.1%} among these rows vs "
+                    f"{lab.get('rest_rate', 0):.1%} elsewhere (p={lab.get('p', 1):.2e}); "
+                    f"rows by source: {dict(list((conc.get('by_source') or {}).items())[:5])}."),
+            evidence={"rule": trig["rule"], "rows": trig["rows"], "label": lab,
+                      "sources": conc, "atoms": trig["atoms"][:10]}))
+        if test:
+            out[-1]["decision"] = {"test": name, "p_value": test["p"], "p_adjusted": test["p_adjusted"],
+                                   "decisive": decisive}
+    return out
+
+
+def _dataset_finding(name: str, test: dict[str, Any], cons_stats: dict[str, Any] | None, info: Any,
+                     t: dict[str, Any]) -> dict[str, Any]:
+    kind = test["kind"]
+    sev = "high"
+    detail = (f"p={test['p']:.2e}, Holm-adjusted {test['p_adjusted']:.2e} at family-wise alpha "
+              f"{t['decision']['alpha']}; components {test['components']}")
+    title = f"{name}: significant at the family-wise level"
+    cols: list[str] = []
+    if name == "label_consistency" and cons_stats:
+        g = cons_stats["groups"]["(all)"]
+        top, rest = g["bands"]["top"], g["bands"]["rest"]
+        worst = min((top, rest), key=lambda b: b["p"])
+        sev = ladder(worst["ratio"], [("medium", 1.0), ("high", t["label_consistency"]["high_ratio"]),
+                                      ("critical", t["label_consistency"]["critical_ratio"])]) or "medium"
+        which = "most" if worst is top else "least"
+        title = (f"labels disagree with the features across the batch: among the rows a reference model scores "
+                 f"{which} '{info.minority}'-like, {worst['observed_positives']:.0f} positives observed, "
+                 f"{worst['expected_positives']:.1f} expected")
+        cols = [info.column]
+    return finding(kind, sev, title, columns=cols, statistic=("p_value", test["p"]),
+                   threshold=t["decision"]["alpha"], detail=detail) | {
+        "decision": {"test": name, "p_value": test["p"], "p_adjusted": test["p_adjusted"], "decisive": True}}
+
+
+def _suspect_details(decision: dict[str, Any], shift_stats: dict[str, Any] | None,
+                     triggers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    per = (shift_stats or {}).get("per_source") or {}
+    out = []
+    alpha = decision["alpha"]
+    for x in decision["tests"]:
+        if not (x["reject"] and x["source"] is not None):
+            continue
+        src = x["source"]
+        feats = sorted(((c, v) for c, v in (per.get(src, {}).get("features") or {}).items() if v["p"] < alpha),
+                       key=lambda cv: cv[1]["p"])
+        comp = {**x["components"]["labels"], **x["components"]["features"]}
+        out.append({"source": src, "p_value": x["p"], "p_adjusted": x["p_adjusted"],
+                    "signals": sorted((k for k, p in comp.items() if p < alpha), key=lambda k: comp[k]),
+                    "features": [{"feature": c, "score": v["score"], "shift_sd": v["effect"], "p": v["p"]}
+                                 for c, v in feats[:20]],
+                    "triggers": [trig["rule"] for trig in triggers
+                                 if (trig.get("sources") or {}).get("top") == src]})
+    return out
+
+
+def _bounded_decision(decision: dict[str, Any], limit: int) -> dict[str, Any]:
+    tests = decision["tests"]
+    out = dict(decision, tests=tests[: max(limit, 20)])
+    if len(tests) > len(out["tests"]):
+        out["tests_omitted"] = len(tests) - len(out["tests"])
+    return out
+
+
+def _bound(obj: Any, text_limit: int, list_limit: int, key: str | None = None) -> Any:
+    """findings.json stays bounded: names cut to ``text_limit``, per-source tables to ``list_limit`` entries."""
+    if isinstance(obj, dict):
+        items = list(obj.items())
+        extra = {}
+        if key in ("per_source", "groups", "by_source") and len(items) > list_limit:
+            def size(kv):
+                v = kv[1]
+                return -(v.get("rows") or v.get("cur_rows") or v.get("band_rows") or 0) if isinstance(v, dict) else 0
+            items = sorted(items, key=size)[:list_limit]
+            extra = {f"{key}_omitted": len(obj) - list_limit}
+        out = {clip(k, text_limit): _bound(v, text_limit, list_limit, k) for k, v in items}
+        out.update(extra)
+        return out
+    if isinstance(obj, list):
+        if key in ("suspect_sources",):
+            return [_bound(v, text_limit, list_limit, key) for v in obj[:list_limit]]
+        return [_bound(v, text_limit, list_limit, key) for v in obj]
+    if isinstance(obj, str):
+        if key in ("title", "column", "columns", "sources", "suspect_sources", "source", "class", "drifted",
+                   "feature", "shifted", "top", "top_feature"):
+            return clip(obj, text_limit)
+        return clip(obj, max(2000, text_limit)) if len(obj) > 2000 else obj
+    return obj

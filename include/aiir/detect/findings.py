@@ -25,6 +25,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+MAX_TEXT = 1000  # hard bound of titles and echoed names; run_check cuts to [decision] max_text_chars
+MAX_LIST = 50  # columns / sources listed in one finding; the rest is counted
+MAX_DETAIL = 2000
+
+
+def clip(text: Any, limit: int = MAX_TEXT) -> str:
+    """``text`` as a string of at most ``limit`` characters (cut with an ellipsis)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
+
+
 def finding(kind: str, severity: str, title: str, *, statistic: tuple[str, float | None],
             threshold: Any = None, columns: list[str] | None = None, sources: list[str] | None = None,
             detail: str = "", evidence: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -34,19 +45,24 @@ def finding(kind: str, severity: str, title: str, *, statistic: tuple[str, float
     if severity not in SEVERITIES:
         raise ValueError(f"unknown severity {severity!r}")
     ids = suggest(kind)
+    columns, sources = list(columns or []), list(sources or [])
     out = {
         "kind": kind,
         "severity": severity,
-        "title": title,
-        "columns": [str(c) for c in (columns or [])],
-        "sources": [str(s) for s in (sources or [])],
+        "title": clip(title),
+        "columns": [clip(c) for c in columns[:MAX_LIST]],
+        "sources": [clip(s) for s in sources[:MAX_LIST]],
         "statistic": {"name": statistic[0], "value": statistic[1]},
         "threshold": threshold,
-        "detail": detail,
+        "detail": clip(detail, MAX_DETAIL),
         "atlas": ids["atlas"],
         "owasp": ids["owasp"],
         "mitigations": ids["mitigations"],
     }
+    if len(columns) > MAX_LIST:
+        out["columns_omitted"] = len(columns) - MAX_LIST
+    if len(sources) > MAX_LIST:
+        out["sources_omitted"] = len(sources) - MAX_LIST
     if evidence:
         out["evidence"] = evidence
     return _clean(out)

@@ -17,31 +17,12 @@ from scipy import stats
 
 from aiir.detect.drift import CATEGORICAL, NUMERICAL, category_counts, column_drift, finite_values
 from aiir.detect.findings import finding, ladder
+from aiir.detect.stats import contrast_p, near_duplicate_keys, rate_ratio, two_proportions  # noqa: F401
 
 SEED = 20240601  # every sample in the check is deterministic
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-def two_proportions(k1: float, n1: float, k2: float, n2: float) -> tuple[float, float]:
-    """Two-sided two-proportion z-test of k1/n1 (reference) against k2/n2 (current): (z, p)."""
-    if n1 <= 0 or n2 <= 0:
-        return 0.0, 1.0
-    p1, p2 = k1 / n1, k2 / n2
-    pooled = (k1 + k2) / (n1 + n2)
-    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
-    if var <= 0:
-        return 0.0, 1.0
-    z = (p2 - p1) / math.sqrt(var)
-    return z, float(2 * stats.norm.sf(abs(z)))
-
-
-def rate_ratio(k1: float, n1: float, k2: float, n2: float) -> float:
-    """Symmetric ratio max(r2/r1, r1/r2) of two smoothed rates (>= 1)."""
-    r1 = (k1 + 0.5) / (n1 + 1)
-    r2 = (k2 + 0.5) / (n2 + 1)
-    return max(r2 / r1, r1 / r2)
-
 
 def ratio_severity(ratio: float, t: dict[str, Any]) -> str:
     return ladder(ratio, [("low", 1.0), ("medium", t["medium_ratio"]), ("high", t["high_ratio"]),
@@ -296,15 +277,49 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
                 "p": float(2 * stats.norm.sf(abs(z))),
                 "ratio": max((e + 0.5) / (o + 0.5), (o + 0.5) / (e + 0.5))}
 
-    def group_stat(mask: np.ndarray) -> dict[str, Any]:
+    rest_cur = ~(s_cur >= cut) & labelled
+    rel_rest = 1 / math.sqrt(max(1.0, float(y_cal[~in_cal].sum())))
+
+    def band_test(rows: np.ndarray, rel: float, others: np.ndarray | None) -> dict[str, Any]:
+        st = {"rows": int(rows.sum()), **oe(rows, rel)}
+        if others is not None and others.sum() >= 30 and rows.sum() >= 1:
+            # against the other sources: the calibration error is shared, so it drops out of the contrast
+            def rate(m):
+                n = max(1, int(m.sum()))
+                return float((y_cur[m] - p_cur[m]).sum()) / n, float((p_cur[m] * (1 - p_cur[m])).sum()) / n ** 2
+
+            d_s, v_s = rate(rows)
+            d_o, v_o = rate(others)
+            direction = 1 if d_s > d_o else -1
+            st["p_vs_other_sources"] = contrast_p(d_s, math.sqrt(v_s + 1e-12), d_o, math.sqrt(v_o + 1e-12),
+                                                  direction=direction)
+        return st
+
+    def group_stat(mask: np.ndarray, others: np.ndarray | None) -> dict[str, Any]:
         band = mask & in_cur
         st = {"band_rows": int(band.sum()), **oe(band, rel_band)}
         st["all_rows"] = {"rows": int(mask.sum()), **oe(mask, rel_all)}  # covariate-adjusted label rate
+        top = band_test(band, rel_band, None if others is None else others & in_cur)
+        rest = band_test(mask & rest_cur, rel_rest, None if others is None else others & rest_cur)
+        st["bands"] = {"top": top, "rest": rest}
+        # the whole-batch label-consistency test: either band off (deficit of positives among the most
+        # positive-looking rows = flipped positives; excess among the rest = flipped negatives / noise)
+        ok_top = top["rows"] >= lc["min_band_rows"]
+        ok_rest = rest["rows"] >= lc["min_band_rows"]
+        ps = ([top["p"]] if ok_top and top["ratio"] >= lc["medium_ratio"] else [1.0]) + \
+             ([rest["p"]] if ok_rest and rest["ratio"] >= lc["medium_ratio"] else [1.0])
+        st["p_bands"] = min(1.0, 2 * min(ps))
+        vs = [b["p_vs_other_sources"] for b, ok in ((top, ok_top), (rest, ok_rest)) if ok and "p_vs_other_sources" in b]
+        if others is not None:
+            st["p_vs_other_sources"] = min(1.0, 2 * min(vs)) if vs else 1.0
         return st
 
     groups: dict[str, np.ndarray] = {"(all)": labelled.copy()}
     if source and source in cur.columns:
+        min_rows = t["label_shift"]["min_rows"]
         for s, idx in cur.groupby(source, sort=True, dropna=False, observed=True).indices.items():
+            if len(idx) < min_rows:
+                continue
             m = np.zeros(len(cur), dtype=bool)
             m[idx] = True
             groups[_fmt(s)] = m & labelled
@@ -315,7 +330,7 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
     findings: list[dict[str, Any]] = []
     suspect = np.zeros(len(cur), dtype=bool)
     for name, mask in groups.items():
-        st = group_stat(mask)
+        st = group_stat(mask, None if name == "(all)" or n_tests <= 2 else labelled & ~mask)
         flagged = st["band_rows"] >= lc["min_band_rows"] and st["p"] * n_tests < lc["alpha"] \
             and st["ratio"] >= lc["medium_ratio"]
         st["severity"] = ratio_severity(st["ratio"], lc) if flagged else None
@@ -343,48 +358,11 @@ def label_consistency(ref: pd.DataFrame, cur: pd.DataFrame, info: LabelInfo, fea
 
 # --------------------------------------------------------------------------------------- duplicates
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = x.copy()
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
 def row_keys(ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], types: dict[str, str], *,
              near: bool, bins: int = 100, exact_max_distinct: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit row keys, consistent across the two frames (int/float and dtype differences ignored).
-
-    ``near=True`` quantises numerical columns into ``bins`` reference-quantile bins (columns with at most
-    ``exact_max_distinct`` distinct reference values stay exact), so near-copies share a key.
-    """
-    n_ref, n_cur = len(ref), len(cur)
-    h = np.zeros(n_ref + n_cur, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for c in cols:
-            if types.get(c) == NUMERICAL:
-                r = pd.to_numeric(ref[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                k = pd.to_numeric(cur[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                both = np.concatenate([r, k])
-                rf = r[np.isfinite(r)]
-                if near and rf.size and np.unique(rf[: 200_000]).size > exact_max_distinct:
-                    edges = np.unique(np.quantile(rf, np.linspace(0, 1, bins + 1))[1:-1])
-                    code = np.searchsorted(edges, both, side="right").astype(np.uint64)
-                else:
-                    both = both + 0.0  # -0.0 -> 0.0
-                    code = both.view(np.uint64).copy()
-                code[np.isnan(both)] = np.uint64(0xFFFFFFFFFFFFFFF1)
-            else:
-                joined = pd.concat([ref[c], cur[c]], ignore_index=True)
-                codes, _ = pd.factorize(joined)
-                code = codes.astype(np.int64).view(np.uint64)
-            h = _splitmix(h ^ (_splitmix(code + _GOLDEN) + (h << np.uint64(6)) + (h >> np.uint64(2))))
-    return h[:n_ref], h[n_ref:]
+    """64-bit row keys, consistent across the two frames: :func:`aiir.detect.stats.near_duplicate_keys`."""
+    return near_duplicate_keys(ref, cur, cols, [c for c in cols if types.get(c) == NUMERICAL], near=near,
+                               bins=bins, exact_max_distinct=exact_max_distinct)
 
 
 def _dup_mask(keys: np.ndarray, other: np.ndarray | None) -> np.ndarray:

@@ -87,7 +87,8 @@ def source_anomaly(ref: pd.DataFrame, cur: pd.DataFrame, source: str, info: Labe
                    features: list[str], types: dict[str, str], drift_rows: list[dict[str, Any]],
                    label_stats: dict[str, Any] | None, consistency_stats: dict[str, Any] | None,
                    dup_stats: dict[str, Any] | None, outlier_stats: dict[str, Any] | None,
-                   t: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+                   t: dict[str, Any], only: list[str] | None = None
+                   ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     """Findings (kind ``source_anomaly``), suspect sources (most suspicious first), per-source statistics.
 
     Strong signals (label shift not explained by the features, label inconsistency, duplicate injection)
@@ -100,8 +101,13 @@ def source_anomaly(ref: pd.DataFrame, cur: pd.DataFrame, source: str, info: Labe
     cur_groups = cur.groupby(source, sort=True, dropna=False, observed=True).indices
     ref_groups = ref.groupby(source, sort=True, dropna=False, observed=True).indices if source in ref.columns else {}
     tested = {s: idx for s, idx in cur_groups.items() if len(idx) >= st["min_rows"]}
-    if len(cur_groups) < 2 or not tested:
+    if only is not None:
+        keep = set(only)
+        tested = {s: idx for s, idx in tested.items() if _fmt(s) in keep}
+    if len(cur_groups) < 2:
         return [], [], {"skipped": "fewer than two sources in current"}
+    if not tested:
+        return [], [], {"skipped": f"none of the {len(cur_groups):,} sources has at least {st['min_rows']} rows"}
     n_cur, n_ref = len(cur), len(ref)
     drifted_cols = [r["column"] for r in drift_rows if r.get("drifted")]
     dup_level = (dup_stats or {}).get("reported_level") or "near"
@@ -233,3 +239,110 @@ def source_anomaly(ref: pd.DataFrame, cur: pd.DataFrame, source: str, info: Labe
                       if gains else ""),
             evidence={k: v[k] for k in v if k not in ("severity",)}))
     return findings, flagged, {"per_source": per, "max_severity": max_severity(v["severity"] for v in per.values())}
+
+
+# ------------------------------------------------------------------ calibrated per-source feature shift
+
+_SQ12 = math.sqrt(12.0)
+_SQ180 = math.sqrt(180.0)
+
+
+def _source_codes(ref: pd.DataFrame, cur: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    cur_codes, uniques = pd.factorize(cur[source].astype(str), sort=True)
+    names = [str(u) for u in uniques]
+    if source in ref.columns:
+        ref_codes = pd.Index(names).get_indexer(ref[source].astype(str))
+    else:
+        ref_codes = np.full(len(ref), -1)
+    return ref_codes.astype(np.int64), cur_codes.astype(np.int64), names
+
+
+def source_feature_shift(ref: pd.DataFrame, cur: pd.DataFrame, source: str, features: list[str],
+                         types: dict[str, str], *, tolerance: float = 0.25, min_rows: int = 30,
+                         max_categories: int = 20) -> dict[str, Any]:
+    """Feature drift of each source against the reference AND against the other sources, as calibrated tests.
+
+    Every numerical feature is mapped through the reference's distribution (probability integral
+    transform, so heavy tails and units do not matter) into two unit-variance scores: location
+    ``(u - 1/2) sqrt 12`` and spread ``((u - 1/2)^2 - 1/12) sqrt 180``; every categorical feature into the
+    standardised indicator of each of its ``max_categories`` most common reference values. For source s the
+    statistic is a difference-in-differences of the score means: (s now − s in the reference) − the drift
+    shared by the sources (the median of every source's own shift, so one deviant source does not move it;
+    with fewer than three sources each is judged against its own reference alone). Drift that moves every
+    source alike cancels out, and a source's own shift stands out. H0 (per feature and score): |DiD| <= ``tolerance`` (in reference
+    standard deviations); p from :func:`aiir.detect.stats.min_effect_p`, Bonferroni over scores and features.
+
+    Returns ``{"tolerance", "per_source": {name: {"rows", "p", "top_feature", "features": {...}}}}``.
+    """
+    from aiir.detect.stats import bonferroni_min, group_sums, mean_se, min_effect_p, pit
+
+    ref_codes, cur_codes, names = _source_codes(ref, cur, source)
+    k = len(names)
+    per: dict[str, Any] = {n: {"rows": 0, "features": {}} for n in names}
+    counts = np.bincount(cur_codes, minlength=k)
+    scores: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (feature, score name, ref values, cur values)
+    for f in features:
+        if types.get(f) == NUMERICAL:
+            r = finite_values(ref[f])
+            if r.size < min_rows or np.ptp(r) == 0:
+                continue
+            r.sort()
+            ur = pit(r, pd.to_numeric(ref[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+            uc = pit(r, pd.to_numeric(cur[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
+            scores.append((f, "location", (ur - 0.5) * _SQ12, (uc - 0.5) * _SQ12))
+            scores.append((f, "spread", ((ur - 0.5) ** 2 - 1 / 12) * _SQ180, ((uc - 0.5) ** 2 - 1 / 12) * _SQ180))
+        elif types.get(f) == CATEGORICAL:
+            vc = ref[f].value_counts(dropna=True)
+            n_ref = float(len(ref))
+            for value, cnt in vc.head(max_categories).items():
+                p0 = cnt / n_ref
+                if p0 <= 0 or p0 >= 1:
+                    continue
+                sd = math.sqrt(p0 * (1 - p0))
+                rr = ((ref[f] == value).to_numpy(dtype=float) - p0) / sd
+                cc = ((cur[f] == value).to_numpy(dtype=float) - p0) / sd
+                scores.append((f, f"== {_fmt(value)}", rr, cc))
+    for f, sname, rv, cv in scores:
+        rs = group_sums(rv, ref_codes, k)
+        cs = group_sums(cv, cur_codes, k)
+        r_all = mean_se(rs.sum(axis=0))
+        deltas: dict[int, tuple[float, float]] = {}  # source -> (shift vs the reference, its variance)
+        for j in range(k):
+            if counts[j] < min_rows:
+                continue
+            _, m_c, v_c = mean_se(cs[j])
+            if not math.isfinite(m_c):
+                continue
+            _, m_r, v_r = mean_se(rs[j]) if rs[j][0] >= min_rows else r_all  # a new source: the whole reference
+            deltas[j] = (m_c - m_r, v_c + v_r)
+        known = [j for j in deltas if rs[j][0] >= min_rows]
+        if len(known) >= 3:
+            # drift shared by the sources: the median of their shifts (one or a few deviant sources do not
+            # move it), with the variance of a median of len(known) estimates
+            g = float(np.median([deltas[j][0] for j in known]))
+            vg = 1.571 * float(np.mean([deltas[j][1] for j in known])) / len(known)
+        else:
+            g, vg = 0.0, 0.0  # fewer than three sources: each is judged against its own reference
+        for j, (d, var) in deltas.items():
+            did, se = d - g, math.sqrt(var + vg)
+            p = min_effect_p(did, se, tolerance)
+            feat = per[names[j]]["features"].setdefault(f, {"scores": {}})
+            feat["scores"][sname] = {"did": did, "se": se, "vs_reference": d, "shared_drift": g, "p": p}
+    for name in names:
+        v = per[name]
+        v["rows"] = int(counts[names.index(name)])
+        best_p, best_f = 1.0, None
+        pf = []
+        for f, feat in v["features"].items():
+            sc = feat["scores"]
+            feat["p"] = bonferroni_min(s["p"] for s in sc.values())
+            top = max(sc, key=lambda s: abs(sc[s]["did"]))
+            feat["effect"] = abs(sc[top]["did"])
+            feat["score"] = top
+            pf.append(feat["p"])
+            if feat["p"] < best_p or best_f is None:
+                best_p, best_f = feat["p"], f
+        v["p"] = bonferroni_min(pf) if pf else 1.0
+        v["top_feature"] = best_f
+        v["tested"] = counts[names.index(name)] >= min_rows and bool(pf)
+    return {"tolerance": tolerance, "per_source": per}

@@ -84,6 +84,13 @@ def _validate(t: dict[str, Any], where: str) -> None:
         r = t[table]
         if not (1 <= r["medium_ratio"] <= r["high_ratio"] <= r["critical_ratio"]):
             raise BadInput(where, f"[{table}] needs 1 <= medium_ratio <= high_ratio <= critical_ratio")
+    d = t["decision"]
+    if not 0 < d["alpha"] < 1:
+        raise BadInput(where, f"[decision] alpha must be between 0 and 1, got {d['alpha']!r}")
+    if d["label_ratio_tolerance"] < 1:
+        raise BadInput(where, "[decision] label_ratio_tolerance must be >= 1")
+    if not 20 <= d["max_text_chars"] <= 1000:
+        raise BadInput(where, "[decision] max_text_chars must be between 20 and 1000")
     for table in ("duplicates", "outliers"):
         r = t[table]
         if not (r["low_excess"] <= r["medium_excess"] <= r["high_excess"] <= r["critical_excess"]):

@@ -84,6 +84,8 @@ FINDING_KIND_MAP: dict[str, dict[str, tuple[str, ...]]] = {
                  "mitigations": ("AML.M0007",)},
     "source_anomaly": {"atlas": ("AML.T0020", "AML.T0010.002"), "owasp": ("ML02",),
                        "mitigations": ("AML.M0007", "AML.M0025")},
+    "trigger": {"atlas": ("AML.T0020", "AML.T0018"), "owasp": ("ML02", "ML10"),
+                "mitigations": ("AML.M0007",)},
     "integrity": {"atlas": ("AML.T0010.003", "AML.T0018", "AML.T0076"), "owasp": ("ML06", "ML10"),
                   "mitigations": ("AML.M0014", "AML.M0013", "AML.M0005")},
     "performance": {"atlas": ("AML.T0031", "AML.T0020"), "owasp": ("ML02", "ML10"),
