@@ -114,21 +114,56 @@ def resolve_alias(name: str, alias: str) -> str | None:
         return None
 
 
+def code_version() -> dict[str, Any]:
+    """The code that trains: the git commit of this checkout (and whether it had local changes), else
+    ``AIIR_CODE_VERSION``, else the package version only."""
+    import subprocess
+
+    from aiir import __version__
+
+    out: dict[str, Any] = {"aiir_version": __version__, "commit": None, "dirty": None, "source": None}
+    if os.environ.get("AIIR_CODE_VERSION"):
+        return {**out, "commit": os.environ["AIIR_CODE_VERSION"], "source": "AIIR_CODE_VERSION"}
+    try:
+        root = str(config.REPO_ROOT)
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=20)
+            out.update(commit=commit.stdout.strip(), dirty=bool(dirty.stdout.strip()) if dirty.returncode == 0
+                       else None, source="git")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
 def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame, train_files: list[Path],
                      label: str, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None,
-                     description: str = "") -> ModelVersion:
+                     description: str = "", validation: dict[str, Any] | None = None,
+                     signer: Any | None = None) -> ModelVersion:
     """Log an sklearn model with its training data as MLflow inputs and register a new version.
 
     The registered version gets tags ``aiir.recipe``, ``aiir.train_files`` (JSON list of path + SHA-256)
     and ``aiir.artifact_sha256`` (digest of the artifact folder), so integrity checks and retraining can
-    find everything the version was built from.
+    find everything the version was built from. It is signed (OpenSSF model signing, ``aiir.audit.signing``;
+    ``signer`` a :class:`~aiir.audit.signing.SignerSpec`, default from the environment): the artifact folder
+    (tag ``aiir.signature``) and every training file (``aiir.train_signatures``). Also recorded: the code
+    version (``aiir.git_commit``), the training-time ``validation`` of the data (``aiir.train_validation``),
+    and the OpenLineage events emitted (``aiir.lineage``).
     """
+    import time as _time
+
     import mlflow
     from mlflow.models import infer_signature
 
+    from aiir.audit import lineage, signing
+
     c = client()
+    started = datetime.now(UTC)
     digests = [{"path": str(p), "sha256": sha256_file(p)} for p in train_files]
     features = train.drop(columns=[label])
+    code = code_version()
     with mlflow.start_run(run_name=f"{name}-{recipe}") as run:
         for f in digests:
             ds = mlflow.data.from_pandas(train, source=f["path"], targets=label,
@@ -137,7 +172,9 @@ def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame,
         mlflow.log_params({"recipe": recipe, "label": label, "train_rows": len(train)})
         if metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.set_tags({"aiir.recipe": recipe, **(tags or {})})
+        mlflow.set_tags({"aiir.recipe": recipe, **(tags or {}),
+                         **({"aiir.git_commit": code["commit"]} if code["commit"] else {}),
+                         "aiir.code_dirty": str(code["dirty"]).lower()})
         # Integer columns are declared as doubles so clients may send 3.0 for 3 (and NaN) without
         # tripping MLflow's schema enforcement.
         sample = features.head(5).astype({c: "float64" for c in features.columns
@@ -148,9 +185,32 @@ def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame,
     mv = mlflow.register_model(info.model_uri, name)
     art = get_version(name, mv.version).artifact_dir
     vtags = {"aiir.recipe": recipe, "aiir.label": label, "aiir.train_files": json.dumps(digests),
-             "aiir.run_id": run.info.run_id, **(tags or {})}
+             "aiir.run_id": run.info.run_id, "aiir.code_version": json.dumps(code), **(tags or {})}
+    if code["commit"]:
+        vtags["aiir.git_commit"] = code["commit"]
+    if validation is not None:
+        vtags["aiir.train_validation"] = json.dumps(validation, sort_keys=True, default=str)[:4000]
+    model_rec: dict[str, Any] = {}
+    t_sign = _time.perf_counter()
+    spec = signer or signing.SignerSpec.from_env()
     if art is not None:
         vtags["aiir.artifact_sha256"] = tree_digest(art)
+        model_rec = signing.sign_artifact(art, kind="model", name=f"{name}/{mv.version}", spec=spec)
+        model_rec["artifact_sha256"] = vtags["aiir.artifact_sha256"]
+        vtags["aiir.signature"] = json.dumps({k: model_rec[k] for k in (
+            "signature", "signature_sha256", "manifest", "subject_sha256", "method", "key_id")})
+    ds_recs = []
+    for f in digests:
+        r = signing.sign_artifact(Path(f["path"]), kind="dataset", name=Path(f["path"]).name, spec=spec)
+        ds_recs.append({"path": f["path"], "sha256": f["sha256"], **{k: r[k] for k in (
+            "signature", "signature_sha256", "manifest", "method", "key_id", "reused")}})
+    vtags["aiir.train_signatures"] = json.dumps(ds_recs)
+    vtags["aiir.signing_seconds"] = f"{_time.perf_counter() - t_sign:.4f}"
+    ol = lineage.emit_training(model=name, version=str(mv.version), run_id=run.info.run_id, recipe=recipe,
+                               datasets=ds_recs, model_record=model_rec, started_at=started,
+                               git_commit=code["commit"], stage=(tags or {}).get("aiir.stage"),
+                               incident_id=(tags or {}).get("aiir.incident_id"))
+    vtags["aiir.lineage"] = json.dumps(ol)
     for k, v in vtags.items():
         c.set_model_version_tag(name, mv.version, k, v)
     if description:

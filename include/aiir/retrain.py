@@ -345,6 +345,17 @@ def _find_candidate(model: str, incident_id: str, clean_sha: str, replaced: str)
     return None
 
 
+def _training_validation(out_dir: Path, clean_path: Path, clean_sha: str) -> dict[str, Any] | None:
+    """The clean set's GX validation (``validate_clean_set``) when it covers these exact bytes."""
+    v = _read_json(out_dir / VALIDATION_FILE)
+    if not v or (v.get("inputs") or {}).get("clean_sha256") != clean_sha:
+        return None
+    return {str(clean_path): {"engine": v.get("engine"), "success": v.get("success"),
+                              "expectations": v.get("expectations"), "failed": len(v.get("failed") or []),
+                              "file": str((out_dir / VALIDATION_FILE).resolve()),
+                              "sha256": sha256_file(out_dir / VALIDATION_FILE)}}
+
+
 def train_candidate(model: str, replaced_version: str, clean_path: str | Path, *, incident_id: str,
                     out_dir: Path) -> registry.ModelVersion:
     """Train the replaced version's recipe on the clean set and register it as a candidate.
@@ -386,6 +397,7 @@ def train_candidate(model: str, replaced_version: str, clean_path: str | Path, *
         train = df.drop(columns=[c for c in recipe.drop if c in df.columns])
         mv = registry.log_and_register(
             est, name=model, recipe=recipe.name, train=train, train_files=[clean_path], label=recipe.label,
+            validation=_training_validation(out_dir, clean_path, clean_sha),
             tags={"aiir.stage": "candidate", "aiir.incident_id": incident_id,
                   "aiir.retrained_from": replaced.version, "aiir.clean_set_sha256": clean_sha},
             description=f"Incident {incident_id}: retrained with recipe {recipe.name} on the clean set "

@@ -23,7 +23,7 @@ app = typer.Typer(
 
 # Modules that add commands to `app` when imported (each defines `register(app)`).
 AREAS = ("aiir.cli.core", "aiir.cli.check", "aiir.cli.gateway", "aiir.cli.evidence", "aiir.cli.playbook",
-         "aiir.cli.targets", "aiir.cli.evasion")
+         "aiir.cli.targets", "aiir.cli.evasion", "aiir.cli.audit")
 
 for _mod in AREAS:
     try:

@@ -52,7 +52,8 @@ def verify_cmd(
     public_key: Annotated[Path | None, typer.Option("--public-key", help="PEM public key the bundle must be "
                                                     "signed with (default: its own key, which must be trusted).")] = None,
     trusted_key: Annotated[list[str] | None, typer.Option("--trusted-key", help="Also trust this key (PEM file or "
-                                                          "64-hex fingerprint); repeatable.")] = None,
+                                                          "64-hex fingerprint; for a model or dataset: an ECDSA "
+                                                          "PEM file); repeatable.")] = None,
     allow_unknown_key: Annotated[bool, typer.Option("--allow-unknown-key", help="Accept a bundle signed by a key that "
                                                     "is not trusted (checks self-consistency only).")] = False,
     trust_store: Annotated[Path | None, typer.Option("--trust-store", help="Trust store file (default "
@@ -62,15 +63,27 @@ def verify_cmd(
                                             "(read-only media).")] = False,
     actor: ActorOpt = None,
     store: StoreOpt = None,
+    cert_chain: Annotated[list[Path] | None, typer.Option("--cert-chain", help="CA certificates (PEM) for a "
+                                                          "certificate-signed model or dataset.")] = None,
+    signature: Annotated[Path | None, typer.Option("--signature", help="Signature file of a model folder or "
+                                                   "dataset (default: beside it, NAME.sig).")] = None,
 ) -> None:
-    """Verify an evidence bundle: files vs. signed manifest, a trusted signature, custody chain. Exit 0 intact,
-    3 not (also: signed by a key that is not trusted). BUNDLE may also be s3://bucket/prefix (a bundle uploaded
-    with `aiir evidence upload`), checked in place."""
+    """Verify an evidence bundle (files vs. signed manifest, a trusted signature, custody chain), a registered
+    model (model:NAME/VERSION) or a dataset (dataset:PATH, or a path). Exit 0 intact, 3 not (also: signed by a
+    key that is not trusted), 2 bad input. BUNDLE may also be s3://bucket/prefix (a bundle uploaded with
+    `aiir evidence upload`), checked in place."""
     if bundle.startswith("s3://"):
         from aiir.cli.evidence_s3 import verify_s3_cmd
 
         return verify_s3_cmd(bundle, public_key, as_json, trusted_keys=trusted_key or (), trust_store=trust_store,
                              allow_unknown_key=allow_unknown_key)
+    from aiir.audit.integrity import is_artifact_ref
+
+    if is_artifact_ref(bundle):
+        from aiir.cli.audit import verify_artifact
+
+        return verify_artifact(bundle, trusted_key=trusted_key, cert_chain=cert_chain, signature=signature,
+                               as_json=as_json)
     from aiir.evidence import verify_bundle
 
     path = _resolve_bundle(bundle, store)

@@ -84,6 +84,10 @@ def serve(
     playbook_url: str = typer.Option(None, "--playbook-url",
                                      help="Airflow base URL the guard triggers incident_adversarial_evasion on "
                                           "(default $AIIR_AIRFLOW_URL; credentials from the environment)."),
+    encrypt_fields: str = typer.Option("", "--encrypt-fields",
+                                       help="Features to store AES-GCM encrypted in the decision log, comma-"
+                                            "separated, or '*' for all (key: $AIIR_DECISION_LOG_KEY or "
+                                            "$AIIR_DECISION_LOG_KEY_FILE)."),
 ) -> None:
     """Serve MODEL@ALIAS on POST /invocations (MLflow scoring formats), log every decision, and accept
     containment on the /admin API."""
@@ -110,7 +114,8 @@ def serve(
                state_dir=state_dir, max_body_bytes=int(max_body_mb * 1024 * 1024), max_rows=max_rows,
                log_decisions=not no_log, log_writer=log_writer, durable=durable,
                require_api_key=require_api_key, guard=guard, guard_reference=guard_reference,
-               guard_thresholds=guard_thresholds, playbook_url=playbook_url)
+               guard_thresholds=guard_thresholds, playbook_url=playbook_url,
+               encrypt_fields=[f for f in encrypt_fields.split(",") if f.strip()] or None)
 
 
 # ------------------------------------------------------------------------------------------ traffic

@@ -472,8 +472,11 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
                max_rows: int = 10_000, log_decisions: bool = True, log_writer: str = "process",
                durable: bool = False, require_api_key: bool = False, guard: bool = False,
                guard_reference: str | Path | None = None, guard_thresholds: str | Path | None = None,
-               playbook_url: str | None = None) -> None:
-    """Start the gateway and block until SIGINT/SIGTERM; flushes the decision log on the way out."""
+               playbook_url: str | None = None, encrypt_fields: list[str] | None = None) -> None:
+    """Start the gateway and block until SIGINT/SIGTERM; flushes the decision log on the way out.
+
+    ``encrypt_fields``: features stored AES-GCM encrypted in the decision log (``["*"]`` for all); the key
+    comes from ``AIIR_DECISION_LOG_KEY`` / ``AIIR_DECISION_LOG_KEY_FILE`` (see aiir.audit.fieldcrypt)."""
     import uvicorn
 
     from aiir import config
@@ -502,19 +505,26 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
         raise TargetError(f"gateway for '{model}' cannot start: {exc.message}") from None
     for w in ctl.warnings:
         progress(f"warning: {w}")
-    log = writer = None
+    log = writer = encryptor = None
+    if encrypt_fields:
+        from aiir.audit.fieldcrypt import FieldEncryptor, load_key
+
+        key = load_key(required=True)
+        encryptor = FieldEncryptor(key, encrypt_fields)
+        progress(f"decision log: features {', '.join(encryptor.fields)} stored encrypted (key id {encryptor.kid})")
     if log_decisions:
         log = DecisionLog(sdir / DECISIONS_FILE)
         if log_writer == "process":
             from aiir.gateway.log_writer import ProcessDecisionWriter
 
-            writer = ProcessDecisionWriter(log.path, durable=durable)
+            writer = ProcessDecisionWriter(log.path, durable=durable,
+                                           encryptor_env=encryptor.env(key) if encryptor else None)
         else:
             if durable:
                 from aiir.errors import BadInput
 
                 raise BadInput("--durable", "needs the process log writer (--log-writer process)")
-            writer = DecisionWriter(log)
+            writer = DecisionWriter(log, encryptor=encryptor)
     else:
         progress("warning: decision logging is OFF (--no-log); decisions are not recorded")
     identity = Identity(sdir, require_key=require_api_key)

@@ -406,6 +406,56 @@ class DecisionLog:
             conn.close()
         return found
 
+    def get_many(self, decision_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Decisions by id, each with ``seq``, ``prev_hash`` and ``row_hash`` (one lookup in the unique
+        index per id, whatever the log's size). Ids not in the log are absent from the result."""
+        ids = [str(i) for i in decision_ids]
+        out: dict[str, dict[str, Any]] = {}
+        conn = self._connect()
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                q = f"{_SELECT} WHERE decision_id IN ({','.join('?' * len(chunk))})"
+                for row in conn.execute(q, chunk):
+                    d = self._to_dict(row)
+                    out[d["decision_id"]] = d
+        finally:
+            conn.close()
+        return out
+
+    def check_row(self, seq: int) -> dict[str, Any]:
+        """Local proof for one row: its hash matches its content, it links to the row before, and the row
+        after links to it. Names what does not hold (``ok`` False), without walking the whole chain."""
+        conn = self._connect()
+        try:
+            rows = {r[0]: r for r in conn.execute(_SELECT + " WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                                                   (seq - 1, seq + 1))}
+            last = conn.execute("SELECT MAX(seq) FROM decisions").fetchone()[0] or 0
+        finally:
+            conn.close()
+        problems: list[str] = []
+        me = rows.get(seq)
+        if me is None:
+            return {"ok": False, "seq": seq, "problems": [f"row seq {seq} is not in the log"]}
+        values = (*me[:10], _num(me[10]), _num(me[11]), me[12])
+        if row_hash(me[-2], values) != me[-1]:
+            problems.append(f"row seq {seq} (decision {me[1]}) was modified: its hash does not match its content")
+        before = rows.get(seq - 1)
+        if seq == 1:
+            if me[-2] != GENESIS:
+                problems.append("row seq 1 does not start the chain")
+        elif before is None:
+            problems.append(f"row seq {seq - 1} (the one before) is missing: a row was deleted")
+        elif before[-1] != me[-2]:
+            problems.append(f"row seq {seq}: prev_hash does not match row seq {seq - 1}'s hash")
+        after = rows.get(seq + 1)
+        if after is None and seq < last:
+            problems.append(f"row seq {seq + 1} (the one after) is missing: a row was deleted")
+        elif after is not None and after[-2] != me[-1]:
+            problems.append(f"row seq {seq + 1} does not link to row seq {seq}")
+        return {"ok": not problems, "seq": seq, "row_hash": me[-1], "prev_hash": me[-2], "last_seq": last,
+                "problems": problems}
+
     def verify_chain(self, *, expected_head: str | None = None) -> ChainReport:
         """Recompute every row hash in order. ``ok`` is False at the first row that was changed,
         removed (a gap in ``seq``), reordered or inserted out of chain; with ``expected_head`` also when
@@ -505,8 +555,10 @@ class DecisionWriter:
     after ``max_retries`` it goes to ``<log>.rejects.jsonl`` so no decision is silently lost."""
 
     def __init__(self, log: DecisionLog, *, linger: float = 0.025, max_batch: int = 20_000,
-                 max_backlog: int = 100_000, max_retries: int = 20):
+                 max_backlog: int = 100_000, max_retries: int = 20, encryptor: Any | None = None):
         self.log = log
+        # optional aiir.audit.fieldcrypt.FieldEncryptor: named features are stored encrypted
+        self.encryptor = encryptor
         self.linger = linger
         self.max_batch = max_batch
         self.max_backlog = max_backlog
@@ -601,8 +653,9 @@ class DecisionWriter:
                 time.sleep(self.linger)
 
     @staticmethod
-    def _expand_values(item: tuple) -> list[tuple]:
-        """One request's item → row tuples in ``FIELDS[1:]`` order (features and prediction as JSON)."""
+    def _expand_values(item: tuple, encryptor: Any | None = None) -> list[tuple]:
+        """One request's item → row tuples in ``FIELDS[1:]`` order (features and prediction as JSON);
+        with ``encryptor`` (:class:`aiir.audit.fieldcrypt.FieldEncryptor`) its fields are stored encrypted."""
         (t, client_id, request_id, model, version, digest, columns, rows, ids, preds, scores,
          latency_ms, source) = item
         ts = to_iso(t)
@@ -613,7 +666,9 @@ class DecisionWriter:
         for i, did in enumerate(ids):
             row = rows[i]
             # fast path: every value a finite float/int → %r is exact JSON; else the json module
-            if all((type(v) is float and isfinite(v)) or type(v) is int for v in row):
+            if encryptor is not None:
+                feats = encryptor.encrypt_features(did, dict(zip(columns, row, strict=False)))
+            elif all((type(v) is float and isfinite(v)) or type(v) is int for v in row):
                 feats = tmpl % tuple(row)
             else:
                 feats = _jdump(dict(zip(columns, row, strict=False)))
@@ -626,12 +681,12 @@ class DecisionWriter:
         return out
 
     @staticmethod
-    def _expand(item: tuple) -> list[dict[str, Any]]:
-        return [dict(zip(FIELDS[1:], v, strict=True)) for v in DecisionWriter._expand_values(item)]
+    def _expand(item: tuple, encryptor: Any | None = None) -> list[dict[str, Any]]:
+        return [dict(zip(FIELDS[1:], v, strict=True)) for v in DecisionWriter._expand_values(item, encryptor)]
 
     def _write(self, items: list[tuple], n_rows: int) -> None:
         try:
-            rows = [v for it in items for v in self._expand_values(it)]
+            rows = [v for it in items for v in self._expand_values(it, self.encryptor)]
         except Exception as exc:  # a value json cannot encode: keep the rest, reject the batch to a file
             self.last_error = f"cannot encode decisions: {exc}"
             self._reject_raw(items, n_rows)
@@ -662,8 +717,9 @@ class DecisionWriter:
     def _reject_raw(self, items: list[tuple], n_rows: int) -> None:
         path = Path(str(self.log.path) + ".rejects.jsonl")
         with open(path, "a", encoding="utf-8") as fh:
-            for it in items:
-                fh.write(json.dumps({"error": self.last_error, "item": repr(it)[:10000]}) + "\n")
+            for it in items:  # never the plaintext of fields that are to be encrypted
+                raw = "(withheld: field encryption is on)" if self.encryptor is not None else repr(it)[:10000]
+                fh.write(json.dumps({"error": self.last_error, "item": raw}) + "\n")
         self.rejected += n_rows
         self._done += n_rows
 

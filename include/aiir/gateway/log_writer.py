@@ -41,14 +41,19 @@ class ProcessDecisionWriter:
     ``pending``); ``submit`` must be called from the event loop thread."""
 
     def __init__(self, path: str | Path, *, linger: float = 0.025, max_backlog: int = 100_000,
-                 ship_rows: int = 2000, durable: bool = False):
+                 ship_rows: int = 2000, durable: bool = False, encryptor_env: dict[str, str] | None = None):
+        """``encryptor_env``: :meth:`aiir.audit.fieldcrypt.FieldEncryptor.env` — the child builds the same
+        encryptor from its environment (the key never appears on a command line)."""
         self.path = Path(path)
+        self.encrypted = bool(encryptor_env)
         self.durable = durable
         # durable: responses wait for the commit, so ship often (group commit every ~2 ms)
         self.linger = min(linger, 0.002) if durable else linger
         self.max_backlog = max_backlog
         self.ship_rows = ship_rows
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(encryptor_env or {})}
+        if not encryptor_env:
+            env.pop("AIIR_DECISION_LOG_ENCRYPT_FIELDS", None)
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen([sys.executable, "-m", "aiir.gateway.log_writer", str(self.path)],
@@ -209,7 +214,7 @@ class ProcessDecisionWriter:
         self._unacked.clear()
         self._buf = []
         if pending:
-            _reject_items(self.path, pending, why)
+            _reject_items(self.path, pending, why, withhold=self.encrypted)
             lost = sum(len(it[8]) for it in pending)
             self.rejected += lost
             self._done += lost
@@ -307,14 +312,16 @@ class ProcessDecisionWriter:
                 "alive": self.dead is None and self.proc.poll() is None}
 
 
-def _reject_items(path: Path, items: list[tuple], why: str) -> None:
+def _reject_items(path: Path, items: list[tuple], why: str, *, encryptor=None, withhold: bool = False) -> None:
     rej = Path(str(path) + ".rejects.jsonl")
     with open(rej, "a", encoding="utf-8") as fh:
         for it in items:
             try:
-                rows = DecisionWriter._expand(it)
+                if withhold and encryptor is None:  # the parent has no key object: keep no plaintext
+                    raise ValueError("withheld")
+                rows = DecisionWriter._expand(it, encryptor)
             except Exception:  # noqa: BLE001 — keep something rather than nothing
-                rows = [{"item": repr(it)[:10000]}]
+                rows = [{"item": "(withheld: field encryption is on)" if withhold else repr(it)[:10000]}]
             for r in rows:
                 fh.write(json.dumps({"error": why, **r}, default=str) + "\n")
         fh.flush()
@@ -331,6 +338,9 @@ def _child(db_path: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log = DecisionLog(db_path)
+    from aiir.audit.fieldcrypt import FieldEncryptor
+
+    encryptor = FieldEncryptor.from_env()
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     done = 0
@@ -346,7 +356,7 @@ def _child(db_path: str) -> int:
         n_rows = sum(len(it[8]) for it in items)
         err = None
         try:
-            rows = [v for it in items for v in DecisionWriter._expand_values(it)]
+            rows = [v for it in items for v in DecisionWriter._expand_values(it, encryptor)]
         except Exception as exc:  # noqa: BLE001
             err = f"cannot encode decisions: {exc}"
             rows = None
@@ -360,7 +370,7 @@ def _child(db_path: str) -> int:
                     err = f"{type(exc).__name__}: {exc}"
                     time.sleep(min(0.05 * 2 ** attempt, 2.0))
         if err is not None:
-            _reject_items(Path(db_path), items, err)
+            _reject_items(Path(db_path), items, err, encryptor=encryptor, withhold=encryptor is not None)
         done += n_rows
         out.write(f"{done}{' E ' + err.replace(chr(10), ' ') if err else ''}\n".encode())
         out.flush()
