@@ -434,8 +434,8 @@ class ArtifactCheck:
 
 
 def _walk(path: Path, ignore: set[str]) -> dict[str, Path]:
-    if path.is_file():
-        return {path.name: path}
+    if path.is_file():  # a single-file artifact is one resource named "."
+        return {".": path}
     out: dict[str, Path] = {}
     for p in sorted(path.rglob("*")):
         rel = p.relative_to(path).as_posix()
@@ -451,7 +451,15 @@ def _content_diff(path: Path, claims: dict[str, Any], res: ArtifactCheck) -> Non
     ignore = set(claims["serialization"].get("ignore_paths", [])) | set(GIT_PATHS)
     on_disk = _walk(path, ignore)
     expected = claims["resources"]
+    single = path.is_file()
     for rel in sorted(set(on_disk) | set(expected)):
+        name = path.name if single and rel == "." else rel
+        if single and rel == "." and rel in expected:
+            actual = sha256_file(path)
+            if actual != expected[rel]:
+                res.changed.append(name)
+                res.messages.append(f"CHANGED: {name} sha256 {actual}, signed {expected[rel]}")
+            continue
         if rel not in expected:
             res.added.append(rel)
             res.messages.append(f"ADDED: {rel} (not in the signed manifest)")
