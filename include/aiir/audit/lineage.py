@@ -10,7 +10,8 @@ Transport (first that applies):
 
 * ``AIIR_LINEAGE=off`` — nothing is emitted;
 * ``AIIR_LINEAGE_URL`` (or ``OPENLINEAGE_URL``) — HTTP to that OpenLineage endpoint (e.g. Marquez
-  ``http://marquez:5000``; ``AIIR_LINEAGE_ENDPOINT`` default ``api/v1/lineage``, ``AIIR_LINEAGE_API_KEY``);
+  ``http://marquez:5000``; ``AIIR_LINEAGE_ENDPOINT`` default ``api/v1/lineage``, ``AIIR_LINEAGE_API_KEY``,
+  ``AIIR_LINEAGE_TIMEOUT`` seconds, ``AIIR_LINEAGE_RETRIES``);
 * otherwise a file: ``$AIIR_HOME/lineage/openlineage.jsonl`` (one event per line, appended), or
   ``AIIR_LINEAGE_FILE``.
 
@@ -42,6 +43,8 @@ def transport_config() -> dict[str, Any] | None:
         cfg: dict[str, Any] = {"type": "http", "url": url,
                                "endpoint": os.environ.get("AIIR_LINEAGE_ENDPOINT", "api/v1/lineage"),
                                "timeout": float(os.environ.get("AIIR_LINEAGE_TIMEOUT", "5"))}
+        if os.environ.get("AIIR_LINEAGE_RETRIES"):
+            cfg["retry"] = {"total": int(os.environ["AIIR_LINEAGE_RETRIES"]), "backoff_factor": 0.2}
         if os.environ.get("AIIR_LINEAGE_API_KEY"):
             cfg["auth"] = {"type": "api_key", "apiKey": os.environ["AIIR_LINEAGE_API_KEY"]}
         return cfg
