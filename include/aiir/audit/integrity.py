@@ -50,11 +50,12 @@ def _tag_json(tags: dict[str, str], key: str) -> Any:
 
 
 def _load_keys(trusted_keys: list[str | Path] | None):
+    """The default trusted artifact keys plus ``trusted_keys`` (PEM files), as ``aiir verify --trusted-key``."""
     if not trusted_keys:
         return None
-    from .signing import load_ec_public_key
+    from .signing import default_trusted_keys, load_ec_public_key
 
-    return [load_ec_public_key(Path(k)) for k in trusted_keys]
+    return [*default_trusted_keys(), *(load_ec_public_key(Path(k)) for k in trusted_keys)]
 
 
 def verify_model_version(name: str, version: str | None = None, *, alias: str | None = None,
