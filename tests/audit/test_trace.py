@@ -178,7 +178,7 @@ def test_a_re_signed_package_is_refused_with_the_trusted_key(served, tmp_path):
     ok = run_aiir("verify", str(genuine["bundle"]), "--trusted-key", str(pub), env=_env(home))
     assert ok.returncode == 0, ok.stdout
     bad = run_aiir("verify", str(forged.path), "--trusted-key", str(pub), env=_env(home))
-    assert bad.returncode == 3 and "SIGNATURE" in bad.stdout, bad.stdout
+    assert bad.returncode == 3 and "UNTRUSTED KEY" in bad.stdout and forged.bundle_id not in bad.stdout, bad.stdout
 
 
 def test_unknown_decision_and_bad_input(served):
@@ -191,6 +191,20 @@ def test_unknown_decision_and_bad_input(served):
     assert r.returncode == 2 and "model:NAME/VERSION" in r.stderr
     r = run_aiir("verify", "model:fraud-detector/99", env=_env(served["home"]))
     assert r.returncode == 2 and "no version '99'" in r.stderr
+
+
+def test_trace_job_selects_a_client_window(served):
+    from aiir.audit import jobs
+
+    after = _ids(served["after"])
+    first = trace([after[0]], seal=False)["decisions"][0]["decision"]["ts"]
+    res = jobs.decision_trace(since=first, client="clinic-2", purpose="window", formats=("json",))
+    assert res["ok"] and res["decisions"] == res["found"] == 2, res
+    assert json.loads(Path(res["files"]["json"]).read_text())["decisions"][1]["decision_id"] == after[1]
+    with pytest.raises(Exception, match="no decision served"):
+        jobs.decision_trace(since=first, client="nobody")
+    with pytest.raises(Exception, match="time window"):
+        jobs.decision_trace()
 
 
 # ------------------------------------------------------------------------------------ tamper: registry log
@@ -236,6 +250,20 @@ def test_one_byte_of_the_model_file_fails_verify_and_trace(served, restore):
     f = [x for x in rep["findings"] if x["artifact_kind"] == "model"]
     assert len(f) == 1 and f[0]["version"] == "2" and f[0]["atlas"] == ["AML.T0010", "AML.T0018"]
     assert f[0]["owasp"] == ["ML06", "ML10"]
+    # the scheduled job opens one incident through the incident record + timeline, once per run
+    from aiir import incident as inc
+    from aiir.audit import jobs
+
+    s1 = jobs.artifact_integrity(run_id="scheduled__t1")
+    assert s1["status"] == "incident" and len(s1["incidents"]) == 1 and s1["severity"] == "critical"
+    iid = s1["incidents"][0]["incident_id"]
+    rec = inc.load(iid)
+    assert rec.kind == "artifact_tampering" and rec.opened_by == "artifact_integrity"
+    assert rec.atlas == ["AML.T0010", "AML.T0018"] and rec.owasp == ["ML06", "ML10"]
+    assert jobs.artifact_integrity(run_id="scheduled__t1")["incidents"][0]["incident_id"] == iid
+    # the trace of a decision v2 served now names that incident
+    e = trace([_ids(served["before"])[0]], seal=False)["decisions"][0]
+    assert [i["incident_id"] for i in e["incidents"]] == [iid] and e["incidents"][0]["touches"] == ["version"]
 
 
 def test_one_row_of_a_training_dataset_is_named(served, restore):
