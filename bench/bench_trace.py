@@ -127,7 +127,11 @@ def bench_trace(args, work: Path) -> dict:
         gen_s = generate_log(db, args.rows, model="bench-model", version=mv.version, digest=mv.tags["aiir.artifact_sha256"])
     state = work / "home" / "gateway" / "bench-model"
     state.mkdir(parents=True, exist_ok=True)
-    os.link(db, state / "decisions.db") if not (state / "decisions.db").exists() else None
+    if not (state / "decisions.db").exists():
+        try:
+            os.link(db, state / "decisions.db")
+        except OSError:  # another file system
+            os.symlink(db, state / "decisions.db")
     log = DecisionLog(state / "decisions.db", create=False)
     n = log.head()["rows"]
     r = random.Random(11)

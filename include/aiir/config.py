@@ -33,6 +33,19 @@ variable                   default                                    what lives
 ``AIIR_REQUIRE_APPROVAL``  ``0``                                      ``1``: incidents the check opens by
                                                                       itself wait for a person before promotion
 ``AIIR_MODEL_LOCK_TIMEOUT`` ``600``                                   seconds a step waits for its model's lock
+``AIIR_ARTIFACT_KEY``      ``$AIIR_HOME/keys/artifact_ecdsa_p256.pem``  ECDSA key signing models and datasets
+                                                                      (``AIIR_ARTIFACT_KEY_PASSWORD``)
+``AIIR_ARTIFACT_CERT``     (unset: key-based signing)                 signing certificate (a user's PKI), with
+                                                                      ``AIIR_ARTIFACT_CERT_CHAIN``
+``AIIR_ARTIFACT_TRUST_CHAIN``  (``AIIR_ARTIFACT_CERT_CHAIN``)         CA certificates verification trusts
+``AIIR_ARTIFACT_TRUSTED_KEYS`` (aiir's own artifact key)              more public keys verification trusts
+``AIIR_ARTIFACT_INTEGRITY_SCHEDULE`` ``@daily``                       cron of artifact_integrity, or ``none``
+``AIIR_DECISION_LOG_KEY``  (unset: features stored in clear)          AES-256 key of ``--encrypt-fields``
+                                                                      (or ``AIIR_DECISION_LOG_KEY_FILE``)
+``AIIR_AUDIT_ACCESS_LOG``  ``$AIIR_HOME/audit/access-log.jsonl``      who traced which decision, when
+``AIIR_LINEAGE_URL``       (unset: file transport)                    OpenLineage HTTP endpoint (Marquez …);
+                                                                      ``AIIR_LINEAGE_FILE``, ``AIIR_LINEAGE=off``
+``AIIR_CODE_VERSION``      (the git commit of this checkout)          code version recorded at training
 =========================  =========================================  ==============================
 
 SIEM events are always written to ``$AIIR_HOME/siem/ecs.jsonl`` and ``hec.jsonl``; the evidence signing

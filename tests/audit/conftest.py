@@ -111,7 +111,18 @@ def served(audit_demo, tmp_path_factory):
         rb = g.admin("/admin/rollback", {"version": "1", "reason": "auditor asked: serve the baseline"})
         time.sleep(0.05)
         after = g.score(rows[4:6], "clinic-2")
+        # the same decisions found the way every other target is asked: DeploymentTarget.decisions over the
+        # window the (UUIDv7) id encodes — here through the gateway's admin API, not its log file
+        from aiir.audit.trace import locate
+        from aiir.targets.local import LocalGatewayTarget
+
+        t = LocalGatewayTarget(MODEL, url=g.url, token=(g.state_dir / "admin.token").read_text().strip(),
+                               state_dir=tmp_path_factory.mktemp("no-local-log"))
+        try:
+            via_api = locate(before["decision_ids"] + after["decision_ids"], target=t)
+        finally:
+            t.close()
     finally:
         assert g.stop() == 0
     return {"home": audit_demo, "rows": rows, "before": before, "evil": mid, "after": after, "rollback": rb,
-            "state_dir": g.state_dir}
+            "state_dir": g.state_dir, "via_api": via_api}

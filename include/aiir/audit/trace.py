@@ -654,7 +654,10 @@ def render_html(doc: dict[str, Any]) -> str:
                 + "</table>")
 
     verdict = '<span class="ok">INTACT</span>' if doc["ok"] else '<span class="bad">PROBLEMS FOUND</span>'
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e_('Decision audit trace ' + doc['audit_id'])}"
+    # no script, no external resource: the CSP forbids both, so even a missed escape could not run
+    csp = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='Content-Security-Policy' "
+             f"content=\"{csp}\"><title>{e_('Decision audit trace ' + doc['audit_id'])}"
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>Decision audit trace {e_(doc['audit_id'])}</h1>",
              f"<p>Generated {e_(doc['generated_at'])} by {e_(doc['traced_by']['actor'])}@{e_(doc['traced_by']['host'])}"
