@@ -343,6 +343,26 @@ def test_a_missing_signature_is_unsigned_not_intact(served, restore, tmp_path):
     assert signing.verify_artifact(Path(ds["path"]), Path(ds["signature"])).ok
 
 
+def test_a_version_registered_before_signing_is_signed_with_aiir_sign(served, tmp_path):
+    name = "diagnosis-classifier"
+    mv = registry.get_version(name, "1")
+    sig = json.loads(mv.tags["aiir.signature"])
+    c = registry.client()
+    for tag in ("aiir.signature", "aiir.train_signatures"):  # as registered before #14
+        c.delete_model_version_tag(name, "1", tag)
+    for f in (sig["signature"], sig["manifest"]):
+        Path(f).rename(tmp_path / Path(f).name)
+    r = run_aiir("verify", f"model:{name}/1", env=_env(served["home"]))
+    assert r.returncode == 3 and "UNSIGNED" in r.stdout, r.stdout
+    r = run_aiir("sign", f"model:{name}/1", "--json", env=_env(served["home"]))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["datasets"][0]["reused"] is True  # its dataset signature was still there
+    r = run_aiir("verify", f"model:{name}/1", env=_env(served["home"]))
+    assert r.returncode == 0, r.stdout
+    r = run_aiir("sign", f"model:{name}/1", env=_env(served["home"]))
+    assert r.returncode == 2 and "never replaced" in r.stderr
+
+
 # ------------------------------------------------------------------------------------ the DAGs in a real Airflow
 
 @pytest.mark.airflow

@@ -176,25 +176,12 @@ def _finding(kind: str, what: str, messages: list[str], *, name: str, version: s
              check: dict[str, Any] | None) -> dict[str, Any]:
     from aiir.knowledge import taxonomy
 
-    sev = "critical" if kind == "model" else "high"
-    return {"kind": "artifact_tampering", "severity": sev,
+    tax = taxonomy.suggest("artifact_tampering")
+    return {"kind": "artifact_tampering", "severity": "critical" if kind == "model" else "high",
             "title": f"registered {kind} {what} does not match its signature",
             "detail": "; ".join(messages[:8]), "model": name, "version": version, "artifact_kind": kind,
-            "atlas": ["AML.T0010", "AML.T0018"], "owasp": ["ML06", "ML10"],
-            "sources": [], "evidence": {"check": check},
-            "taxonomy": _names(taxonomy)}
-
-
-def _names(taxonomy) -> dict[str, str]:
-    out = {}
-    for tid in ("AML.T0010", "AML.T0018", "ML06", "ML10"):
-        for table in ("ATLAS_TECHNIQUES", "OWASP_ML", "TECHNIQUES", "OWASP"):
-            t = getattr(taxonomy, table, None)
-            if isinstance(t, dict) and tid in t:
-                v = t[tid]
-                out[tid] = v if isinstance(v, str) else (v.get("name") if isinstance(v, dict) else str(v))
-                break
-    return out
+            "atlas": tax["atlas"], "owasp": tax["owasp"], "mitigations": tax["mitigations"],
+            "sources": [], "evidence": {"check": check}}
 
 
 def sign_ref(arg: str) -> dict[str, Any]:

@@ -372,7 +372,6 @@ def _version_facts(model: str, version: str, cache: _Cache) -> dict[str, Any]:
     facts = {
         "registered": True, "name": model, "version": mv.version, "run_id": mv.run_id,
         "aliases_now": mv.aliases, "stage": tags.get("aiir.stage"), "recipe": tags.get("aiir.recipe"),
-        "description": None,
         "artifact": {"path": str(mv.artifact_dir) if mv.artifact_dir else None,
                      "registered_sha256": tags.get("aiir.artifact_sha256"), "sha256_now": now_digest},
         "signature": {"recorded": sig, "status": ("not signed" if not sig else "not checked" if integ is None else
@@ -430,8 +429,9 @@ def _decision_entry(did: str, hit: dict[str, Any] | None, keys: list[bytes] | No
                             f"registered as {art['registered_sha256']}")
         if art["sha256_now"] and art["registered_sha256"] and art["sha256_now"] != art["registered_sha256"]:
             problems.append(f"{model} v{version} artifact changed since registration (now {art['sha256_now']})")
-        if facts["signature"]["status"] == "FAILED":
-            problems += [m for m in facts["integrity_messages"] if not m.startswith("model") or "INTACT" not in m]
+        if facts["signature"]["status"] in ("FAILED", "not signed"):
+            problems += [m for m in facts["integrity_messages"] if m.startswith("model ") or m.startswith("UNSIGNED")
+                         if not m.split(": ", 1)[-1].startswith(("INTACT", "NOTE"))]
         for d in facts["datasets"]:
             if d["signature_status"] == "FAILED":
                 problems += [f"dataset {Path(d['path']).name}: {m}" for m in d["signature_messages"]]

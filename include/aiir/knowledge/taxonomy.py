@@ -26,6 +26,7 @@ def _atlas(kind: str, id_: str, name: str) -> Entry:
 ATLAS_TECHNIQUES: dict[str, Entry] = {e.id: e for e in (
     _atlas("T", "AML.T0020", "Poison Training Data"),
     _atlas("T", "AML.T0019", "Publish Poisoned Datasets"),
+    _atlas("T", "AML.T0010", "AI Supply Chain Compromise"),
     _atlas("T", "AML.T0010.002", "Data"),  # AI Supply Chain Compromise: Data
     _atlas("T", "AML.T0010.003", "Model"),  # AI Supply Chain Compromise: Model
     _atlas("T", "AML.T0018", "Manipulate AI Model"),
@@ -95,6 +96,9 @@ FINDING_KIND_MAP: dict[str, dict[str, tuple[str, ...]]] = {
                 "mitigations": ("AML.M0015", "AML.M0004", "AML.M0003")},
     "extraction": {"atlas": ("AML.T0040", "AML.T0024", "AML.T0024.002"), "owasp": ("ML05",),
                    "mitigations": ("AML.M0004", "AML.M0019", "AML.M0015")},
+    # a registered model or dataset no longer matches its model-signing signature (aiir.audit)
+    "artifact_tampering": {"atlas": ("AML.T0010", "AML.T0018"), "owasp": ("ML06", "ML10"),
+                           "mitigations": ("AML.M0014", "AML.M0013", "AML.M0005")},
 }
 
 FINDING_KINDS = tuple(FINDING_KIND_MAP)
