@@ -272,6 +272,17 @@ def test_one_byte_of_the_model_file_fails_verify_and_trace(served, restore):
     # the trace of a decision v2 served now names that incident
     e = trace([_ids(served["before"])[0]], seal=False)["decisions"][0]
     assert [i["incident_id"] for i in e["incidents"]] == [iid] and e["incidents"][0]["touches"] == ["version"]
+    # the response: which versions still verify, and every decision the tampered one served
+    from aiir.audit import response
+    from aiir.targets.local import LocalGatewayTarget
+
+    ver = response.verify_artifacts(rec)
+    assert ver["tampered"] == ["2"] and ver["intact"] == ["1"] and ver["fallback_candidate"] == "1"
+    aff = response.affected_decisions(rec, target=LocalGatewayTarget(MODEL, state_dir=served["state_dir"]))
+    assert aff["versions"]["2"]["decisions"] == 4 and aff["versions"]["2"]["clients_affected"] == 2
+    e = trace([_ids(served["evil"])[0]], seal=False)["decisions"][0]
+    assert e["incidents"][0]["incident_id"] == iid and e["incidents"][0]["touches"] == ["decision", "version"]
+    assert e["incidents"][0]["blast_radius"][0]["includes_this_decision"] is True
 
 
 def test_one_row_of_a_training_dataset_is_named(served, restore):
