@@ -39,6 +39,7 @@ from aiir import config
 from aiir.errors import BadInput
 
 FORMATS = ("json", "html", "md")
+MAX_LATENCY_S = 60  # longest a request may take between arriving (the row's time) and its id being made
 _UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
@@ -92,21 +93,36 @@ def locate(decision_ids: list[str], *, target_kind: str = "local", target_name: 
         if not target_name:
             raise BadInput("--target-name", f"which {target_kind} target (endpoint) served the decisions?")
         target = get_target(target_kind, target_name)
-    for did in decision_ids:
-        lo, hi = since, until
-        t = uuid7_time(did)
-        if lo is None and hi is None and t is not None:
-            lo, hi = (t - timedelta(seconds=5)).isoformat(), (t + timedelta(seconds=5)).isoformat()
-        if lo is None and hi is None:
-            raise BadInput(did, "not a time-ordered (UUIDv7) id: give --since/--until to bound the search "
-                                f"on {target.ref}")
-        for row in target.decisions(lo, hi, limit=100_000):
-            if str(row.get("decision_id")) == did:
+    # A gateway stamps a decision when its request arrives and makes the id after scoring, so the row's
+    # time is at most one request's duration before the time the UUIDv7 id encodes: search
+    # [id time - MAX_LATENCY, id time + 1 s], merging the windows of ids close together (one call each).
+    windows: list[list[Any]] = []
+    if since is not None or until is not None:
+        windows.append([since, until, list(decision_ids)])
+    else:
+        timed = sorted(((uuid7_time(d), d) for d in decision_ids), key=lambda x: (x[0] is None, x[0] or 0))
+        untimed = [d for t, d in timed if t is None]
+        if untimed:
+            raise BadInput(untimed[0], "not a time-ordered (UUIDv7) id: give --since/--until to bound the "
+                                       f"search on {target.ref}")
+        for t, d in timed:
+            lo, hi = t - timedelta(seconds=MAX_LATENCY_S), t + timedelta(seconds=1)
+            if windows and lo <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], hi)
+                windows[-1][2].append(d)
+            else:
+                windows.append([lo, hi, [d]])
+    for lo, hi, ids in windows:
+        want = set(ids)
+        lo_s = lo.isoformat() if hasattr(lo, "isoformat") else lo
+        hi_s = hi.isoformat() if hasattr(hi, "isoformat") else hi
+        for row in target.decisions(lo_s, hi_s, limit=100_000):
+            did = str(row.get("decision_id"))
+            if did in want and did not in found:
                 found[did] = {"row": row, "log": {"path": None, "ok": None,
                                                   "problems": [f"{target.ref} keeps its own log; row proof "
                                                                "not available from aiir"]},
                               "target": target.ref, "state_dir": None}
-                break
     return found
 
 
