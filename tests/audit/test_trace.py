@@ -18,6 +18,8 @@ from tests.conftest import run_aiir
 
 from .conftest import ENCRYPTED, EVIL_CLIENT, KEY, MODEL
 
+pytestmark = pytest.mark.slow  # one demo bootstrap + retrain and a real gateway for the module
+
 
 def _ids(res: dict) -> list[str]:
     return res["decision_ids"]

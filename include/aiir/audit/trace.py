@@ -64,13 +64,36 @@ def _local_logs(target_name: str | None, state_dir: Path | None) -> list[tuple[s
     return sorted((p.parent.name, p.parent) for p in root.glob(f"*/{DECISIONS_FILE}"))
 
 
+_LOGS: dict[str, tuple[tuple[int, ...], Any]] = {}
+
+
+def _open_log(path: Path):
+    """One DecisionLog (and its read connection) per log file, reopened when the file was replaced or
+    rewritten (device, inode, size or mtime changed; appends in WAL mode change none of them)."""
+    from aiir.gateway.decision_log import DecisionLog
+
+    st = path.stat()
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _LOGS.get(str(path))
+    if cached is not None and cached[0] == ident:
+        return cached[1]
+    if cached is not None:
+        cached[1].close()
+    if len(_LOGS) > 16:
+        for _, old in _LOGS.values():
+            old.close()
+        _LOGS.clear()
+    log = DecisionLog(path, create=False)
+    _LOGS[str(path)] = (ident, log)
+    return log
+
+
 def locate(decision_ids: list[str], *, target_kind: str = "local", target_name: str | None = None,
            state_dir: Path | None = None, target: Any = None, since: str | None = None,
            until: str | None = None) -> dict[str, dict[str, Any]]:
     """``{decision_id: {"row": decision, "log": {...proof...}, "target": ref, "state_dir": path|None}}``
     for every id found; missing ids are absent."""
     from aiir.gateway import DECISIONS_FILE
-    from aiir.gateway.decision_log import DecisionLog
 
     found: dict[str, dict[str, Any]] = {}
     if target is None and target_kind == "local":
@@ -78,12 +101,11 @@ def locate(decision_ids: list[str], *, target_kind: str = "local", target_name: 
             path = sdir / DECISIONS_FILE
             if not path.exists():
                 continue
-            log = DecisionLog(path, create=False)
             want = [i for i in decision_ids if i not in found]
             if not want:
                 break
-            for did, row in log.get_many(want).items():
-                proof = log.check_row(row["seq"])
+            log = _open_log(path)
+            for did, (row, proof) in log.lookup(want).items():
                 found[did] = {"row": row, "log": {"path": str(path), **proof}, "target": f"local:{name}",
                               "state_dir": str(sdir)}
         return found

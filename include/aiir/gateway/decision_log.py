@@ -224,6 +224,9 @@ class DecisionLog:
             if self._wconn is not None:
                 self._wconn.close()
                 self._wconn = None
+            if getattr(self, "_rconn", None) is not None:
+                self._rconn.close()
+                self._rconn = None
 
     # -- writing
     @staticmethod
@@ -423,16 +426,34 @@ class DecisionLog:
             conn.close()
         return out
 
-    def check_row(self, seq: int) -> dict[str, Any]:
+    def lookup(self, decision_ids: Iterable[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        """``{id: (decision, proof)}``: :meth:`get_many` and :meth:`check_row` over one read connection
+        kept by this object (what ``aiir trace`` uses: a few index lookups, whatever the log's size)."""
+        with self._lock:
+            if getattr(self, "_rconn", None) is None:
+                self._rconn = self._connect()
+            conn = self._rconn
+            ids = [str(i) for i in decision_ids]
+            out = {}
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                for row in conn.execute(f"{_SELECT} WHERE decision_id IN ({','.join('?' * len(chunk))})", chunk):
+                    d = self._to_dict(row)
+                    out[d["decision_id"]] = (d, self.check_row(d["seq"], conn=conn))
+            return out
+
+    def check_row(self, seq: int, *, conn: sqlite3.Connection | None = None) -> dict[str, Any]:
         """Local proof for one row: its hash matches its content, it links to the row before, and the row
         after links to it. Names what does not hold (``ok`` False), without walking the whole chain."""
-        conn = self._connect()
+        own = conn is None
+        conn = conn or self._connect()
         try:
             rows = {r[0]: r for r in conn.execute(_SELECT + " WHERE seq BETWEEN ? AND ? ORDER BY seq",
                                                    (seq - 1, seq + 1))}
             last = conn.execute("SELECT MAX(seq) FROM decisions").fetchone()[0] or 0
         finally:
-            conn.close()
+            if own:
+                conn.close()
         problems: list[str] = []
         me = rows.get(seq)
         if me is None:
