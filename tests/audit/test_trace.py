@@ -59,7 +59,7 @@ def test_every_registered_version_and_dataset_is_signed_and_verifies(served):
         assert Path(sig["signature"]).parent == mv.artifact_dir.parent  # beside the artifact
         ds = json.loads(mv.tags["aiir.train_signatures"])
         assert len(ds) == n_data and all(Path(d["signature"]).is_file() for d in ds)
-        assert float(mv.tags["aiir.signing_seconds"]) < 5
+        assert 0 < float(mv.tags["aiir.signing_seconds"]) < 60  # measured figures: docs/audit.md
         assert len(mv.tags["aiir.git_commit"]) == 40
     # the reference set is shared by v1 and v2: signed once
     v2 = json.loads(registry.get_version(MODEL, "2").tags["aiir.train_signatures"])
