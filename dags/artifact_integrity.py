@@ -7,10 +7,12 @@ model-signing signature recorded at registration: each changed, missing or added
 an untrusted key, or a signature file swapped for another is named in
 `$AIIR_HOME/checks/artifact-integrity__<run>/findings.json`.
 
-On a mismatch it **opens an incident** per affected model (kind `artifact_tampering`; MITRE ATLAS
-AML.T0010 AI Supply Chain Compromise / AML.T0018 Manipulate AI Model, OWASP ML06 / ML10): the incident
-record and its timeline, and a SIEM event. Same code as `aiir verify model:NAME/VERSION`; see
-`docs/audit.md`.
+On a mismatch it **opens an incident** per affected model (playbook `artifact_integrity`; MITRE ATLAS
+AML.T0010 AI Supply Chain Compromise / AML.T0018 Manipulate AI Model, OWASP ML06 / ML10) — record,
+timeline, SIEM event — and triggers `incident_artifact_tampering` with it as conf (run id = incident id,
+so a re-run never opens the same incident twice; with several tampered models, the first is triggered and
+the others are listed in the run's XCom and `aiir incident list`). Same code as
+`aiir verify model:NAME/VERSION`; see `docs/audit.md`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import pendulum
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag
 
+from aiir_airflow.assets import INCIDENTS
 from aiir_airflow.audit import ArtifactIntegrityOperator, incidents_opened
 from aiir_airflow.notifiers import SiemNotifier
+from aiir_airflow.operators import TriggerPlaybookOperator
 
 SCHEDULE = os.environ.get("AIIR_ARTIFACT_INTEGRITY_SCHEDULE", "@daily")
 
@@ -55,7 +59,15 @@ def artifact_integrity():
         op_args=["{{ ti.xcom_pull(task_ids='verify_registered_artifacts') }}"],
         on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
-    verify_registered_artifacts >> incident_opened
+    trigger = TriggerPlaybookOperator(
+        task_id="trigger_incident_playbook",
+        trigger_dag_id="incident_artifact_tampering",
+        trigger_run_id="{{ ti.xcom_pull(task_ids='verify_registered_artifacts')['incidents'][0]['incident_id'] }}",
+        conf="{{ ti.xcom_pull(task_ids='verify_registered_artifacts')['incidents'][0]['conf'] }}",
+        skip_when_already_exists=True,
+        outlets=[INCIDENTS],
+    )
+    verify_registered_artifacts >> incident_opened >> trigger
 
 
 artifact_integrity()

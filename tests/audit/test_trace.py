@@ -268,7 +268,7 @@ def test_one_byte_of_the_model_file_fails_verify_and_trace(served, restore):
     assert s1["status"] == "incident" and len(s1["incidents"]) == 1 and s1["severity"] == "critical"
     iid = s1["incidents"][0]["incident_id"]
     rec = inc.load(iid)
-    assert rec.kind == "artifact_tampering" and rec.opened_by == "artifact_integrity"
+    assert rec.kind == "artifact_integrity" and rec.opened_by == "artifact_integrity"
     assert rec.atlas == ["AML.T0010", "AML.T0018"] and rec.owasp == ["ML06", "ML10"]
     assert jobs.artifact_integrity(run_id="scheduled__t1")["incidents"][0]["incident_id"] == iid
     # the trace of a decision v2 served now names that incident
@@ -405,7 +405,7 @@ def test_audit_dags_run_in_airflow(served, restore, tmp_path):
     new = sorted(set(os.listdir(served["home"] / "incidents")) - before)
     assert len(new) == 1, new
     rec = json.loads((served["home"] / "incidents" / new[0] / "incident.json").read_text())
-    assert rec["opened_by"] == "artifact_integrity" and rec["model_name"] == MODEL and rec["kind"] == "artifact_tampering"
+    assert rec["opened_by"] == "artifact_integrity" and rec["model_name"] == MODEL and rec["kind"] == "artifact_integrity"
     assert any(f["version"] == "1" for f in rec["findings"])
 
     did = _ids(served["after"])[0]

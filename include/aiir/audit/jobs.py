@@ -3,7 +3,7 @@
 * :func:`decision_trace` — the ``audit_decision_trace`` DAG: trace one or many decision ids, or every
   decision of one client in a time window, into one sealed audit package.
 * :func:`artifact_integrity` — the ``artifact_integrity`` DAG: re-verify every registered model version and
-  training dataset against its signature; on a mismatch open an incident (kind ``artifact_tampering``,
+  training dataset against its signature; on a mismatch open an incident (playbook ``artifact_integrity``,
   ATLAS AML.T0010 / AML.T0018, OWASP ML06 / ML10) through the incident record and timeline.
 
 Both return small JSON-able summaries (XCom).
@@ -11,7 +11,6 @@ Both return small JSON-able summaries (XCom).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from aiir import config
 from aiir.errors import BadInput
 
 MAX_WINDOW_DECISIONS = 10_000
+PLAYBOOK_KIND = "artifact_integrity"  # aiir.playbooks: the response to a tampered artifact
 
 
 def _safe(run_id: str) -> str:
@@ -108,14 +108,14 @@ def artifact_integrity(*, model: str | None = None, run_id: str = "manual", targ
                 "detected_at": rep["checked_at"],
                 "severity": max((f["severity"] for f in fs), key=lambda s: sev_rank.get(s, 0)),
                 "check_dir": str(out), "findings": fs, "suspect_sources": [],
-                "opened_by": "artifact_integrity", **({"regimes": regimes} if regimes is not None else {})})
-            if hasattr(record, "kind"):
-                record = dataclasses.replace(record, kind="artifact_tampering")
+                "opened_by": "artifact_integrity", **({"regimes": regimes} if regimes is not None else {})},
+                kind=PLAYBOOK_KIND)
             inc.save(record)
             marker.write_text(record.incident_id)
         d = record.to_dict()
         incidents.append({"incident_id": record.incident_id, "model": name, "severity": d.get("severity"),
-                          "findings": len(fs), "conf": {k: v for k, v in d.items() if k != "kind"}})
+                          "findings": len(fs), "kind": record.kind,
+                          "conf": {k: v for k, v in d.items() if k != "kind"}})
     summary = {"status": report["status"], "severity": severity, "check_dir": str(out), "versions": rep["versions"],
                "findings": len(rep["findings"]), "incidents": incidents, "checked_at": rep["checked_at"],
                "messages": [m for r in rep["results"] for m in r["messages"] if not m.split(": ", 1)[-1].startswith(

@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "data_poisoning": "aiir.playbooks.poisoning:PLAYBOOK",
     "retrain_from_clean_data": "aiir.playbooks.retrain:PLAYBOOK",
     "adversarial_evasion": "aiir.playbooks.evasion:PLAYBOOK",
+    "artifact_integrity": "aiir.playbooks.artifact_integrity:PLAYBOOK",
 }
 _REGISTERED: dict[str, Playbook] = {}
 
