@@ -67,6 +67,7 @@ def _wait_audit(path: Path, user: str, n_before: int, timeout: float = 10) -> No
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_every_operation_works_under_exactly_the_role(k8s, ns, tmp_path):
     _apply_rbac(k8s.api, ns)
     user = f"system:serviceaccount:{ns}:{SA}"
