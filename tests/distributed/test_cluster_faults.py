@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.conftest import DAG, FIGURES, WORKERS, FaultProxy, _custody, _tis, _traffic, _verify
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed, pytest.mark.faults]
 
 
 def _wait_held(proxy: FaultProxy, n: int, timeout: float) -> None:
@@ -87,12 +87,11 @@ def faults(world):
     obs["isolate"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[0].outcome,
                       "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1),
                       "trigger_to_contained_s": round(_ts(ti["end_date"]) - t0, 1)}
-    cluster.revive(victim)
-    _wait_worker_ready(cluster, victim)
-
-    # (b) kill -9 the worker running preserve_evidence while it snapshots the target
+    # (b) kill -9 the worker running preserve_evidence while it snapshots the target (armed before the
+    # first victim is back: preserve may start on the surviving worker while it restarts)
     proxy.hold("GET /admin/state", max_hold=4.0)  # preserve's snapshot client gives up after 5 s
-    _wait_held(proxy, 2, timeout=300)
+    cluster.revive(victim)
+    _wait_held(proxy, 2, timeout=600)
     victim = _sender(cluster, proxy, 1)
     bundle_dir = world["home"] / "evidence" / run_id
     obs["custody_before_kill"] = [e["action"] for e in _custody(str(bundle_dir))]
@@ -103,6 +102,8 @@ def faults(world):
     obs["preserve"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[1].outcome,
                        "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1)}
     cluster.revive(victim)
+    _wait_worker_ready(cluster, victim)
+    obs["workers_alive_after"] = sorted(n for n in WORKERS if cluster.procs[n].alive())
 
     # (c) restart PostgreSQL while the run waits on its clean retrain
     _wait_task(af, run_id, "retrain_from_clean_data", states=("deferred", "running"), timeout=600)
@@ -134,8 +135,9 @@ def test_preserve_retried_on_the_other_worker_after_kill(faults):
 
 def test_run_with_faults_succeeded_and_contained_to_last_known_good(world, faults):
     af = world["af"]
-    tis = _tis(af, DAG, faults["run_id"])
-    assert faults["run"]["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    states = {t: ti["state"] for t, ti in _tis(af, DAG, faults["run_id"]).items()}
+    assert faults["run"]["state"] == "success", states
+    assert {st for t, st in states.items() if not t.startswith("confirm_")} == {"success"}, states
     contain = json.loads((faults["workdir"] / "contain.json").read_text())
     assert contain["before"]["serving_versions"] == [faults["bad"]]
     assert contain["after"]["mode"] == "isolated"
