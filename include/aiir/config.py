@@ -94,9 +94,19 @@ class Paths:
         return self.home / "registry-log.jsonl"
 
     def ensure(self) -> Paths:
+        """Create every folder. A state folder created here is owner-only (0700), and the folders that
+        hold copies of decisions and evidence (incidents, evidence, gateway) are kept owner-only: like the
+        decision log's own folder, whatever a file's mode, others cannot reach it."""
+        new_home = not self.home.exists()
         for p in (self.home, self.airflow_home, self.mlflow_db.parent, self.mlflow_artifacts,
                   self.evidence, self.data, self.gateway, self.incidents, self.checks):
             p.mkdir(parents=True, exist_ok=True)
+        for p in ((self.home,) if new_home else ()) + (self.evidence, self.gateway, self.incidents):
+            try:
+                if p.stat().st_uid == os.getuid() and p.stat().st_mode & 0o077:
+                    os.chmod(p, 0o700)
+            except OSError:
+                pass  # a filesystem without modes: nothing to tighten
         return self
 
 

@@ -34,3 +34,24 @@ def test_siem_exports_are_owner_only(gw, tmp_path):
         fn(out, limit=5)
         assert stat.S_IMODE(out.stat().st_mode) == 0o600, name
     assert stat.S_IMODE(gw.state_dir.stat().st_mode) == 0o700
+
+
+def test_json_answers_carry_no_sniff_and_a_csp(gw):
+    from tests.gateway.gwkit import ROWS, split
+
+    for r in (gw.http.get("/ping"), gw.http.get("/admin/state"), gw.score(split(ROWS[:1]), client="hdr"),
+              gw.score(b"<script>alert(1)</script>", ctype="text/html", client="hdr")):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert r.headers["content-type"].startswith("application/json")
+
+
+def test_state_folders_holding_decision_copies_are_owner_only(aiir_home):
+    from aiir import config
+
+    p = config.paths().ensure()
+    for d in (p.home, p.incidents, p.evidence, p.gateway):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    p.incidents.chmod(0o755)  # loosened by hand (or made by an older aiir): tightened again
+    config.paths().ensure()
+    assert stat.S_IMODE(p.incidents.stat().st_mode) == 0o700

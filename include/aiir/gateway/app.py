@@ -56,6 +56,12 @@ def scrub_paths(text: str) -> str:
     return _PATH_RE.sub("<path>", text)
 
 
+# Every answer is JSON that may quote client-supplied text: never let a browser sniff or render it as a page.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff",
+                    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+                    "Cache-Control": "no-store"}
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=_json_default).encode()
 
@@ -117,7 +123,8 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         trigger.record = trigger_record
 
     def jresp(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        return Response(_dumps(obj), status_code=status, media_type="application/json", headers=headers)
+        return Response(_dumps(obj), status_code=status, media_type="application/json",
+                        headers={**SECURITY_HEADERS, **(headers or {})})
 
     def err(status: int, code: str, message: str, request_id: str | None = None, **extra: Any) -> Response:
         stats[f"http_{status}"] += 1
@@ -239,7 +246,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             out = {"predictions": served_preds,
                    "scores": served_scores if served_scores is not None else [None] * n,
                    "decision_ids": ids, "model": model_name, "model_version": lv.version}
-            hdrs = {"X-Model-Version": lv.version, "X-Request-Id": rid}
+            hdrs = {**SECURITY_HEADERS, "X-Model-Version": lv.version, "X-Request-Id": rid}
             if guarded_by:
                 hdrs["X-Aiir-Guard"] = guarded_by
             return Response(_dumps(out), media_type="application/json", headers=hdrs)
