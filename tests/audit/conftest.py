@@ -17,7 +17,8 @@ from tests.gateway.gwkit import AIIR, free_port
 MODEL = "fraud-detector"
 KEY = bytes(range(100, 132))
 ENCRYPTED = ("amount", "merchant_category")
-EVIL_CLIENT = '<img src=x onerror="alert(1)">'
+EVIL_CLIENT = "clinic-3"  # client ids are normalised by the gateway (no markup can get in that way)
+EVIL_REASON = 'auditor asked <img src=x onerror="alert(1)">'  # free text from an operator: shown, escaped
 
 
 class DemoGateway:
@@ -108,7 +109,7 @@ def served(audit_demo, tmp_path_factory):
         before = g.score(rows[:3], "clinic-1")
         mid = g.score(rows[3:4], EVIL_CLIENT)
         time.sleep(0.05)
-        rb = g.admin("/admin/rollback", {"version": "1", "reason": "auditor asked: serve the baseline"})
+        rb = g.admin("/admin/rollback", {"version": "1", "reason": EVIL_REASON})
         time.sleep(0.05)
         after = g.score(rows[4:6], "clinic-2")
         # the same decisions found the way every other target is asked: DeploymentTarget.decisions over the

@@ -16,7 +16,7 @@ from aiir.audit import accesslog, integrity, signing
 from aiir.audit.trace import trace
 from tests.conftest import run_aiir
 
-from .conftest import ENCRYPTED, EVIL_CLIENT, KEY, MODEL
+from .conftest import ENCRYPTED, EVIL_REASON, KEY, MODEL
 
 pytestmark = pytest.mark.slow  # one demo bootstrap + retrain and a real gateway for the module
 
@@ -102,7 +102,7 @@ def test_trace_names_the_right_version_before_and_after_a_rollback(served):
     # the target's own state log says what served: v2 before, v1 after the rollback
     sb, sa = b["serving_at_decision"]["target_state_log"], a["serving_at_decision"]["target_state_log"]
     assert sb["serving"] == ["2"] and sa["serving"] == ["1"]
-    assert sa["last_change"]["action"] == "rollback" and sa["last_change"]["reason"] == "auditor asked: serve the baseline"
+    assert sa["last_change"]["action"] == "rollback" and sa["last_change"]["reason"] == EVIL_REASON
     assert sa["chain"]["ok"] and a["serving_at_decision"]["decision_version_consistent_with_state_log"] is True
     v2 = b["version"]
     assert v2["signature"]["status"] == "verified"
@@ -157,7 +157,7 @@ def test_trace_cli_seals_a_verifiable_package_with_escaped_html(served, tmp_path
             f"logs/local-{MODEL}-admin-audit.jsonl"} <= set(names)
     assert any(n.startswith("signatures/fraud-detector-v2/") for n in names)
     html = (bundle / "files" / "trace.html").read_text()
-    assert EVIL_CLIENT not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert EVIL_REASON not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
     assert "<b>42</b>" not in html and "&lt;b&gt;42&lt;/b&gt;" in html
     assert not any(tag in html for tag in ("<script", "<img", "<link", "<iframe"))  # self-contained, inert
     md = (bundle / "files" / "trace.md").read_text()
