@@ -40,6 +40,7 @@ MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
 BUCKET = 32  # most recent queries kept per grid cell
 GRID_OFFSETS = (0.0, 1 / 3, 2 / 3)  # three grids, each shifted by a third of a cell
+BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 
@@ -105,10 +106,10 @@ class Guard:
         self._welford: list[Any] | None = None  # [n, mean, M2] while learning scale without a profile
         self.clients: OrderedDict[str, _Client] = OrderedDict()
         self.clusters: dict[int, _Cluster] = {}
-        # recent queries of all clients in two hash grids (cells of CELL x near_dup_rms, the second shifted by
-        # half a cell): a near-duplicate almost always shares a cell with its partner in one of them, and only
-        # the few queries in those cells are compared (exactly). Entries older than `global_window` queries
-        # are ignored and dropped.
+        # recent queries of all clients in three hash grids (cells of CELL x near_dup_rms, shifted by thirds of a
+        # cell): a near-duplicate almost always shares a cell with its partner in one of them, and only the few
+        # queries in those cells are compared (exactly). Entries older than `global_window` queries are ignored
+        # and dropped.
         self._tables: tuple[dict, ...] = tuple({} for _ in GRID_OFFSETS)
         self._parent: dict[int, int] = {}  # cluster union-find: a query near two clusters merges them
         self._seq = 0
@@ -152,8 +153,11 @@ class Guard:
         key = tuple(cols)
         got = self._col_idx.get(key)
         if got is None:
-            want = self.columns if self.columns is not None else cols
-            idx = [cols.index(c) for c in want if c in cols]
+            if self.columns is not None:
+                idx = [cols.index(c) for c in self.columns if c in cols]
+            else:  # no profile: the numeric inputs (by the first request's values; strings are left out)
+                idx = [i for i, v in enumerate(rows[0] if rows else [])
+                       if isinstance(v, int | float) and not isinstance(v, bool)]
             if self.columns is not None and len(idx) != len(self.columns):
                 idx = []  # the request lacks profiled features: not scored by the guard
             got = self._col_idx[key] = (idx, [cols[i] for i in idx])
@@ -356,6 +360,10 @@ class Guard:
             self._sweep()
         n = len(c.flags)
         reasons = [s for s in BIT if sums[s] >= self.kmin[s][n]]
+        if "boundary" in reasons and sums["near_dup"] < BOUNDARY_NEEDS_NEAR_DUPS:
+            # scores at the boundary alone can be a client's honest borderline business; probing also repeats
+            # itself with small perturbations
+            reasons.remove("boundary")
         if trip_cluster is not None:
             reasons.append("cluster")
         if not reasons:

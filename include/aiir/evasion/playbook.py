@@ -285,6 +285,14 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
         df = pd.read_parquet(prof["reference"]) if prof["reference"].endswith(".parquet") else pd.read_csv(prof["reference"])
         label = prof["label"]
         cols = [c for c in getattr(model, "feature_names_in_", df.columns) if c != label]
+        non_numeric = [c for c in cols if not pd.api.types.is_numeric_dtype(df[c])]
+        if non_numeric:  # the attacks and the augmentation work on numeric features only
+            result = {"attacked_version": version, "skipped": True, "hardened_version": None,
+                      "reason": f"non-numeric features {', '.join(non_numeric)}: adversarial retraining here "
+                                "supports numeric features only", "gate": {"passed": False, "reasons": ["not hardened"]}}
+            _write(out, result)
+            add_event(record, "hardened", actor="aiir-playbook", details={"skipped": True})
+            return result
         training = (df[cols].to_numpy(float), df[label].to_numpy(int), list(cols))
     X, y, cols = training
     X, y = np.asarray(X, float), np.asarray(y, int)

@@ -111,8 +111,8 @@ def profile_from_table(path: str | Path, *, columns: list[str] | None = None, oo
     from aiir.tabular import read_table
 
     df = read_table(path, what="reference")
-    if restrict is not None and columns is None:
-        columns = [c for c in restrict if c in df.columns and c not in exclude]
+    if restrict is not None and columns is None:  # the decisions' features the reference has, numeric ones
+        columns = [c for c in restrict if c in df.columns and c not in exclude and _numeric(df[c])]
         if not columns:
             raise BadInput(str(path), f"reference has none of the decisions' features ({', '.join(restrict[:10])})")
     if columns is None:

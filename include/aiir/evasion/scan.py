@@ -263,6 +263,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
                           (peak > cfg["extraction"]["max_rate_per_min"] or tests.get("ood", {}).get("significant")))
         in_clusters = sorted({f"C{int(k)}" for k in cluster_of[ii] if k > 0})
         reasons = [s for s, t in tests.items() if t["significant"]]
+        if "boundary" in reasons and tests["near_dup"]["hits"] < 2:
+            reasons.remove("boundary")  # borderline business alone is no probing: it needs near-duplicates too
         if extraction:
             reasons.append("extraction")
         if in_clusters:
