@@ -40,6 +40,7 @@ MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
 BUCKET = 32  # most recent queries kept per grid cell
 GRID_OFFSETS = (0.0, 1 / 3, 2 / 3)  # three grids, each shifted by a third of a cell
+VECTORISE_FROM = 4  # requests with at least this many rows get their arithmetic from numpy
 BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
@@ -226,11 +227,13 @@ class Guard:
         """Plain-Python copies of the scaling and the outlier model (no numpy in the per-row path)."""
         self._meanl = [float(v) for v in self._mean]
         self._stdinv = [1.0 / float(v) for v in self._std]
+        self._sinv_np = np.asarray(self._stdinv)
         self._invl = [[float(v) for v in row] for row in self._inv] if self._inv is not None else None
         if d > PROJ_DIMS:  # hash on a fixed random orthonormal projection (distances only shrink)
             rng = np.random.default_rng(0)
             q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
             self._proj = [[float(v) for v in col] for col in q.T]
+            self._proj_np = np.asarray(self._proj)
 
     def _observe(self, client, key_id, X, preds, scores, ids) -> dict[str, Any] | None:
         now = time.time()
@@ -253,14 +256,26 @@ class Guard:
         trip_cluster = None
         sums = c.sums
         floor = math.floor
+        batch = None
+        if len(X) >= VECTORISE_FROM:  # a batch: the arithmetic for all its rows in a few numpy calls
+            Za = (np.asarray(X, dtype=float) - self._mean) * self._sinv_np
+            Ha = Za if proj is None else Za @ self._proj_np.T
+            batch = ([tuple(r) for r in Za.tolist()],
+                     [[tuple(r) for r in np.floor(Ha * cinv + o).astype(np.int64).tolist()] for o in offs],
+                     (np.einsum("ij,jk,ik->i", Za, self._inv, Za) > self._ood_thr).tolist()
+                     if inv is not None else None)
         for i, x in enumerate(X):
-            z = tuple([(x[k] - mean[k]) * sinv[k] for k in range(d)])
+            if batch is None:
+                z = tuple([(x[k] - mean[k]) * sinv[k] for k in range(d)])
+                h = z if proj is None else [sum(a * b for a, b in zip(col, z, strict=True)) for col in proj]
+                keys = [tuple([floor(v * cinv + o) for v in h]) for o in offs]
+            else:
+                z = batch[0][i]
+                keys = [kk[i] for kk in batch[1]]
             pv = preds[i]
             p = hash(pv) if isinstance(pv, int | str) else hash(json.dumps(pv, default=str))
             s = scores[i] if scores is not None else None
             flags = 0
-            h = z if proj is None else [sum(a * b for a, b in zip(col, z, strict=True)) for col in proj]
-            keys = [tuple([floor(v * cinv + o) for v in h]) for o in offs]
             bs = [t.get(k) for t, k in zip(tables, keys, strict=True)]
             seq = self._seq
             best, bestd, cflip = None, r2, False
@@ -302,7 +317,10 @@ class Guard:
                 self._next_cluster += 1
             if s is not None and abs(s - self.thr) < self.band:
                 flags |= 2
-            if inv is not None:
+            if batch is not None:
+                if batch[2] is not None and batch[2][i]:
+                    flags |= 8
+            elif inv is not None:
                 m2 = 0.0
                 for a in range(d):
                     row = inv[a]
