@@ -129,7 +129,8 @@ def demo_run(keep_running: Annotated[bool, typer.Option(help="Leave Airflow and 
              target: Annotated[str, typer.Option(help="Where the model is served: local (the embedded gateway, "
                                                       "the whole story) or another kind's story "
                                                       "(kubernetes: containment, evidence, rollback on a real "
-                                                      "API server).")] = "local"):
+                                                      "API server; sagemaker: the whole story through Airflow on "
+                                                      "a local AWS API).")] = "local"):
     """The whole story: bootstrap, serve, traffic, poisoned retrain, detection, playbook, recovery, report."""
     if target != "local":
         import importlib
