@@ -171,7 +171,6 @@ def contain(record: IncidentRecord, *, target=None, target_options: dict[str, An
 
 def _page(record: IncidentRecord, message: str) -> None:
     """A critical SIEM alert and, when AIIR_PAGER_WEBHOOK is set, the pager (never raises)."""
-    import os
 
     from aiir import siem
 
@@ -274,8 +273,10 @@ def estimate_performance(scores, threshold: float = 0.5) -> dict[str, float]:
     }
 
 
-def triage(record: IncidentRecord) -> dict[str, Any]:
-    """Confirm the signal: suspect vs last-known-good on labelled feedback, plus a label-free estimate."""
+def triage(record: IncidentRecord, *, target=None) -> dict[str, Any]:
+    """Confirm the signal: suspect vs last-known-good on labelled feedback, and — before any label arrives —
+    a label-free CBPE estimate on the decisions the suspect actually served (aiir.detect.performance: its
+    scores calibrated on the trusted holdout, compared with last-known-good's realised performance there)."""
 
     def build():
         import pandas as pd
@@ -296,7 +297,9 @@ def triage(record: IncidentRecord) -> dict[str, Any]:
         s, g = res["suspect"], res["good"]
         res["precision_drop"] = (g["precision"] - s["precision"]) / g["precision"] if g["precision"] else 0.0
         res["recall_drop"] = (g["recall"] - s["recall"]) / g["recall"] if g["recall"] else 0.0
-        res["confirmed"] = bool(res["precision_drop"] >= 0.1 or res["recall_drop"] >= 0.1
+        res["label_free"] = _label_free_estimate(record, v, prof, recipe, target)
+        lf_drop = bool((res["label_free"] or {}).get("decision", {}).get("drop"))
+        res["confirmed"] = bool(res["precision_drop"] >= 0.1 or res["recall_drop"] >= 0.1 or lf_drop
                                 or any(f.get("severity") in ("high", "critical") for f in record.findings))
         res["check_findings"] = [{k: f.get(k) for k in ("kind", "severity", "title", "sources")}
                                  for f in record.findings]
@@ -306,6 +309,41 @@ def triage(record: IncidentRecord) -> dict[str, Any]:
     add_event(record, "triaged", actor="aiir-playbook",
               details={"confirmed": res["confirmed"], "precision_drop": round(res["precision_drop"], 3),
                        "recall_drop": round(res["recall_drop"], 3)})
+    return res
+
+
+def _label_free_estimate(record: IncidentRecord, v: dict[str, Any], prof: dict[str, Any], recipe,
+                         target) -> dict[str, Any] | None:
+    """CBPE on production: the suspect's served scores (from the target's own log), no labels needed."""
+    import pandas as pd
+
+    from aiir.detect.performance import estimate_performance as cbpe
+    from aiir.detect.performance import realised
+    from aiir.errors import AiirError
+    from aiir.models import load_verified
+
+    try:
+        dec = decisions_frame(record, target=target)
+    except AiirError as exc:
+        return {"skipped": f"served decisions unavailable ({exc})"}
+    if dec.empty or "score" not in dec:
+        return {"skipped": "the target has no served decisions with scores"}
+    served = pd.to_numeric(dec.loc[dec["model_version"].astype(str) == str(v["suspect_version"]), "score"],
+                           errors="coerce").dropna()
+    if len(served) < 50:
+        return {"skipped": f"only {len(served)} scored decisions served by v{v['suspect_version']}"}
+    hold = pd.read_parquet(prof["holdout"])
+    suspect = load_verified(record.model_name, v["suspect_version"])
+    good = load_verified(record.model_name, v["good_version"])
+    y = (hold[recipe.label] == suspect.positive_class).astype(int).to_numpy()
+    X = recipe.features(hold)
+    try:
+        res = cbpe(suspect.predict_proba(X)[:, 1], y, served.to_numpy(),
+                   baseline=realised(good.predict_proba(X)[:, 1], y))
+    except AiirError as exc:
+        return {"skipped": str(exc)}
+    res["served_decisions"] = int(len(served))
+    res["calibrated_on"] = prof["holdout"]
     return res
 
 
@@ -417,9 +455,10 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
                         category="target_state", description="target snapshot failed")
     dec_path = record.workdir / "decisions_recent.csv"
     if not dec_path.exists():
-        tmp = dec_path.with_suffix(".csv.tmp")
-        decisions_frame(record, target=target).tail(200_000).to_csv(tmp, index=False)
-        os.replace(tmp, dec_path)
+        from aiir.csvsafe import write_csv
+
+        # spreadsheet-safe cells (client ids like =HYPERLINK(...)), 0600 like the decision log it copies
+        write_csv(decisions_frame(record, target=target).tail(200_000), dec_path)
     bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
                     description="recent decisions served by the target")
     for name in ("contain.json", "versions.json", "triage.json"):

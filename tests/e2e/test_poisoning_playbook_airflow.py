@@ -168,6 +168,16 @@ def test_forensics_found_the_poison_and_the_blast_radius(incident):
     assert radius["total"] > 0 and set(radius["by_client"]) == {"c-alpha", "c-beta"}
 
 
+def test_triage_estimated_the_drop_without_labels(incident):
+    """CBPE on the decisions v2 really served (its scores, calibrated on the trusted holdout) sees the
+    precision drop that the labelled feedback confirms — before any production label arrives."""
+    t = json.loads((incident["workdir"] / "triage.json").read_text())
+    lf = t["label_free"]
+    assert lf.get("served_decisions", 0) >= 50, lf
+    assert lf["decision"]["drop"] is True, lf
+    assert t["confirmed"] is True
+
+
 def test_report_has_deadlines_and_atlas(incident):
     report = json.loads((incident["workdir"] / "report" / "report.json").read_text())
     text = json.dumps(report)

@@ -164,7 +164,11 @@ def blast_radius(decisions: pd.DataFrame, *, model: str, version: str, since: st
         "matches_pattern": served["_match"].astype(bool).to_numpy(),
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / AFFECTED_FILE, affected.to_csv(index=False, lineterminator="\n"))
+    from aiir.csvsafe import PRIVATE, csv_text
+
+    # spreadsheet-safe cells, readable by the owner only (a copy of served decisions)
+    if write_text(out_dir / AFFECTED_FILE, csv_text(affected)):
+        (out_dir / AFFECTED_FILE).chmod(PRIVATE)
     result = {
         "model": model, "version": str(version),
         "window": {"since": _iso(lo), "until": _iso(hi), "since_inclusive": True, "until_exclusive": True},

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+from aiir.detect.stats import two_proportions
 from aiir.forensics.canon import row_digests  # noqa: F401
 from aiir.forensics.constants import (
     ALPHA,
@@ -81,17 +82,6 @@ def _excess_dups(keys: np.ndarray) -> int:
     return int(len(keys) - len(np.unique(keys)))
 
 
-def _z_two_prop(x1: np.ndarray, n1: np.ndarray, x2: float, n2: float) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.stats import norm
-
-    p1 = x1 / np.maximum(n1, 1)
-    p2 = x2 / max(n2, 1)
-    pool = (x1 + x2) / (n1 + n2)
-    se = np.sqrt(np.maximum(pool * (1 - pool), 1e-300) * (1 / np.maximum(n1, 1) + 1 / max(n2, 1)))
-    z = np.where(pool * (1 - pool) > 0, (p1 - p2) / se, 0.0)
-    return z, 2 * norm.sf(np.abs(z))
-
-
 class _Scorer:
     """Slice statistics against the reference, vectorised over the candidate rows."""
 
@@ -125,13 +115,13 @@ class _Scorer:
         dups = _excess_dups(self.near[mask]) if n else 0
         p_ref = self.ref_pos / max(self.n_ref, 1)
         p = pos / n if n else float("nan")
-        z, pz = _z_two_prop(np.array([pos], float), np.array([n], float), self.ref_pos, self.n_ref)
+        z, pz = two_proportions(self.ref_pos, self.n_ref, pos, n)  # shared with detect/ (one primitive)
         ratio = ((pos + 0.5) / (n + 1)) / ((self.ref_pos + 0.5) / (self.n_ref + 1))
         dup_base = self.dup_baseline(n) if n else float("nan")
         out = {
             "rows": n,
             "label_shift": {
-                "positive_rate": p, "reference_rate": p_ref, "z": float(z[0]), "p_value": float(pz[0]),
+                "positive_rate": p, "reference_rate": p_ref, "z": float(z), "p_value": float(pz),
                 "ratio": float(max(ratio, 1 / ratio)), "direction": "down" if ratio < 1 else "up",
             },
             "duplicates": {
