@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv test test-fast test-distributed test-distributed-faults distributed-deps demo lint bench clean distclean
+.PHONY: venv test test-unproven test-fast test-distributed test-distributed-faults distributed-deps demo lint bench clean distclean
 
 venv: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 ## make test: the suite (unit, DAG integrity, real gateway, real Airflow end to end); the distributed
 ## setup's native proof is `make test-distributed` (CI runs both).
 test: venv
-	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m "not distributed" $(PYTEST_ARGS)
+	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m "not distributed and not unproven" $(PYTEST_ARGS)
+
+## make test-unproven: tests written this round that have not yet been seen passing (listed in the notes).
+test-unproven: venv
+	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m unproven $(PYTEST_ARGS)
 
 ## make test-distributed: docker-compose.yaml checks, then the same services natively — PostgreSQL and
 ## Redis (Debian packages, installed when absent), Airflow on Celery with two workers, MLflow, gateway —

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+# Not yet seen passing: written this round, its first runs were starved by the shared machine (see notes).
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.unproven]
 
 
 @pytest.fixture(scope="module")
