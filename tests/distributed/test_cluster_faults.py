@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.conftest import DAG, FIGURES, WORKERS, FaultProxy, _custody, _tis, _traffic, _verify
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed, pytest.mark.faults]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed, pytest.mark.faults, pytest.mark.unproven]
 
 
 def _wait_held(proxy: FaultProxy, n: int, timeout: float) -> None:
