@@ -208,3 +208,28 @@ def test_huge_column_names_and_values_are_cut(reference, tmp_path):
     for f in r.findings:
         assert len(f["title"]) <= 200 and all(len(c) <= 200 for c in f["columns"])
     assert any(c.endswith("…") for f in r.findings for c in f["columns"])
+
+
+def test_gx_on_a_sample_keeps_exact_counts():
+    """Above [contract] gx_max_rows GX validates a sample; null/range/domain counts stay exact over every row."""
+    from aiir.detect import contract
+    from aiir.detect.drift import column_types
+    from aiir.detect.thresholds import load_thresholds
+
+    t = load_thresholds()
+    assert t["contract"]["gx_max_rows"] == 100_000
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"x": rng.normal(size=5000), "c": rng.choice(["a", "b"], 5000)})
+    cur = pd.DataFrame({"x": rng.normal(size=20000), "c": rng.choice(["a", "b"], 20000)})
+    cur.loc[:99, "x"] = 1e6
+    cur.loc[100:599, "x"] = np.nan
+    cur.loc[600:610, "c"] = "zzz"  # 11 rows: a 3,000-row sample sees ~2 of them
+    suite = contract.infer_contract(ref, t, column_types(ref, t))
+    full = contract.validate(cur, suite)
+    sampled = contract.validate(cur, suite, max_rows=3000)
+    assert sampled["meta"]["aiir"]["gx_validated_rows"] == 3000 and sampled["meta"]["aiir"]["exact_counts"] == 4
+    for a, b in zip(full["results"], sampled["results"], strict=True):
+        assert a["success"] == b["success"]
+        for key in ("unexpected_count", "unexpected_percent"):
+            assert (a["result"] or {}).get(key) == pytest.approx((b["result"] or {}).get(key))
+    assert full["statistics"]["unsuccessful_expectations"] == sampled["statistics"]["unsuccessful_expectations"]

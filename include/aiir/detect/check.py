@@ -179,7 +179,8 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     else:
         inferred = False
     say("validating current against the contract")
-    gx_result = contract_mod.validate(cur, contract_data, where=str(contract) if contract else "contract")
+    gx_result = contract_mod.validate(cur, contract_data, where=str(contract) if contract else "contract",
+                                      max_rows=t["contract"]["gx_max_rows"] or None)
     contract_path.write_text(json.dumps(contract_data, indent=2, default=str))
     gx_path = out / "gx_validation.json"
     gx_path.write_text(json.dumps(gx_result, indent=2, default=str))
@@ -271,7 +272,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
             say(f"analysing {len(source_names):,} sources in '{clip(source_column, 80)}'")
             shift_stats = source_feature_shift(ref, cur, source_column, features, types,
                                                tolerance=dt["feature_tolerance"],
-                                               min_rows=t["source_anomaly"]["min_rows"])
+                                               min_rows=t["source_anomaly"]["min_rows"], only=source_names)
             fs, _suspects, src_stats = source_anomaly(
                 ref, cur, source_column, info, features, types, drift_rows, label_stats,
                 cons_stats, dup_stats, out_stats, t, only=source_names)

@@ -259,11 +259,11 @@ def _source_codes(ref: pd.DataFrame, cur: pd.DataFrame, source: str) -> tuple[np
 
 def source_feature_shift(ref: pd.DataFrame, cur: pd.DataFrame, source: str, features: list[str],
                          types: dict[str, str], *, tolerance: float = 0.25, min_rows: int = 30,
-                         max_categories: int = 20) -> dict[str, Any]:
+                         max_categories: int = 20, only: list[str] | None = None) -> dict[str, Any]:
     """Feature drift of each source against the reference AND against the other sources, as calibrated tests.
 
     Every numerical feature is mapped through the reference's distribution (probability integral
-    transform, so heavy tails and units do not matter) into two unit-variance scores: location
+    transform on 2,001 reference quantiles, so heavy tails and units do not matter) into two unit-variance scores: location
     ``(u - 1/2) sqrt 12`` and spread ``((u - 1/2)^2 - 1/12) sqrt 180``; every categorical feature into the
     standardised indicator of each of its ``max_categories`` most common reference values. For source s the
     statistic is a difference-in-differences of the score means: (s now − s in the reference) − the drift
@@ -274,42 +274,46 @@ def source_feature_shift(ref: pd.DataFrame, cur: pd.DataFrame, source: str, feat
 
     Returns ``{"tolerance", "per_source": {name: {"rows", "p", "top_feature", "features": {...}}}}``.
     """
-    from aiir.detect.stats import bonferroni_min, group_sums, mean_se, min_effect_p, pit
+    from aiir.detect.stats import bonferroni_min, group_sums, mean_se, min_effect_p, pit_fast, pit_grid
 
     ref_codes, cur_codes, names = _source_codes(ref, cur, source)
     k = len(names)
-    per: dict[str, Any] = {n: {"rows": 0, "features": {}} for n in names}
     counts = np.bincount(cur_codes, minlength=k)
-    scores: list[tuple[str, str, np.ndarray, np.ndarray]] = []  # (feature, score name, ref values, cur values)
-    for f in features:
-        if types.get(f) == NUMERICAL:
-            r = finite_values(ref[f])
-            if r.size < min_rows or np.ptp(r) == 0:
-                continue
-            r.sort()
-            ur = pit(r, pd.to_numeric(ref[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
-            uc = pit(r, pd.to_numeric(cur[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
-            scores.append((f, "location", (ur - 0.5) * _SQ12, (uc - 0.5) * _SQ12))
-            scores.append((f, "spread", ((ur - 0.5) ** 2 - 1 / 12) * _SQ180, ((uc - 0.5) ** 2 - 1 / 12) * _SQ180))
-        elif types.get(f) == CATEGORICAL:
-            vc = ref[f].value_counts(dropna=True)
-            n_ref = float(len(ref))
-            for value, cnt in vc.head(max_categories).items():
-                p0 = cnt / n_ref
-                if p0 <= 0 or p0 >= 1:
+    keep = set(only) if only is not None else None
+    tested_idx = [j for j in range(k) if counts[j] >= min_rows and (keep is None or names[j] in keep)]
+    per: dict[str, Any] = {names[j]: {"rows": int(counts[j]), "features": {}} for j in tested_idx}
+    def scores():  # one feature's scores at a time: (feature, score name, reference values, current values)
+        for f in features:
+            if types.get(f) == NUMERICAL:
+                r_all = pd.to_numeric(ref[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                r = r_all[np.isfinite(r_all)]
+                if r.size < min_rows or np.ptp(r) == 0:
                     continue
-                sd = math.sqrt(p0 * (1 - p0))
-                rr = ((ref[f] == value).to_numpy(dtype=float) - p0) / sd
-                cc = ((cur[f] == value).to_numpy(dtype=float) - p0) / sd
-                scores.append((f, f"== {_fmt(value)}", rr, cc))
-    for f, sname, rv, cv in scores:
+                grid = pit_grid(r)
+                ur = pit_fast(grid, r_all) - 0.5
+                uc = pit_fast(grid, pd.to_numeric(cur[f], errors="coerce").to_numpy(dtype="float64",
+                                                                                     na_value=np.nan)) - 0.5
+                yield f, "location", ur * _SQ12, uc * _SQ12
+                yield f, "spread", (ur ** 2 - 1 / 12) * _SQ180, (uc ** 2 - 1 / 12) * _SQ180
+            elif types.get(f) == CATEGORICAL:
+                vc = ref[f].value_counts(dropna=True)
+                n_ref = float(len(ref))
+                top = pd.Index(vc.index[:max_categories])
+                code_r, code_c = top.get_indexer(ref[f]), top.get_indexer(cur[f])  # one pass per side
+                for j, (value, cnt) in enumerate(vc.head(max_categories).items()):
+                    p0 = cnt / n_ref
+                    if p0 <= 0 or p0 >= 1:
+                        continue
+                    sd = math.sqrt(p0 * (1 - p0))
+                    yield (f, f"== {_fmt(value)}", ((code_r == j).astype(float) - p0) / sd,
+                           ((code_c == j).astype(float) - p0) / sd)
+
+    for f, sname, rv, cv in scores():
         rs = group_sums(rv, ref_codes, k)
         cs = group_sums(cv, cur_codes, k)
         r_all = mean_se(rs.sum(axis=0))
         deltas: dict[int, tuple[float, float]] = {}  # source -> (shift vs the reference, its variance)
-        for j in range(k):
-            if counts[j] < min_rows:
-                continue
+        for j in tested_idx:
             _, m_c, v_c = mean_se(cs[j])
             if not math.isfinite(m_c):
                 continue
@@ -328,9 +332,9 @@ def source_feature_shift(ref: pd.DataFrame, cur: pd.DataFrame, source: str, feat
             p = min_effect_p(did, se, tolerance)
             feat = per[names[j]]["features"].setdefault(f, {"scores": {}})
             feat["scores"][sname] = {"did": did, "se": se, "vs_reference": d, "shared_drift": g, "p": p}
-    for name in names:
-        v = per[name]
-        v["rows"] = int(counts[names.index(name)])
+    for j in tested_idx:
+        v = per[names[j]]
+        v["rows"] = int(counts[j])
         best_p, best_f = 1.0, None
         pf = []
         for f, feat in v["features"].items():
@@ -344,5 +348,5 @@ def source_feature_shift(ref: pd.DataFrame, cur: pd.DataFrame, source: str, feat
                 best_p, best_f = feat["p"], f
         v["p"] = bonferroni_min(pf) if pf else 1.0
         v["top_feature"] = best_f
-        v["tested"] = counts[names.index(name)] >= min_rows and bool(pf)
+        v["tested"] = bool(pf)
     return {"tolerance": tolerance, "per_source": per}
