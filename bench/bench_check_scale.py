@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -147,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in engines:
         rs = [r for r in rows if r["engine"] == name]
         ok = [r for r in rs if r["rc"] in (0, 3)]
+        walls = ", ".join(f"{r['wall_s']:.1f}" for r in rs)
         lines.append(f"| {name} | {best(name, 'wall_s') or float('nan'):.1f} s | {best(name, 'cpu_s') or float('nan'):.1f} s | "
                      f"{best(name, 'peak_rss_mb') or float('nan'):,.0f} MB | {', '.join(sorted({str(r['status']) for r in rs}))} | "
-                     f"{ok[0]['suspect_sources'] if ok else '—'} | {', '.join(f'{r['wall_s']:.1f}' for r in rs)} |")
+                     f"{ok[0]['suspect_sources'] if ok else '—'} | {walls} |")
     cur_t = [r for r in rows if r["engine"] == "current" and r["timings_s"]]
     if cur_t:
         lines += ["", "Stage timings of the current code (last run, seconds): "
