@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import run_aiir
 
-pytestmark = pytest.mark.slow
+# Not yet seen passing: its first run was still going when the session ended (shared, overloaded machine).
+pytestmark = [pytest.mark.slow, pytest.mark.unproven]
 
 
 @pytest.fixture(scope="module")
