@@ -157,7 +157,8 @@ def test_trace_cli_seals_a_verifiable_package_with_escaped_html(served, tmp_path
             f"logs/local-{MODEL}-admin-audit.jsonl"} <= set(names)
     assert any(n.startswith("signatures/fraud-detector-v2/") for n in names)
     html = (bundle / "files" / "trace.html").read_text()
-    assert EVIL_REASON not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    # the reason is shown inside the state-change JSON: escaped there too (its quotes JSON-escaped first)
+    assert EVIL_REASON not in html and "auditor asked &lt;img src=x onerror=\\&quot;alert(1)\\&quot;&gt;" in html
     assert "<b>42</b>" not in html and "&lt;b&gt;42&lt;/b&gt;" in html
     assert not any(tag in html for tag in ("<script", "<img", "<link", "<iframe"))  # self-contained, inert
     md = (bundle / "files" / "trace.md").read_text()
