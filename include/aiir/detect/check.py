@@ -324,7 +324,9 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
                 suspect_rows["by_source_omitted"] = int(len(vc) - dt["max_sources_reported"])
         table["signals"] = [";".join(k for k, m in suspect_masks.items() if m[i]) for i in idx]
         rows_path = out / "suspect_rows.csv"
-        table.to_csv(rows_path, index=False)
+        from aiir.csvsafe import write_csv
+
+        write_csv(table, rows_path)  # spreadsheet-safe cells (values come from the batch), 0600
         paths["suspect_rows"] = str(rows_path)
         suspect_rows["file"] = str(rows_path)
 
