@@ -20,8 +20,7 @@ import pytest
 
 from tests.conftest import run_aiir
 
-# Not yet seen passing: its first run was still going when the session ended (shared, overloaded machine).
-pytestmark = [pytest.mark.slow, pytest.mark.unproven]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
