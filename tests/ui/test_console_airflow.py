@@ -155,7 +155,7 @@ def test_incident_tab_on_the_playbook_run_shows_the_timeline(world, incident, pa
 
 def test_operator_extra_links_open_the_console(world, incident):
     af, iid = world["af"], incident["incident_id"]
-    links = af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}/taskInstances/preserve_evidence/links")
+    links = af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}/taskInstances/preserve_evidence/links")["extra_links"]
     assert set(links) >= {"Evidence bundle", "Incident console"}, links
     url = links["Evidence bundle"]
     assert url.endswith(f"/aiir/runs/incident_data_poisoning/{iid}/evidence")
@@ -163,10 +163,10 @@ def test_operator_extra_links_open_the_console(world, incident):
         body = resp.read().decode()
         assert resp.url.endswith(f"/aiir/incidents/{iid}/evidence") and "verified" in body
     check_run = incident["check_run"]["dag_run_id"]
-    check_links = af.api("GET", f"/dags/data_integrity_check/dagRuns/{check_run}/taskInstances/check/links")
+    check_links = af.api("GET", f"/dags/data_integrity_check/dagRuns/{check_run}/taskInstances/check/links")["extra_links"]
     with urllib.request.urlopen(check_links["Check findings (findings.json)"], timeout=30) as resp:
         assert json.loads(resp.read())["status"] == "incident"
-    report_link = af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}/taskInstances/report/links")
+    report_link = af.api("GET", f"/dags/incident_data_poisoning/dagRuns/{iid}/taskInstances/report/links")["extra_links"]
     with urllib.request.urlopen(report_link["Incident report"], timeout=30) as resp:
         assert "Executive summary" in resp.read().decode()
 
