@@ -79,9 +79,11 @@ def run_aiir(*args: str, env: dict[str, str] | None = None, timeout: float = 300
                           env={**os.environ, **(env or {})})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the session (tests/browserkit.py). Skips where Chromium/Playwright are
+    """One headless Chromium per test module (tests/browserkit.py). Module scope, not session: while
+    Playwright's sync API is running it owns the thread's event loop, so a session-wide browser would make
+    every later asyncio.run() (the traffic replayer of the end-to-end tests) fail. Skips where Chromium/Playwright are
     missing, except under CI (CI=true), where .ci/run installs them and a missing browser is a failure."""
     from tests.browserkit import Browser, unavailable_reason
 
