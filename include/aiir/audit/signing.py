@@ -80,18 +80,9 @@ def load_ec_private_key_pem(data: bytes | str, password: bytes | str | None = No
 
 
 def _read_key_file(path: Path) -> bytes:
-    import stat
+    from aiir.evidence.keys import read_private_key_file
 
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise BadInput(str(path), f"cannot read signing key: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadInput(str(path), "signing key is not a regular file")
-    if st.st_mode & 0o077:
-        raise BadInput(str(path), f"signing key is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-                       " run: chmod 600 " + str(path))
-    return path.read_bytes()
+    return read_private_key_file(path)
 
 
 def load_or_create_artifact_key(path: str | Path | None = None):

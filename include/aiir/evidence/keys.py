@@ -144,6 +144,11 @@ def load_or_create_signing_key(path: str | Path | None = None) -> Ed25519Private
             os.unlink(tmp)
         if created:  # a key aiir issued: `aiir verify` trusts it by default
             trust_key(key, f"issued by aiir at {path}")
+    return load_private_key_pem(read_private_key_file(path))
+
+
+def read_private_key_file(path: Path) -> bytes:
+    """A private key file's bytes, refused (BadInput) unless it is a regular file only its owner can read."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -153,7 +158,7 @@ def load_or_create_signing_key(path: str | Path | None = None) -> Ed25519Private
     if st.st_mode & 0o077:
         raise BadInput(str(path), f"signing key is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
                        " run: chmod 600 " + str(path))
-    return load_private_key_pem(path.read_bytes())
+    return path.read_bytes()
 
 
 
