@@ -16,11 +16,29 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLFLOW_REGISTRY_URI", None)
 os.environ.pop("AIRFLOW_HOME", None)
 # Subprocesses (the aiir CLI, airflow, the gateway) import this checkout's code, whichever checkout the
 # venv's editable install points at.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO / "include"), str(REPO / "plugins")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_mlflow_uri_leaks():
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` also export MLFLOW_*_URI into os.environ; a test
+    module that calls them in-process would otherwise point every later module's subprocesses at its store
+    (seen in CI: a registry URI left by the gateway tests sent a SageMaker test's models to another db)."""
+    saved = {k: os.environ.get(k) for k in _MLFLOW_URI_VARS}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture

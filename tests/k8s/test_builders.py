@@ -143,9 +143,14 @@ def test_set_image_template_names_the_container():
     ({"observedGeneration": 2, "updatedReplicas": 2, "replicas": 3, "availableReplicas": 2}, False, "1 old replicas"),
     ({"observedGeneration": 2, "updatedReplicas": 2, "replicas": 2, "availableReplicas": 1}, False, "1 of 2 updated replicas available"),
     ({"observedGeneration": 2, "updatedReplicas": 2, "replicas": 2, "availableReplicas": 2}, True, ""),
+    # scaled to 0 (quarantine): the status still counts the pod the controller has not removed yet
+    ({"observedGeneration": 2, "updatedReplicas": 1, "replicas": 1, "availableReplicas": 1, "want": 0}, False,
+     "1 replicas still to scale down"),
+    ({"observedGeneration": 2, "want": 0}, True, ""),
 ])
 def test_rollout_status_judges_like_kubectl(status, done, what):
-    dep = {"metadata": {"name": "m", "generation": 2}, "spec": {"replicas": 2}, "status": status}
+    status = dict(status)
+    dep = {"metadata": {"name": "m", "generation": 2}, "spec": {"replicas": status.pop("want", 2)}, "status": status}
     got_done, why = kb.rollout_status(dep)
     assert got_done is done and what in why
 

@@ -27,7 +27,7 @@ from tests.sagemaker.conftest import make_model, target, unique
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("sm-mlflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIIR_") and k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIIR_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))}
     r = subprocess.run([sys.executable, "-m", "aiir.gateway.synthetic", str(root), MODEL], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

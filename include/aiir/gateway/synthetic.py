@@ -44,6 +44,7 @@ def build_store(root: str | Path, name: str = "gw-test", *, versions: int = 3) -
     root.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_REGISTRY_URI"] = uri  # an inherited registry URI would send the versions elsewhere
     import logging
     import warnings
 
@@ -56,7 +57,8 @@ def build_store(root: str | Path, name: str = "gw-test", *, versions: int = 3) -
     from sklearn.linear_model import LogisticRegression
 
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp_name = f"{name}-training"
     exp = client.get_experiment_by_name(exp_name)
     exp_id = exp.experiment_id if exp else client.create_experiment(

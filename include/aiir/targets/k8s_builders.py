@@ -368,6 +368,8 @@ def rollout_status(deployment: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"deployment {name}: {updated} of {want} updated replicas"
     if total > updated:
         return False, f"deployment {name}: {total - updated} old replicas pending termination"
+    if total > want:  # scaling down (to zero when quarantined): pods the controller has not removed yet
+        return False, f"deployment {name}: {total - want} replicas still to scale down"
     if available < updated:
         return False, f"deployment {name}: {available} of {updated} updated replicas available"
     return True, ""

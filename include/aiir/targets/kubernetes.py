@@ -474,6 +474,10 @@ class KubernetesTarget(DeploymentTarget):
             st = rs.get("status") or {}
             by_version[v] = by_version.get(v, 0) + int(st.get("readyReplicas") or 0)
             desired[v] = desired.get(v, 0) + int((rs.get("spec") or {}).get("replicas") or 0)
+        for v in sorted(set(by_version) | set(desired)):
+            if by_version.get(v, 0) != desired.get(v, 0):  # a scale up or down the controller is still doing
+                pending.append(f"Service {self.service}: version {v} has {by_version.get(v, 0)} ready of "
+                               f"{desired.get(v, 0)} desired pods")
         total = sum(by_version.values())
         if total == 0:
             if sum(desired.values()) > 0:
