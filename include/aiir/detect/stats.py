@@ -187,12 +187,25 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
     x = x.copy()
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
+    tmp = np.empty_like(x)
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        np.right_shift(x, np.uint64(shift), out=tmp)
+        x ^= tmp
+        x *= np.uint64(mul)
+    np.right_shift(x, np.uint64(31), out=tmp)
+    x ^= tmp
     return x
+
+
+def quantiles(x: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, probs)``, the same values, faster for many ``probs``: numpy's vectorised sort first,
+    so the selection runs on sorted data (order statistics do not depend on the input order)."""
+    return np.quantile(np.sort(np.asarray(x, dtype="float64")), probs)
+
+
+def _distinct(x: np.ndarray) -> int:
+    """``np.unique(x).size`` for finite floats by hashing (no sort); -0.0 and 0.0 are one value."""
+    return int(pd.unique(np.asarray(x, dtype="float64") + 0.0).size)
 
 
 def _numeric_array(s: pd.Series) -> np.ndarray:
@@ -218,8 +231,8 @@ def near_duplicate_keys(ref: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[
                 r, k = _numeric_array(ref[c]), _numeric_array(cur[c])
                 both = np.concatenate([r, k])
                 rf = r[np.isfinite(r)]
-                if near and rf.size and np.unique(rf[: 200_000]).size > exact_max_distinct:
-                    edges = np.unique(np.quantile(rf, np.linspace(0, 1, bins + 1))[1:-1])
+                if near and rf.size and _distinct(rf[: 200_000]) > exact_max_distinct:
+                    edges = np.unique(quantiles(rf, np.linspace(0, 1, bins + 1))[1:-1])
                     code = np.searchsorted(edges, both, side="right").astype(np.uint64)
                 else:
                     both = both + 0.0  # -0.0 -> 0.0
@@ -362,7 +375,7 @@ def find_triggers(ref: pd.DataFrame, cur: pd.DataFrame, features: Sequence[str],
             continue
         r = _numeric_array(ref[f])
         r = r[np.isfinite(r)]
-        if r.size and np.unique(r[:200_000]).size >= min_distinct:
+        if r.size and _distinct(r[:200_000]) >= min_distinct:
             scan.append((f, r))
     atoms = []
     ctx = [c for c in (context if context is not None else [f for f, _ in scan]) if c in cur.columns
@@ -385,7 +398,7 @@ def find_triggers(ref: pd.DataFrame, cur: pd.DataFrame, features: Sequence[str],
                 if distinct < pm["count"]:
                     p_raw = float(stats.poisson.sf(distinct - 1, pm["expected"]))
                     pm.update(distinct_rows=distinct, p_raw=p_raw,
-                              p=min(1.0, p_raw * len(scan) * max(1, np.unique(cf[np.isfinite(cf)]).size)))
+                              p=min(1.0, p_raw * len(scan) * max(1, _distinct(cf[np.isfinite(cf)]))))
                     if pm["p"] >= alpha or distinct < min_count or distinct / pm["expected"] < min_ratio:
                         continue
             atoms.append((f, pm))
@@ -439,7 +452,7 @@ def _context_codes(ref: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str])
         if pd.api.types.is_numeric_dtype(r.dtype) and not pd.api.types.is_bool_dtype(r.dtype) and r.nunique() > 20:
             rv = _numeric_array(r)
             rv = rv[np.isfinite(rv)]
-            edges = np.unique(np.quantile(rv, np.linspace(0, 1, 21))[1:-1]) if rv.size else np.array([])
+            edges = np.unique(quantiles(rv, np.linspace(0, 1, 21))[1:-1]) if rv.size else np.array([])
             out[:, j] = np.searchsorted(edges, _numeric_array(cur[c]), side="right")
         else:
             out[:, j] = pd.factorize(cur[c])[0]
@@ -505,7 +518,7 @@ def pit_grid(ref_values: np.ndarray, grid: int = 2001) -> tuple[np.ndarray, np.n
     r = np.asarray(ref_values, dtype="float64")
     r = r[np.isfinite(r)]
     probs = np.linspace(0.0, 1.0, grid)
-    q = np.quantile(r, probs)
+    q = quantiles(r, probs)
     # ties: one (value, mid-probability) point per distinct quantile value, so a tied value maps to the middle
     uq, first = np.unique(q, return_index=True)
     last = np.append(first[1:] - 1, q.size - 1)
@@ -524,7 +537,7 @@ def pit_fast(grid: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
 def group_sums(values: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Per group code 0..k-1 (code -1 ignored, NaN values left out): array (k, 3) of n, sum, sum of squares."""
     ok = np.isfinite(values) & (codes >= 0)
-    v, c = values[ok], codes[ok]
+    v, c = (values, codes) if ok.all() else (values[ok], codes[ok])
     return np.stack([np.bincount(c, minlength=k).astype(float), np.bincount(c, weights=v, minlength=k),
                      np.bincount(c, weights=v * v, minlength=k)], axis=1)
 
