@@ -52,8 +52,10 @@ print(json.dumps(out))
 
 
 def make_data(rows: int, folder: Path) -> tuple[Path, Path]:
+    """Reference and current Parquet files of ``rows`` rows, written 1M-row chunk by chunk (bounded memory)."""
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from aiir.demo import fraud_frame
 
@@ -62,22 +64,27 @@ def make_data(rows: int, folder: Path) -> tuple[Path, Path]:
     for path, seed, drift in ((ref_p, 1, 0.0), (cur_p, 2, 0.2)):
         if path.exists():
             continue
-        parts = []
-        chunk = 1_000_000
-        for i, start in enumerate(range(0, rows, chunk)):
-            n = min(chunk, rows - start)
-            df = fraud_frame(n, seed * 1000 + i, drift=drift)
-            rng = np.random.default_rng(seed * 7 + i)
-            df["f1"] = rng.normal(0, 1, n) + drift * 0.1
-            df["f2"] = np.round(rng.lognormal(2, 0.7, n), 3)
-            df["f3"] = rng.uniform(0, 100, n)
-            df["f4"] = rng.poisson(12, n)
-            parts.append(df)
-        df = pd.concat(parts, ignore_index=True)
         tmp = path.with_suffix(".tmp")
-        df.to_parquet(tmp, index=False)
+        writer = None
+        chunk = 1_000_000
+        try:
+            for i, start in enumerate(range(0, rows, chunk)):
+                n = min(chunk, rows - start)
+                df = fraud_frame(n, seed * 1000 + i, drift=drift)
+                rng = np.random.default_rng(seed * 7 + i)
+                df["f1"] = rng.normal(0, 1, n) + drift * 0.1
+                df["f2"] = np.round(rng.lognormal(2, 0.7, n), 3)
+                df["f3"] = rng.uniform(0, 100, n)
+                df["f4"] = rng.poisson(12, n)
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                del df, table
+        finally:
+            if writer is not None:
+                writer.close()
         tmp.replace(path)
-        del df, parts
     return ref_p, cur_p
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiir.errors import BadInput
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -29,8 +30,33 @@ def file_kind(path: str | Path) -> str:
     return "a special file"
 
 
-def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
-    """Load a CSV or Parquet file. Raises :class:`BadInput` naming ``path`` on any problem."""
+def table_columns(path: str | Path) -> list[str] | None:
+    """The column names of a Parquet file from its schema (no data read); None for CSV or unreadable."""
+    if SUFFIXES.get(Path(path).suffix.lower()) != "parquet":
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        return [str(c) for c in pq.ParquetFile(path).schema_arrow.names if not str(c).startswith("__index_level_")]
+    except Exception:  # read_table reports the problem with the file
+        return None
+
+
+def _release_arrow_memory() -> None:
+    """Give the Arrow allocator's cached pages back: after a large Parquet read they double the process's RSS."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except Exception:  # best effort
+        pass
+
+
+def read_table(path: str | Path, *, what: str = "table", exclude: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """Load a CSV or Parquet file. Raises :class:`BadInput` naming ``path`` on any problem.
+
+    ``exclude``: Parquet columns not to read at all (a CSV is read whole and the columns dropped).
+    """
     import pandas as pd
 
     p = Path(path)
@@ -45,7 +71,10 @@ def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
         if kind == "csv":
             df = pd.read_csv(p, low_memory=False)
         else:
-            df = pd.read_parquet(p)
+            names = table_columns(p) if exclude else None
+            keep = [c for c in names if c not in set(exclude)] if names else None
+            df = pd.read_parquet(p, columns=keep if keep else None)
+            _release_arrow_memory()
     except pd.errors.EmptyDataError:
         raise BadInput(str(p), f"{what} file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -55,9 +84,81 @@ def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
                                f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
     if df.shape[1] == 0:
         raise BadInput(str(p), f"{what} has no columns")
+    if exclude:
+        df = df.drop(columns=[c for c in exclude if c in df.columns])
     if df.shape[0] == 0:
         raise BadInput(str(p), f"{what} has a header but no rows")
     return df
+
+
+def read_table_sample(path: str | Path, *, what: str = "table", max_rows: int, seed: int,
+                      exclude: tuple[str, ...] | list[str] = (), batch_rows: int = 262_144
+                      ) -> tuple[pd.DataFrame, np.ndarray | None, int]:
+    """At most ``max_rows`` rows of a table in bounded memory: ``(frame, row numbers, total rows)``.
+
+    A Parquet file with more rows is read batch by batch (Arrow ``iter_batches``, ``batch_rows`` rows at a
+    time) keeping a seeded uniform sample without replacement of exactly ``max_rows`` rows, in file order;
+    ``row numbers`` are their 0-based positions in the file. Otherwise (small file, CSV) the table is read
+    whole with :func:`read_table` and ``row numbers`` is None. Errors as :func:`read_table`.
+    """
+    import numpy as np
+
+    p = Path(path)
+    total = parquet_rows(p) if max_rows else None
+    if total is None or total <= max_rows:
+        df = read_table(p, what=what, exclude=exclude)
+        return df, None, len(df)
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(p)
+        names = [c for c in pf.schema_arrow.names if c not in set(exclude) and not c.startswith("__index_level_")]
+        pick = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+        parts, start = [], 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=names or None):
+            end = start + batch.num_rows
+            lo, hi = np.searchsorted(pick, [start, end])
+            if hi > lo:
+                parts.append(batch.take(pa.array(pick[lo:hi] - start)))
+            start = end
+        table = pa.Table.from_batches(parts).replace_schema_metadata(None)
+        del parts
+        df = table.to_pandas()
+        del table
+    except Exception as exc:  # pyarrow raises many types for corrupt parquet
+        raise BadInput(str(p), f"cannot read {what} as parquet ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
+    finally:
+        _release_arrow_memory()
+    if df.shape[1] == 0:
+        raise BadInput(str(p), f"{what} has no columns")
+    return pd.DataFrame(df), pick, total
+
+
+def iter_table(path: str | Path, *, columns: list[str] | None = None, batch_rows: int = 262_144):
+    """Every row of a Parquet file as pandas frames of at most ``batch_rows`` rows (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            yield batch.to_pandas()
+    finally:
+        _release_arrow_memory()
+
+
+def parquet_rows(path: str | Path) -> int | None:
+    """Row count of a Parquet file from its footer; None for other files or unreadable ones."""
+    if SUFFIXES.get(Path(path).suffix.lower()) != "parquet" or not Path(path).is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # read_table reports the problem with the file
+        return None
 
 
 def require_columns(df: pd.DataFrame, columns: dict[str, str | None], *, where: str) -> None:

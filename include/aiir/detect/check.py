@@ -14,17 +14,18 @@ import numpy as np
 import pandas as pd
 
 from aiir.detect import contract as contract_mod
+from aiir.detect import prewarm
 from aiir.detect.decision import RULE_KINDS, build_family, decide
 from aiir.detect.drift import TESTED_TYPES, column_types, drift_table
 from aiir.detect.findings import _clean, clip, finding, ladder
 from aiir.detect.integrity import check_registry, load_registry
-from aiir.detect.signals import duplicates, label_consistency, label_info, label_shift, outliers
+from aiir.detect.signals import SEED, duplicates, label_consistency, label_info, label_shift, outliers
 from aiir.detect.sources import source_anomaly, source_feature_shift
 from aiir.detect.stats import find_triggers
 from aiir.detect.thresholds import load_thresholds, max_severity, severity_rank
 from aiir.errors import BadInput
 from aiir.hashing import sha256_file
-from aiir.tabular import read_table, require_columns
+from aiir.tabular import iter_table, read_table_sample, require_columns, table_columns
 
 KIND_ORDER = ("integrity", "source_anomaly", "trigger", "label_shift", "duplicates", "schema", "outliers", "drift")
 STATUSES = ("clean", "incident", "insufficient_data")
@@ -60,17 +61,28 @@ class CheckResult:
             "findings": [{"kind": f["kind"], "severity": f["severity"], "title": f["title"],
                           "sources": f["sources"]} for f in self.findings],
             "paths": self.paths,
-        }
+        } | ({"sampling": self.report["sampling"]} if self.report.get("sampling") else {})
 
 
-def _load(table: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _load(table: str | Path | pd.DataFrame, what: str, ignore: tuple[str, ...] | list[str] = (),
+          max_rows: int = 0) -> tuple[pd.DataFrame, dict[str, Any], list[str], np.ndarray | None]:
+    """(frame without the ``ignore`` columns, metadata, every column name of the input, the file row number of
+    each frame row when the frame is a bounded sample of a larger Parquet file, else None)."""
     if isinstance(table, pd.DataFrame):
         if table.shape[1] == 0 or table.shape[0] == 0:
             raise BadInput(what, f"{what} DataFrame is empty")
-        return table, {"path": None, "rows": int(len(table)), "columns": int(table.shape[1]), "sha256": None}
-    df = read_table(table, what=what)
-    return df, {"path": str(Path(table).resolve()), "rows": int(len(df)), "columns": int(df.shape[1]),
-                "sha256": sha256_file(table)}
+        return table, {"path": None, "rows": int(len(table)), "columns": int(table.shape[1]), "sha256": None}, \
+            list(table.columns), None
+    names = table_columns(table)
+    # ignored Parquet columns are never read (less memory); a CSV is read whole, its ignored columns dropped
+    exclude = tuple(ignore) if names is not None else ()
+    df, row_numbers, total = read_table_sample(table, what=what, max_rows=max_rows, seed=SEED, exclude=exclude)
+    all_names = names if names is not None else list(df.columns)
+    meta = {"path": str(Path(table).resolve()), "rows": int(total), "columns": len(all_names),
+            "sha256": sha256_file(table)}
+    if row_numbers is not None:
+        meta["analysed_rows"] = int(len(df))
+    return df, meta, all_names, row_numbers
 
 
 def _drift_finding(rows: list[dict[str, Any]], t: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,8 +148,10 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInput(str(out), "--out must be a directory, got a file")
-    ref, ref_meta = _load(reference, "reference")
-    cur, cur_meta = _load(current, "current")
+    skip = [c for c in ignore_columns if c not in (label_column, source_column)]  # those are refused below
+    bound = int(t["decision"]["max_rows"] or 0)
+    ref, ref_meta, ref_names, _ref_rows = _load(reference, "reference", skip, bound)
+    cur, cur_meta, cur_names, cur_rows = _load(current, "current", skip, bound)
     ref_where = ref_meta["path"] or "reference"
     cur_where = cur_meta["path"] or "current"
     require_columns(ref, {"--label-column": label_column}, where=ref_where)
@@ -145,11 +159,12 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     if label_column is not None and label_column == source_column:
         raise BadInput("--source-column", "must differ from --label-column")
     for col in ignore_columns:
-        require_columns(ref, {"--ignore-column": col}, where=ref_where)
+        if col not in ref_names:
+            require_columns(ref, {"--ignore-column": col}, where=ref_where)
         if col in (label_column, source_column):
             raise BadInput("--ignore-column", f"'{col}' is the label or source column; it cannot be ignored")
     if ignore_columns:
-        ref = ref.drop(columns=list(ignore_columns))
+        ref = ref.drop(columns=[c for c in ignore_columns if c in ref.columns])
         cur = cur.drop(columns=[c for c in ignore_columns if c in cur.columns])
     if contract_data is not None:  # GX's own checks of a supplied suite, before any progress line
         contract_mod.build_suite(contract_data, str(contract))
@@ -158,7 +173,16 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     # progress starts once every input is known to be usable: a bad input gives exactly one stderr line
     say(f"reference {ref_meta['path'] or '(DataFrame)'}: {ref_meta['rows']:,} rows x {ref_meta['columns']} columns; "
         f"current {cur_meta['path'] or '(DataFrame)'}: {cur_meta['rows']:,} rows x {cur_meta['columns']} columns")
+    sampling = {side: {"rows": m["rows"], "analysed_rows": m["analysed_rows"], "seed": SEED,
+                       "note": f"statistics on a seeded uniform {m['analysed_rows']:,}-row sample of "
+                               f"{m['rows']:,} rows (read batch by batch, bounded memory; [decision] max_rows)"}
+                for side, m in (("reference", ref_meta), ("current", cur_meta)) if "analysed_rows" in m}
+    for side, v in sampling.items():
+        say(f"{side}: {v['note']}")
 
+    # Great Expectations and Evidently import on a second core while the statistics run (aiir.detect.prewarm);
+    # the contract is validated after the statistics, when GX is there
+    prewarm.start(prewarm.GX + (prewarm.EVIDENTLY if html else ()))
     exclude = [c for c in (label_column, source_column) if c is not None]
     types = column_types(ref, t, exclude=exclude)
     features = [c for c, ct in types.items() if ct in TESTED_TYPES and c in cur.columns]
@@ -166,27 +190,6 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     findings: list[dict[str, Any]] = []
     paths: dict[str, str] = {}
     dt = t["decision"]
-
-    # ---- contract (Great Expectations)
-    contract_path = out / "contract.json"
-    if contract_data is None:
-        say("inferring the data contract (Great Expectations suite) from the reference")
-        contract_data = contract_mod.infer_contract(ref, t, all_types, meta={
-            "inferred_from": ref_meta["path"], "reference_sha256": ref_meta["sha256"],
-            "rows": ref_meta["rows"], "inferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "column_types": all_types})
-        inferred = True
-    else:
-        inferred = False
-    say("validating current against the contract")
-    gx_result = contract_mod.validate(cur, contract_data, where=str(contract) if contract else "contract",
-                                      max_rows=t["contract"]["gx_max_rows"] or None)
-    contract_path.write_text(json.dumps(contract_data, indent=2, default=str))
-    gx_path = out / "gx_validation.json"
-    gx_path.write_text(json.dumps(gx_result, indent=2, default=str))
-    paths.update(contract=str(contract_path), gx_validation=str(gx_path))
-    findings += contract_mod.findings_from_validation(gx_result, list(cur.columns), t)
-    lap("contract")
 
     # ---- too few rows to judge: the rules (contract, digests) still apply, the statistics do not
     too_few = len(cur) < dt["min_rows"] or len(ref) < dt["min_rows"]
@@ -281,6 +284,32 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         elif source_column is not None:
             src_stats = {"skipped": source_note.get("reason")}
 
+    # ---- contract (Great Expectations): after the statistics, so its import overlaps them (prewarm)
+    contract_path = out / "contract.json"
+    if contract_data is None:
+        say("inferring the data contract (Great Expectations suite) from the reference")
+        contract_data = contract_mod.infer_contract(ref, t, all_types, meta={
+            "inferred_from": ref_meta["path"], "reference_sha256": ref_meta["sha256"],
+            "rows": ref_meta["rows"], "inferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "column_types": all_types})
+        inferred = True
+    else:
+        inferred = False
+    say("validating current against the contract")
+    batches = None
+    if cur_rows is not None:  # cur is a sample of a larger file: null / range / domain counted over every row
+        def batches(cols: list[str]):
+            return iter_table(current, columns=[c for c in cols if c in cur_names])
+    gx_result = contract_mod.validate(cur, contract_data, where=str(contract) if contract else "contract",
+                                      max_rows=t["contract"]["gx_max_rows"] or None, rows=cur_meta["rows"],
+                                      batches=batches)
+    contract_path.write_text(json.dumps(contract_data, indent=2, default=str))
+    gx_path = out / "gx_validation.json"
+    gx_path.write_text(json.dumps(gx_result, indent=2, default=str))
+    paths.update(contract=str(contract_path), gx_validation=str(gx_path))
+    findings += contract_mod.findings_from_validation(gx_result, list(cur.columns), t)
+    lap("contract")
+
     # ---- artifact integrity
     artifacts = None
     if registry is not None:
@@ -313,7 +342,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         idx = np.flatnonzero(any_mask)
         suspect_rows = {"total": int(idx.size),
                         "by_signal": {k: int(m.sum()) for k, m in suspect_masks.items()}}
-        table = pd.DataFrame({"row": idx})
+        table = pd.DataFrame({"row": idx if cur_rows is None else cur_rows[idx]})  # row number in the file
         if source_column is not None:
             src = cur[source_column].iloc[idx].astype(str).to_numpy()
             table["source"] = src
@@ -366,6 +395,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reference": ref_meta,
         "current": cur_meta,
+        "sampling": sampling or None,
         "label_column": label_column,
         "source_column": source_column,
         "findings": findings,

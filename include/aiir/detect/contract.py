@@ -221,15 +221,39 @@ def _exact_unexpected(cur: pd.DataFrame, etype: str, kw: dict[str, Any]) -> tupl
     return None
 
 
-def _patch_exact(result: dict[str, Any], cur: pd.DataFrame, sampled_rows: int) -> None:
-    """Replace GX's counts on the sample by exact counts over every row (same expectations, same ``mostly``)."""
+def _streamed_counts(result: dict[str, Any], batches: Any) -> dict[int, tuple[int, int, int] | None]:
+    """:func:`_exact_unexpected` of every exact-countable result, summed over ``batches(columns)`` frames."""
+    todo = {i: r for i, r in enumerate(result.get("results", []))
+            if (r.get("expectation_config") or {}).get("type") in EXACT_TYPES and not _raised(r)}
+    cols = sorted({str((r["expectation_config"].get("kwargs") or {}).get("column")) for r in todo.values()})
+    sums: dict[int, tuple[int, int, int] | None] = {i: (0, 0, 0) for i in todo}
+    if not todo:
+        return sums
+    for frame in batches(cols):
+        for i, r in todo.items():
+            if sums[i] is None:
+                continue
+            cfg = r["expectation_config"]
+            part = _exact_unexpected(frame, cfg.get("type"), cfg.get("kwargs") or {})
+            sums[i] = None if part is None else tuple(a + b for a, b in zip(sums[i], part, strict=True))
+    return sums
+
+
+def _patch_exact(result: dict[str, Any], cur: pd.DataFrame, sampled_rows: int, *, rows: int | None = None,
+                 batches: Any = None) -> None:
+    """Replace GX's counts on the sample by exact counts over every row (same expectations, same ``mostly``).
+
+    ``batches`` (a callable ``columns -> iterable of frames`` over every row of the input, used when ``cur`` is
+    itself a sample of a larger file) streams the counts instead of reading ``cur``; ``rows`` is then the
+    input's row count."""
     patched = 0
-    for r in result.get("results", []):
+    streamed = _streamed_counts(result, batches) if batches is not None else None
+    for i, r in enumerate(result.get("results", [])):
         cfg = r.get("expectation_config") or {}
         etype, kw = cfg.get("type"), cfg.get("kwargs") or {}
         if etype not in EXACT_TYPES or _raised(r):
             continue
-        exact = _exact_unexpected(cur, etype, kw)
+        exact = streamed.get(i) if streamed is not None else _exact_unexpected(cur, etype, kw)
         if exact is None:
             continue
         unexpected, n, missing = exact
@@ -252,23 +276,25 @@ def _patch_exact(result: dict[str, Any], cur: pd.DataFrame, sampled_rows: int) -
               unsuccessful_expectations=len(ok) - sum(ok),
               success_percent=100.0 * sum(ok) / len(ok) if ok else None)
     result.setdefault("meta", {})["aiir"] = {
-        "gx_validated_rows": sampled_rows, "rows": len(cur), "exact_counts": patched,
+        "gx_validated_rows": sampled_rows, "rows": rows if rows is not None else len(cur), "exact_counts": patched,
         "note": "GX validated a deterministic sample; the value expectations' counts are aiir's exact counts "
-                "over every row"}
+                "over every row" + (" (streamed batch by batch from the file)" if batches is not None else "")}
 
 
 def validate(cur: pd.DataFrame, suite_data: dict[str, Any], *, where: str = "contract",
-             max_rows: int | None = None) -> dict[str, Any]:
+             max_rows: int | None = None, rows: int | None = None, batches: Any = None) -> dict[str, Any]:
     """Validate ``cur`` against the suite; returns GX's validation result JSON.
 
     With ``max_rows`` and a larger ``cur``, GX validates a deterministic sample of ``max_rows`` rows
     (its per-row cost dominates the check on large batches) and the null / range / domain expectations get
-    exact counts over every row (:func:`_patch_exact`), so no rare violation is lost to sampling.
+    exact counts over every row (:func:`_patch_exact`), so no rare violation is lost to sampling. When ``cur``
+    is a sample of a larger file, ``batches`` streams the file for those counts and ``rows`` is its size.
     """
-    if max_rows is not None and len(cur) > max_rows:
-        sample = cur.sample(n=max_rows, random_state=20240601).sort_index()
+    if batches is not None or (max_rows is not None and len(cur) > max_rows):
+        n = min(len(cur), max_rows) if max_rows else len(cur)
+        sample = cur.sample(n=n, random_state=20240601).sort_index() if n < len(cur) else cur
         result = validate(sample, suite_data, where=where)
-        _patch_exact(result, cur, max_rows)
+        _patch_exact(result, cur, n, rows=rows, batches=batches)
         return result
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -1,0 +1,130 @@
+"""Large inputs: bounded reading ([decision] max_rows), the fast primitives giving the same answers as the
+plain numpy / pandas ones, and the background import of GX / Evidently."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aiir.detect import run_check
+from aiir.detect.signals import group_counts, isin
+from aiir.detect.stats import _distinct, _splitmix, quantiles
+from aiir.detect.thresholds import load_thresholds
+from aiir.tabular import iter_table, read_table_sample
+from tests.detect.detect_data import flip_labels, make_transactions
+
+FRAUD = {"label_column": "is_fraud", "source_column": "source", "html": False}
+
+
+def test_the_default_bound_is_a_million_rows_per_side():
+    assert load_thresholds()["decision"]["max_rows"] == 1_000_000
+
+
+def test_fast_primitives_match_numpy_and_groupby():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 5000, 20_000).astype(np.uint64)
+    b = rng.integers(2500, 9000, 7_000).astype(np.uint64)
+    assert np.array_equal(isin(a, b), np.isin(a, b))
+    assert not isin(a, b[:0]).any() and isin(a[:0], b).size == 0
+    x = rng.lognormal(size=10_001)
+    p = np.linspace(0, 1, 2001)
+    assert np.array_equal(quantiles(x, p), np.quantile(x, p))
+    assert _distinct(np.array([0.0, -0.0, 1.5, 1.5, 2.0])) == np.unique([0.0, -0.0, 1.5, 1.5, 2.0]).size == 3
+    with np.errstate(over="ignore"):
+        y = a.copy()
+        y ^= y >> np.uint64(30)
+        y *= np.uint64(0xBF58476D1CE4E5B9)
+        y ^= y >> np.uint64(27)
+        y *= np.uint64(0x94D049BB133111EB)
+        y ^= y >> np.uint64(31)
+        assert np.array_equal(_splitmix(a), y)
+    for values in (["b", "a", None, "c", "a"], [3, 1, 2, 1, np.nan], [True, False, True],
+                   pd.Categorical(["x", "y", None, "x"], categories=["y", "x", "z"])):
+        s = pd.Series(values)
+        mask = (np.arange(len(s)) % 2 == 0)
+        expected = [(k, len(i), int(mask[i].sum()))
+                    for k, i in s.to_frame("k").groupby("k", sort=True, dropna=False, observed=True).indices.items()]
+        got = group_counts(s, mask)
+        assert [(str(k), n, m) for k, n, m in got] == [(str(k), n, m) for k, n, m in expected]
+
+
+def test_read_table_sample_is_seeded_uniform_and_bounded(tmp_path):
+    df = pd.DataFrame({"i": np.arange(50_000), "s": np.where(np.arange(50_000) % 3 == 0, "a", "b"),
+                       "skip": "x"})
+    p = tmp_path / "big.parquet"
+    df.to_parquet(p, index=False, row_group_size=7_000)
+    small, rows, total = read_table_sample(p, max_rows=60_000, seed=1)
+    assert rows is None and total == 50_000 and len(small) == 50_000  # under the bound: read whole
+    s1, r1, total = read_table_sample(p, max_rows=5_000, seed=1, exclude=("skip",), batch_rows=4_096)
+    s2, r2, _ = read_table_sample(p, max_rows=5_000, seed=1)
+    assert total == 50_000 and len(s1) == 5_000 and list(s1.columns) == ["i", "s"]
+    assert np.array_equal(r1, r2) and np.all(np.diff(r1) > 0)  # seeded, file order, no repeats
+    assert np.array_equal(s1["i"].to_numpy(), r1)  # each sampled row is the file's row at that number
+    assert 0.4 < r1.mean() / 50_000 < 0.6 and (s1["s"] == "a").mean() == pytest.approx(1 / 3, abs=0.03)
+    assert sum(len(b) for b in iter_table(p, columns=["s"], batch_rows=4_096)) == 50_000
+
+
+def test_check_above_max_rows_runs_on_a_disclosed_sample_with_exact_contract_counts(tmp_path):
+    ref = make_transactions(12_000, seed=1)
+    cur = flip_labels(make_transactions(9_000, seed=2, drift=0.3))
+    cur.loc[:39, "amount"] = -5e6  # 40 rows out of the contract's range: ~4 in a 1,000-row sample
+    ref.to_parquet(tmp_path / "ref.parquet", index=False)
+    cur.to_parquet(tmp_path / "cur.parquet", index=False)
+    t = load_thresholds()
+    t["decision"]["max_rows"] = 4_000
+    r = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out", thresholds=t, **FRAUD)
+    rep = json.loads((tmp_path / "out" / "findings.json").read_text())
+    assert rep["current"]["rows"] == 9_000 and rep["current"]["analysed_rows"] == 4_000
+    assert rep["reference"]["rows"] == 12_000 and rep["reference"]["analysed_rows"] == 4_000
+    assert "4,000-row sample of 9,000 rows" in rep["sampling"]["current"]["note"]
+    assert r.summary()["sampling"]["current"]["seed"] == rep["sampling"]["current"]["seed"]
+    gx = json.loads((tmp_path / "out" / "gx_validation.json").read_text())
+    assert gx["meta"]["aiir"]["rows"] == 9_000
+    amount = [x for x in gx["results"] if x["expectation_config"]["type"] == "expect_column_values_to_be_between"
+              and x["expectation_config"]["kwargs"]["column"] == "amount"][0]
+    assert amount["result"]["unexpected_count"] == 40 and amount["result"]["element_count"] == 9_000
+    assert r.status == "incident"  # the flipped labels are found on the sample too
+    rows = pd.read_csv(r.paths["suspect_rows"])
+    assert rows["row"].max() < 9_000 and rows["row"].is_unique
+    # suspect rows are numbered as in the file: the flipped (label 0) rows are there
+    assert set(cur.loc[rows["row"], "is_fraud"]) <= {0, 1}
+
+
+def test_check_under_max_rows_reads_everything_and_says_nothing_about_sampling(tmp_path, reference, clean_batch):
+    reference.to_parquet(tmp_path / "ref.parquet", index=False)
+    clean_batch.to_parquet(tmp_path / "cur.parquet", index=False)
+    r = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out", **FRAUD)
+    assert r.report["sampling"] is None and "analysed_rows" not in r.report["current"]
+    assert "sampling" not in r.summary()
+
+
+def test_ignored_parquet_columns_are_not_read_and_still_counted(tmp_path, reference, clean_batch):
+    reference.assign(batch="b1").to_parquet(tmp_path / "ref.parquet", index=False)
+    clean_batch.assign(batch="b2").to_parquet(tmp_path / "cur.parquet", index=False)
+    r = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out", ignore_columns=["batch"],
+                  **FRAUD)
+    assert r.report["current"]["columns"] == clean_batch.shape[1] + 1
+    assert "batch" not in json.dumps(r.report["drift"]["table"])
+    from aiir.errors import BadInput
+
+    with pytest.raises(BadInput, match="is the label or source column"):
+        run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out2",
+                  ignore_columns=["is_fraud"], **FRAUD)
+    with pytest.raises(BadInput, match="--ignore-column 'nope'"):
+        run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out3",
+                  ignore_columns=["nope"], **FRAUD)
+
+
+def test_prewarm_imports_in_the_background_and_skips_what_is_loaded():
+    import sys
+
+    from aiir.detect import prewarm
+
+    assert prewarm.start(("json",)) is None  # already imported: no thread
+    name = "aiir.detect._prewarm_probe_does_not_exist"
+    th = prewarm.start((name,))  # a failing import is swallowed (it fails again where it is used)
+    th.join(30)
+    assert not th.is_alive() and name not in sys.modules
