@@ -1,5 +1,5 @@
 """Large inputs: bounded reading ([decision] max_rows), the fast primitives giving the same answers as the
-plain numpy / pandas ones, and the background import of GX / Evidently."""
+plain numpy / pandas ones, and the HTML report rendered by a second process."""
 
 from __future__ import annotations
 
@@ -116,15 +116,3 @@ def test_ignored_parquet_columns_are_not_read_and_still_counted(tmp_path, refere
     with pytest.raises(BadInput, match="--ignore-column 'nope'"):
         run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out3",
                   ignore_columns=["nope"], **FRAUD)
-
-
-def test_prewarm_imports_in_the_background_and_skips_what_is_loaded():
-    import sys
-
-    from aiir.detect import prewarm
-
-    assert prewarm.start(("json",)) is None  # already imported: no thread
-    name = "aiir.detect._prewarm_probe_does_not_exist"
-    th = prewarm.start((name,))  # a failing import is swallowed (it fails again where it is used)
-    th.join(30)
-    assert not th.is_alive() and name not in sys.modules

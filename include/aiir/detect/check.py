@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from aiir.detect import contract as contract_mod
-from aiir.detect import prewarm
 from aiir.detect.decision import RULE_KINDS, build_family, decide
 from aiir.detect.drift import TESTED_TYPES, column_types, drift_table
 from aiir.detect.findings import _clean, clip, finding, ladder
@@ -83,6 +82,33 @@ def _load(table: str | Path | pd.DataFrame, what: str, ignore: tuple[str, ...] |
     if row_numbers is not None:
         meta["analysed_rows"] = int(len(df))
     return df, meta, all_names, row_numbers
+
+
+REPORT_PROCESS_MIN_ROWS = 200_000  # from this many rows (both sides) the HTML report renders in a second process
+
+
+def _report_types(types: dict[str, str], features: list[str], label: str | None, info: Any) -> dict[str, str]:
+    return {**{c: types[c] for c in features}, **({label: "categorical"} if info and info.kind == "classes" else {})}
+
+
+def _start_report_process(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str], features: list[str],
+                          label: str | None, info: Any, out: Path, say: Callable[[str], None]) -> Any:
+    """On a large batch, start rendering the Evidently report in a second process (aiir.detect.html.ReportProcess)
+    so its import and rendering overlap the statistics; None (render at the end, here) on a small batch, when
+    Evidently is already imported in this process, or if the process cannot be started."""
+    import sys
+
+    if len(ref) + len(cur) < REPORT_PROCESS_MIN_ROWS or "evidently" in sys.modules:
+        return None
+    try:
+        from aiir.detect.html import ReportProcess
+
+        proc = ReportProcess(ref, cur, _report_types(types, features, label, info), out / "drift_report.html")
+    except Exception as exc:  # e.g. a column Parquet cannot hold: the report is rendered here at the end
+        say(f"drift report: no second process ({type(exc).__name__}: {str(exc)[:200]}); rendering at the end")
+        return None
+    say("drift report: rendering in a second process while the statistics run")
+    return proc
 
 
 def _drift_finding(rows: list[dict[str, Any]], t: dict[str, Any]) -> dict[str, Any] | None:
@@ -180,9 +206,6 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     for side, v in sampling.items():
         say(f"{side}: {v['note']}")
 
-    # Great Expectations and Evidently import on a second core while the statistics run (aiir.detect.prewarm);
-    # the contract is validated after the statistics, when GX is there
-    prewarm.start(prewarm.GX + (prewarm.EVIDENTLY if html else ()))
     exclude = [c for c in (label_column, source_column) if c is not None]
     types = column_types(ref, t, exclude=exclude)
     features = [c for c, ct in types.items() if ct in TESTED_TYPES and c in cur.columns]
@@ -195,7 +218,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     too_few = len(cur) < dt["min_rows"] or len(ref) < dt["min_rows"]
     reason = None
     drift_rows: list[dict[str, Any]] = []
-    info = label_stats = cons_stats = dup_stats = out_stats = src_stats = shift_stats = None
+    info = label_stats = cons_stats = dup_stats = out_stats = src_stats = shift_stats = report_proc = None
     triggers: list[dict[str, Any]] = []
     suspect_masks: dict[str, np.ndarray] = {}
     source_names: list[str] = []
@@ -206,6 +229,10 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
                   f"the statistical checks need at least {dt['min_rows']} ([decision] min_rows)")
         say(reason)
     else:
+        if label_column is not None:
+            info = label_info(ref, cur, label_column, t)
+        report_proc = _start_report_process(ref, cur, types, features, label_column, info, out, say) \
+            if html else None
         # ---- drift
         say(f"testing drift of {len(features)} features")
         drift_rows = drift_table(ref, cur, features, thresholds=t, types=types)
@@ -234,7 +261,6 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         # ---- labels
         if label_column is not None:
             say(f"testing label shift of '{clip(label_column, 80)}'")
-            info = label_info(ref, cur, label_column, t)
             if info.kind == "classes" and t["label_consistency"]["enabled"]:
                 say("testing label consistency with a reference-trained model")
                 fs, cons_stats, mask = label_consistency(ref, cur, info, features, types,
@@ -284,7 +310,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         elif source_column is not None:
             src_stats = {"skipped": source_note.get("reason")}
 
-    # ---- contract (Great Expectations): after the statistics, so its import overlaps them (prewarm)
+    # ---- contract (Great Expectations)
     contract_path = out / "contract.json"
     if contract_data is None:
         say("inferring the data contract (Great Expectations suite) from the reference")
@@ -372,14 +398,20 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     # ---- human report
     html_info: dict[str, Any] | None = None
     if html and not too_few:
-        say("rendering the Evidently drift report (sampled)")
+        say("rendering the Evidently drift report (sampled)" if report_proc is None else
+            "waiting for the Evidently drift report (sampled, rendered by a second process)")
         try:
             from aiir.detect.html import drift_report_html
 
-            html_info = drift_report_html(ref, cur, {**{c: types[c] for c in features},
-                                                     **({label_column: "categorical"} if info and info.kind == "classes"
-                                                        else {})},
-                                          out / "drift_report.html")
+            html_info = None
+            if report_proc is not None:
+                try:
+                    html_info = report_proc.result()
+                except Exception as exc:  # render it here instead
+                    say(f"the report process failed ({str(exc)[:200]}); rendering in this process")
+            if html_info is None:
+                html_info = drift_report_html(ref, cur, _report_types(types, features, label_column, info),
+                                              out / "drift_report.html")
             paths["drift_report"] = html_info["path"]
         except Exception as exc:  # the report is a convenience; the decision does not depend on it
             html_info = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}

@@ -87,14 +87,25 @@ def make_report_safe(page: str) -> str:
     return page.replace(anchor, anchor + "\n        " + meta, 1)
 
 
-def drift_report_html(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str], out: Path,
-                      *, max_rows: int = 5000) -> dict:
-    """Write the report; returns {"path", "sampled", "reference_rows", "current_rows"}."""
+def _samples(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str], max_rows: int):
     num = [c for c, t in types.items() if t == "numerical" and c in cur.columns]
     cat = [c for c, t in types.items() if t == "categorical" and c in cur.columns]
     cols = num + cat
     r = ref[cols].sample(n=max_rows, random_state=SEED) if len(ref) > max_rows else ref[cols]
     c = cur[cols].sample(n=max_rows, random_state=SEED) if len(cur) > max_rows else cur[cols]
+    return num, cat, r, c
+
+
+def drift_report_html(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str], out: Path,
+                      *, max_rows: int = 5000) -> dict:
+    """Write the report; returns {"path", "sampled", "reference_rows", "current_rows"}."""
+    num, cat, r, c = _samples(ref, cur, types, max_rows)
+    info = _render(num, cat, r, c, Path(out))
+    return {**info, "sampled": len(ref) > max_rows or len(cur) > max_rows}
+
+
+def _render(num: list[str], cat: list[str], r: pd.DataFrame, c: pd.DataFrame, out: Path) -> dict:
+    cols = num + cat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from evidently import DataDefinition, Dataset, Report
@@ -112,5 +123,79 @@ def drift_report_html(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"path": str(out), "sampled": len(ref) > max_rows or len(cur) > max_rows,
-            "reference_rows": len(r), "current_rows": len(c)}
+    return {"path": str(out), "reference_rows": len(r), "current_rows": len(c)}
+
+
+# ------------------------------------------------------------------- rendering in a second process
+
+class ReportProcess:
+    """The report rendered by a fresh Python process while the check computes (``python -m aiir.detect.html``).
+
+    Importing Evidently (~6 s of CPU) and rendering (~5 s) do not depend on the statistics; on a large batch
+    they run on a second core instead of after them. The process gets only the two samples (Parquet files in
+    a private temporary folder) and the column types; :meth:`result` waits for it and returns what
+    :func:`drift_report_html` returns, or raises ``RuntimeError`` with the process's last error line.
+    """
+
+    def __init__(self, ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str, str], out: Path,
+                 *, max_rows: int = 5000):
+        import subprocess
+        import sys
+        import tempfile
+
+        num, cat, r, c = _samples(ref, cur, types, max_rows)
+        self.sampled = len(ref) > max_rows or len(cur) > max_rows
+        self._tmp = tempfile.TemporaryDirectory(prefix="aiir-report-")
+        folder = Path(self._tmp.name)
+        r.reset_index(drop=True).to_parquet(folder / "ref.parquet", index=False)
+        c.reset_index(drop=True).to_parquet(folder / "cur.parquet", index=False)
+        self._request = folder / "request.json"
+        self._request.write_text(json.dumps({"num": num, "cat": cat, "out": str(out)}))
+        here = str(Path(__file__).resolve().parents[2])  # the folder holding the aiir package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self._proc = subprocess.Popen([sys.executable, "-m", "aiir.detect.html", str(self._request)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env)
+        import weakref
+
+        # a check that stops early (an error, Ctrl-C) does not leave the renderer behind
+        weakref.finalize(self, _stop, self._proc, self._tmp)
+
+    def result(self, timeout: float = 900) -> dict:
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except Exception:
+            self._proc.kill()
+            self._proc.communicate()
+            raise
+        finally:
+            self._tmp.cleanup()
+        lines = [x for x in out.splitlines() if x.strip()]
+        if self._proc.returncode != 0 or not lines:
+            tail = (err.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"report process exited {self._proc.returncode}: {tail[:300]}")
+        return {**json.loads(lines[-1]), "sampled": self.sampled, "rendered_in": "second process"}
+
+
+def _stop(proc, tmp) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    tmp.cleanup()
+
+
+def _main(argv: list[str]) -> int:
+    import pandas as pd
+
+    request = Path(argv[0])
+    req = json.loads(request.read_text())
+    r = pd.read_parquet(request.parent / "ref.parquet")
+    c = pd.read_parquet(request.parent / "cur.parquet")
+    print(json.dumps(_render(req["num"], req["cat"], r, c, Path(req["out"]))))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
