@@ -107,9 +107,11 @@ def run_check(include: Path, ref: Path, cur: Path, out: Path, html: bool) -> dic
     res["suspect_sources"] = s.get("suspect_sources")
     res["sampling"] = s.get("sampling")
     try:
-        res["timings_s"] = json.loads((out / "findings.json").read_text()).get("timings_s")
+        rep = json.loads((out / "findings.json").read_text())
+        res["timings_s"], res["timings_cpu_s"] = rep.get("timings_s"), rep.get("timings_cpu_s")
+        res["html"] = rep.get("html")
     except (OSError, ValueError):
-        res["timings_s"] = None
+        res["timings_s"] = res["timings_cpu_s"] = None
     return res
 
 
@@ -170,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Bounded reading (current): " + "; ".join(f"{k}: {v['note']}" for k, v in samp.items())]
     cur_t = [r for r in rows if r["engine"] == "current" and r["timings_s"]]
     if cur_t:
-        lines += ["", "Stage timings of the current code (last run, seconds): "
+        lines += ["", "Stage timings of the current code (last run, wall seconds): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in cur_t[-1]["timings_s"].items())]
+        if cur_t[-1].get("timings_cpu_s"):
+            lines += ["", "Stage CPU seconds of the check process (last run; the HTML report's second process, "
+                      "when used, is not in these): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in cur_t[-1]["timings_cpu_s"].items())]
     if not args.skip_baseline and best("baseline", "wall_s") and best("current", "wall_s"):
         lines += ["", f"Current / baseline: wall {best('current', 'wall_s') / best('baseline', 'wall_s'):.2f}x, "
                   f"CPU {best('current', 'cpu_s') / best('baseline', 'cpu_s'):.2f}x, peak RSS "

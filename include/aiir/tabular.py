@@ -101,32 +101,14 @@ def read_table_sample(path: str | Path, *, what: str = "table", max_rows: int, s
     ``row numbers`` are their 0-based positions in the file. Otherwise (small file, CSV) the table is read
     whole with :func:`read_table` and ``row numbers`` is None. Errors as :func:`read_table`.
     """
-    import numpy as np
 
     p = Path(path)
     total = parquet_rows(p) if max_rows else None
     if total is None or total <= max_rows:
         df = read_table(p, what=what, exclude=exclude)
         return df, None, len(df)
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
-        pf = pq.ParquetFile(p)
-        names = [c for c in pf.schema_arrow.names if c not in set(exclude) and not c.startswith("__index_level_")]
-        pick = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
-        parts, start = [], 0
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=names or None):
-            end = start + batch.num_rows
-            lo, hi = np.searchsorted(pick, [start, end])
-            if hi > lo:
-                parts.append(batch.take(pa.array(pick[lo:hi] - start)))
-            start = end
-        table = pa.Table.from_batches(parts).replace_schema_metadata(None)
-        del parts
-        df = table.to_pandas()
-        del table
+        df, pick = _sample_parquet(p, total, max_rows, seed, exclude, batch_rows)
     except Exception as exc:  # pyarrow raises many types for corrupt parquet
         raise BadInput(str(p), f"cannot read {what} as parquet ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from None
@@ -134,7 +116,31 @@ def read_table_sample(path: str | Path, *, what: str = "table", max_rows: int, s
         _release_arrow_memory()
     if df.shape[1] == 0:
         raise BadInput(str(p), f"{what} has no columns")
-    return pd.DataFrame(df), pick, total
+    return df, pick, total
+
+
+def _sample_parquet(p: Path, total: int, max_rows: int, seed: int, exclude: tuple[str, ...] | list[str],
+                    batch_rows: int):
+    """The sampling pass of :func:`read_table_sample`; its Arrow objects (file, batches, table) are all gone
+    when it returns, so the allocator can give their memory back."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(p)
+    names = [c for c in pf.schema_arrow.names if c not in set(exclude) and not c.startswith("__index_level_")]
+    pick = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+    parts, start = [], 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=names or None):
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(pick, [start, end])
+        if hi > lo:
+            parts.append(batch.take(pa.array(pick[lo:hi] - start)))
+        start = end
+    pf.close()
+    table = pa.Table.from_batches(parts).replace_schema_metadata(None)
+    del parts
+    return table.to_pandas(self_destruct=True), pick
 
 
 def iter_table(path: str | Path, *, columns: list[str] | None = None, batch_rows: int = 262_144):
