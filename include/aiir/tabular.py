@@ -130,16 +130,20 @@ def _sample_parquet(p: Path, total: int, max_rows: int, seed: int, exclude: tupl
     pf = pq.ParquetFile(p)
     names = [c for c in pf.schema_arrow.names if c not in set(exclude) and not c.startswith("__index_level_")]
     pick = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
-    parts, start = [], 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=names or None):
-        end = start + batch.num_rows
-        lo, hi = np.searchsorted(pick, [start, end])
-        if hi > lo:
-            parts.append(batch.take(pa.array(pick[lo:hi] - start)))
-        start = end
+    columns = {}
+    for name in names:  # one column at a time: only one decoded column chunk is in memory at once
+        parts, start = [], 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=[name]):
+            end = start + batch.num_rows
+            lo, hi = np.searchsorted(pick, [start, end])
+            if hi > lo:
+                parts.append(batch.column(0).take(pa.array(pick[lo:hi] - start)))
+            start = end
+        columns[name] = pa.chunked_array(parts, type=pf.schema_arrow.field(name).type)
+        del parts
     pf.close()
-    table = pa.Table.from_batches(parts).replace_schema_metadata(None)
-    del parts
+    table = pa.table(columns)
+    del columns
     return table.to_pandas(self_destruct=True), pick
 
 

@@ -229,13 +229,15 @@ def _streamed_counts(result: dict[str, Any], batches: Any) -> dict[int, tuple[in
     sums: dict[int, tuple[int, int, int] | None] = {i: (0, 0, 0) for i in todo}
     if not todo:
         return sums
-    for frame in batches(cols):
-        for i, r in todo.items():
-            if sums[i] is None:
-                continue
-            cfg = r["expectation_config"]
-            part = _exact_unexpected(frame, cfg.get("type"), cfg.get("kwargs") or {})
-            sums[i] = None if part is None else tuple(a + b for a, b in zip(sums[i], part, strict=True))
+    for col in cols:  # one column at a time: memory stays at one decoded column chunk
+        mine = {i: r for i, r in todo.items() if str((r["expectation_config"].get("kwargs") or {}).get("column")) == col}
+        for frame in batches([col]):
+            for i, r in mine.items():
+                if sums[i] is None:
+                    continue
+                cfg = r["expectation_config"]
+                part = _exact_unexpected(frame, cfg.get("type"), cfg.get("kwargs") or {})
+                sums[i] = None if part is None else tuple(a + b for a, b in zip(sums[i], part, strict=True))
     return sums
 
 
