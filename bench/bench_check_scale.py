@@ -12,8 +12,9 @@ natural drift), written once as Parquet under ``--data`` (default /tmp/aiir-benc
 Each run is a fresh ``aiir check`` process (imports included, as a user meets it) with ``--label-column
 is_fraud --source-column source --ignore-column batch`` and the HTML report on (``--no-html`` to skip), run
 through a small wrapper that reports the child's wall time, CPU time (user + sys) and peak RSS
-(``ru_maxrss``: the largest single process of the tree; CPU is summed over the tree, which includes the
-second process that renders the HTML report on large batches). The baseline is the ``include/`` tree of
+(``ru_maxrss``: the largest single process of the tree) and the summed RSS of the whole process tree
+(sampled from /proc every 0.1 s); CPU is summed over the tree, which includes the second process that
+renders the HTML report on large batches. The baseline is the ``include/`` tree of
 ``--baseline-rev`` (default: the revision before the calibrated decision, where 1M rows took 24 s / 1.45 GB),
 extracted with ``git archive`` to a temporary folder; runs alternate baseline / current. The machine is
 shared: CPU seconds are the steadier number; the 1-minute load average is recorded before each run.
@@ -42,20 +43,47 @@ from _common import REPO, machine, replace_section, save_json  # noqa: E402
 HEADING = "## Whole check at scale (bench/bench_check_scale.py)"
 DEFAULT_BASELINE = "8c25e65"
 WRAPPER = r"""
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
+
+def tree_rss(root):
+    # summed RSS (MB) of root and its descendants, from /proc
+    kids, rss = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                st = fh.read().rsplit(")", 1)[1].split()
+            kids.setdefault(int(st[1]), []).append(int(d))
+            rss[int(d)] = int(st[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, IndexError, ValueError):
+            pass
+    total, todo = 0.0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0.0)
+        todo += kids.get(p, [])
+    return total
+
 t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+peak = [0.0]
+def watch():
+    while p.poll() is None:
+        peak[0] = max(peak[0], tree_rss(p.pid))
+        time.sleep(0.1)
+threading.Thread(target=watch, daemon=True).start()
+stdout, stderr = p.communicate()
 wall = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 out = {"rc": p.returncode, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
-       "stderr_tail": p.stderr.strip().splitlines()[-3:]}
+       "peak_tree_rss_mb": peak[0], "stderr_tail": stderr.strip().splitlines()[-3:]}
 try:
-    out["summary"] = json.loads(p.stdout)
+    out["summary"] = json.loads(stdout)
 except Exception:
     out["summary"] = None
 print(json.dumps(out))
 """
-
 
 def make_data(rows: int, folder: Path) -> tuple[Path, Path]:
     """Reference and current Parquet files of ``rows`` rows, written 1M-row chunk by chunk (bounded memory)."""
@@ -158,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
              f"report {'on' if meta['html'] else 'off'}) on {args.rows:,} reference and {args.rows:,} current rows "
              f"x 17 columns (Parquet). Baseline: the `include/` tree of `{meta['baseline_rev']}`. Runs alternate; "
              "best of the runs shown (the machine is shared; CPU seconds are steadier than wall time).", "",
-             "| engine | wall (best) | CPU user+sys (best) | peak RSS (best) | status | suspects | runs (wall s / CPU s / load 1 min) |",
-             "|---|---|---|---|---|---|---|"]
+             "| engine | wall (best) | CPU user+sys (best) | peak RSS, largest process (best) | peak RSS, process tree summed (best) | status | suspects | runs (wall s / CPU s / load 1 min) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in engines:
         rs = [r for r in rows if r["engine"] == name]
         ok = [r for r in rs if r["rc"] in (0, 3)]
         walls = ", ".join(f"{r['wall_s']:.1f} / {r['cpu_s']:.1f} / {r['load'][0]:.1f}" for r in rs)
         lines.append(f"| {name} | {best(name, 'wall_s') or float('nan'):.1f} s | {best(name, 'cpu_s') or float('nan'):.1f} s | "
-                     f"{best(name, 'peak_rss_mb') or float('nan'):,.0f} MB | {', '.join(sorted({str(r['status']) for r in rs}))} | "
+                     f"{best(name, 'peak_rss_mb') or float('nan'):,.0f} MB | "
+                     f"{best(name, 'peak_tree_rss_mb') or float('nan'):,.0f} MB | {', '.join(sorted({str(r['status']) for r in rs}))} | "
                      f"{ok[0]['suspect_sources'] if ok else '—'} | {walls} |")
     samp = next((r["sampling"] for r in rows if r["engine"] == "current" and r.get("sampling")), None)
     if samp:
