@@ -116,3 +116,17 @@ def test_ignored_parquet_columns_are_not_read_and_still_counted(tmp_path, refere
     with pytest.raises(BadInput, match="--ignore-column 'nope'"):
         run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out3",
                   ignore_columns=["nope"], **FRAUD)
+
+
+def test_report_process_renders_the_same_report_in_a_second_process(tmp_path, reference, clean_batch):
+    from aiir.detect import html, signals
+    from aiir.detect.drift import column_types
+
+    assert html.SEED == signals.SEED
+    t = load_thresholds()
+    types = {c: v for c, v in column_types(reference, t).items() if v in ("numerical", "categorical")}
+    proc = html.ReportProcess(reference, clean_batch, types, tmp_path / "r.html", max_rows=2000)
+    info = proc.result()
+    assert info["rendered_in"] == "second process" and info["sampled"] and info["current_rows"] == 2000
+    page = (tmp_path / "r.html").read_text()
+    assert "Content-Security-Policy" in page and "amount" in page
