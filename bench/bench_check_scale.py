@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [HEADING.replace("at scale", f"at scale, {args.rows:,} rows"), "", f"Run: {meta['at']} — machine: {meta['machine']}", "",
              f"Whole `aiir check` process (imports included; label, source and an ignored batch column; HTML "
              f"report {'on' if meta['html'] else 'off'}) on {args.rows:,} reference and {args.rows:,} current rows "
-             f"x 17 columns (Parquet). Baseline: the `include/` tree of `{meta['baseline_rev']}`. Runs alternate; "
+             f"x 17 columns (Parquet). " + (f"Baseline: the `include/` tree of `{meta['baseline_rev']}`. Runs alternate; "
+                                           if meta["baseline_rev"] else "No baseline run (current code only); ") +
              "best of the runs shown (the machine is shared; CPU seconds are steadier than wall time).", "",
              "| engine | wall (best) | CPU user+sys (best) | peak RSS, largest process (best) | peak RSS, process tree summed (best) | status | suspects | runs (wall s / CPU s / load 1 min) |",
              "|---|---|---|---|---|---|---|---|"]
