@@ -83,3 +83,47 @@ def test_without_a_profile_it_learns_the_scale_first(w):
     assert g.describe()["scaling"] == "learnt from traffic" and g.describe()["outlier_model"] is False
     evs = feed(g, w["single"])
     assert any(e is not None for e in evs[:60])
+
+
+def test_critical_counts_only_grow_with_the_window():
+    """The guard evaluates the tests only on a request that added a hit: sound because a count that is not
+    significant among n queries is not significant among n + 1 either (critical counts never fall once
+    reachable), and the window sums only grow by hits."""
+    from aiir.evasion.config import load_config
+
+    g = Guard(thresholds=load_config())
+    for name, k in g.kmin.items():
+        finite = [(n, v) for n, v in enumerate(k) if 0 < n and v <= n]
+        assert finite, name
+        assert all(a[1] <= b[1] for a, b in zip(finite, finite[1:], strict=False)), name
+        first = finite[0][0]
+        assert all(k[n] > n for n in range(1, first)), name  # before: no count can be significant
+
+
+def test_grid_memory_is_two_generations_and_old_clusters_go(w):
+    from aiir.evasion.config import load_config
+
+    g = Guard(profile=w["prof"], thresholds=load_config({"guard": {"global_window": 512}}))
+    assert g.gw == 512
+    feed(g, w["clean"][:600])
+    feed(g, w["single"][:60])  # linked queries: clusters and union-find links
+    assert g.clusters
+    feed(g, w["clean"][600:3000])  # > 2 horizons later
+    cells = sum(len(t) for t in g._cur) + sum(len(t) for t in g._prev)
+    assert cells <= 2 * 512 * 3
+    assert all(cl.tripped or cl.last_seq >= g._seq - 512 for cl in g.clusters.values())
+    assert all(t >= g._seq - 2 * 512 for t in g._merged_at.values())
+
+
+def test_numbers_sent_as_strings_are_scored_like_numbers(w):
+    a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    for r in w["single"][:80]:
+        x = [r["features"][c] for c in FEATURES]
+        ea = a.observe("p", FEATURES, [x], [r["prediction"]], [r["score"]], ["i"])
+        eb = b.observe("p", FEATURES, [[str(v) for v in x]], [r["prediction"]], [r["score"]], ["i"])
+        assert (ea is None) == (eb is None)
+    assert a.stats == b.stats and b.stats["skipped_rows"] == 0 and b.tripped
+    assert Guard(profile=w["prof"]).observe("q", FEATURES, [["x"] * 6], [0], [0.2], ["i"]) is None
+    c = Guard(profile=w["prof"])
+    c.observe("q", FEATURES, [[float("nan")] + [1.0] * 5], [0], [0.2], ["i"])
+    assert c.stats["skipped_rows"] == 1

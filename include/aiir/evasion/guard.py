@@ -18,8 +18,15 @@ client gets conservative answers (positive class when score >= ``fallback_thresh
 and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
 the admin controller and triggers the playbook, both in the background.
 
-Cost: two small distance computations (einsum over ``window`` x d and ``global_window`` x d) and a few
-dictionary updates per row; numbers in docs/benchmarks.md.
+Cost (docs/benchmarks.md, "Inline evasion guard overhead"): a few microseconds of CPU per clean row. The
+per-row work is integer arithmetic and dictionary lookups: each row's three grid keys come from one floor per
+feature (the three shifted grids' cell indices are ``(floor(3 q) + k) // 3``), grid cells holding one query
+store the entry itself (no per-row container), the outlier test is decided for ~all clean rows by an
+eigenvalue bound on ``|z|^2`` (the full quadratic form only in the band between the bounds), per-client
+windows are a ring of flag bytes with running sums, and the significance lookups run only on a request that
+added a flag (the critical counts only grow with the window, so a request without a new hit cannot make a
+client significant). Requests of several rows get the arithmetic from numpy; old grid cells and clusters are
+dropped in an amortised sweep.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from aiir.evasion.profile import Profile
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
 BUCKET = 32  # most recent queries kept per grid cell
-GRID_OFFSETS = (0.0, 1 / 3, 2 / 3)  # three grids, each shifted by a third of a cell
+GRIDS = 3  # three grids, each shifted by a third of a cell
 VECTORISE_FROM = 4  # requests with at least this many rows get their arithmetic from numpy
 BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
@@ -52,14 +59,21 @@ def _utc(t: float | None = None) -> str:
 
 
 class _Client:
-    __slots__ = ("flags", "sums", "seen", "first_seen", "ids")
+    """A client's last ``w`` queries: their signal flags in a ring of bytes, with running sums per signal."""
+
+    __slots__ = ("ring", "pos", "n", "sums", "seen", "first_seen", "ids")
 
     def __init__(self, w: int, now: float):
-        self.flags: deque[int] = deque()
-        self.sums = {"near_dup": 0, "boundary": 0, "flip": 0, "ood": 0}
+        self.ring = bytearray(w)
+        self.pos = 0
+        self.n = 0  # queries in the window (<= w)
+        self.sums = [0, 0, 0, 0]  # near_dup, boundary, flip, ood (the order of BIT)
         self.seen = 0
         self.first_seen = now
         self.ids: deque[str] = deque(maxlen=w)
+
+    def window(self) -> dict[str, int]:
+        return dict(zip(BIT, self.sums, strict=True))
 
 
 class _Cluster:
@@ -111,17 +125,26 @@ class Guard:
         # cell): a near-duplicate almost always shares a cell with its partner in one of them, and only the few
         # queries in those cells are compared (exactly). Entries older than `global_window` queries are ignored
         # and dropped.
-        self._tables: tuple[dict, ...] = tuple({} for _ in GRID_OFFSETS)
+        # A cell maps to its one entry (seq, client, prediction, cluster, z) or, once shared, to a list of the
+        # last BUCKET entries.
+        # Two generations of grids: queries go into the current one; every `global_window` queries it becomes
+        # the previous one and the older is dropped whole.
+        self._cur: tuple[dict, ...] = tuple({} for _ in range(GRIDS))
+        self._prev: tuple[dict, ...] = tuple({} for _ in range(GRIDS))
+        self._gen_start = 0
         self._parent: dict[int, int] = {}  # cluster union-find: a query near two clusters merges them
+        self._merged_at: dict[int, int] = {}  # when each merged-away cluster was merged (seq)
         self._seq = 0
         self._cell_inv = 1.0 / (CELL * float(sig["near_dup_rms"]))
+        self._s3 = 3.0 * self._cell_inv  # floor(3 q): grid k's cell index is (floor(3 q) + k) // 3
+        self._kmin_list = [self.kmin[name] for name in BIT]
         self._proj: list[list[float]] | None = None
         self._stdinv: list[float] | None = None
         self._meanl: list[float] | None = None
         self._invl: list[list[float]] | None = None
+        self._ood_lo = self._ood_hi = math.inf
         self.new_trips: list[dict[str, Any]] = []
         self._next_cluster = 1
-        self._swept = 0
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
         self._lock = threading.Lock()
@@ -150,7 +173,8 @@ class Guard:
                     cl.tripped = False
 
     # ------------------------------------------------------------------ hot path
-    def _matrix(self, cols: list[str], rows: list[list[Any]]) -> list[list[float]] | None:
+    def _columns(self, cols: list[str], rows: list[list[Any]]) -> list[int]:
+        """Positions of the guard's features in a request's columns (cached per column list)."""
         key = tuple(cols)
         got = self._col_idx.get(key)
         if got is None:
@@ -164,7 +188,9 @@ class Guard:
             got = self._col_idx[key] = (idx, [cols[i] for i in idx])
             if self.columns is None:
                 self.columns = got[1]
-        idx = got[0]
+        return got[0]
+
+    def _matrix(self, idx: list[int], rows: list[list[Any]]) -> list[list[float]] | None:
         if not idx:
             return None
         try:
@@ -214,148 +240,223 @@ class Guard:
             ev = self.tripped.get(client)
             if ev is not None:
                 return ev
-            X = self._matrix(cols, rows)
-            if X is None:
+            idx = self._columns(cols, rows)
+            if self._mean is not None and self._meanl is not None and len(rows) < VECTORISE_FROM:
+                feats = self._rows_py(idx, rows)  # the common case: a row or two, plain Python
+            else:
+                X = self._matrix(idx, rows)
+                if X is None:
+                    self.stats["skipped_rows"] += len(rows)
+                    return None
+                if not self._learn(X):
+                    self.stats["rows"] += len(rows)
+                    return None
+                if self._meanl is None:
+                    self._prepare(len(X[0]))
+                feats = self._rows_np(X) if len(X) >= VECTORISE_FROM else self._rows_py(idx, rows)
+            if feats is None:
                 self.stats["skipped_rows"] += len(rows)
                 return None
-            if not self._learn(X):
-                self.stats["rows"] += len(rows)
-                return None
-            return self._observe(client, key_id, X, preds, scores, ids)
+            return self._observe(client, key_id, feats, preds, scores, ids)
 
     def _prepare(self, d: int) -> None:
-        """Plain-Python copies of the scaling and the outlier model (no numpy in the per-row path)."""
+        """Plain-Python copies of the scaling, the grid scale and the outlier model's bounds."""
         self._meanl = [float(v) for v in self._mean]
         self._stdinv = [1.0 / float(v) for v in self._std]
         self._sinv_np = np.asarray(self._stdinv)
-        self._invl = [[float(v) for v in row] for row in self._inv] if self._inv is not None else None
+        self._r = math.sqrt(self.eps2 * d)  # RMS distance below near_dup_rms <=> Euclidean distance below this
+        if self._inv is not None:
+            self._invl = [[float(v) for v in row] for row in self._inv]
+            lam = np.linalg.eigvalsh((self._inv + self._inv.T) / 2)
+            # m2 = z' inv z lies in [lam_min |z|^2, lam_max |z|^2]: outside that band no quadratic form is needed
+            self._ood_lo = float(self._ood_thr) / (float(lam.max()) * (1 + 1e-9)) if lam.max() > 0 else math.inf
+            self._ood_hi = float(self._ood_thr) / (float(lam.min()) * (1 - 1e-9)) if lam.min() > 0 else math.inf
         if d > PROJ_DIMS:  # hash on a fixed random orthonormal projection (distances only shrink)
             rng = np.random.default_rng(0)
             q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
             self._proj = [[float(v) for v in col] for col in q.T]
             self._proj_np = np.asarray(self._proj)
 
-    def _observe(self, client, key_id, X, preds, scores, ids) -> dict[str, Any] | None:
+    def _rows_py(self, idx: list[int], rows: list[list[Any]]):
+        """Per row: standardised features (tuple), the three grid keys, out-of-distribution flag. ``None``
+        when a value is missing, not a number, or not finite (the request is not scored by the guard)."""
+        if not idx:
+            return None
+        mean, sinv, proj, inv, s3 = self._meanl, self._stdinv, self._proj, self._invl, self._s3
+        floor, hypot = math.floor, math.hypot
+        out = []
+        try:
+            for r in rows:
+                try:  # numbers as sent (int, float, bool) ...
+                    z = tuple([(r[i] - m) * s for i, m, s in zip(idx, mean, sinv, strict=True)])
+                except TypeError:  # ... or anything float() reads, as the model's schema does
+                    z = tuple([(float(r[i]) - m) * s for i, m, s in zip(idx, mean, sinv, strict=True)])
+                if type(z[0]) is not float:
+                    z = tuple([float(v) for v in z])
+                n2 = hypot(*z) ** 2
+                if n2 - n2 != 0.0:  # NaN or infinite
+                    return None
+                h = z if proj is None else [math.fsum([a * b for a, b in zip(col, z, strict=True)]) for col in proj]
+                f = [floor(v * s3) for v in h]
+                keys = (tuple([v // 3 for v in f]), tuple([(v + 1) // 3 for v in f]), tuple([(v + 2) // 3 for v in f]))
+                ood = False
+                if n2 > self._ood_lo:
+                    if n2 > self._ood_hi:
+                        ood = True
+                    else:
+                        m2 = 0.0
+                        for a, row in zip(z, inv, strict=True):
+                            m2 += a * math.fsum([b * c for b, c in zip(row, z, strict=True)])
+                        ood = m2 > self._ood_thr
+                out.append((z, keys, ood))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return out
+
+    def _rows_np(self, X: list[list[float]]):
+        """The same as :meth:`_rows_py` for a batch, the arithmetic in a few numpy calls."""
+        Za = (np.asarray(X, dtype=float) - self._mean) * self._sinv_np
+        Ha = Za if self._proj is None else Za @ self._proj_np.T
+        F = np.floor(Ha * self._s3).astype(np.int64)
+        grids = [list(map(tuple, ((F + k) // 3).tolist())) for k in range(3)]
+        if self._inv is not None:
+            ood = (np.einsum("ij,jk,ik->i", Za, self._inv, Za) > self._ood_thr).tolist()
+        else:
+            ood = [False] * len(X)
+        return [(z, (g0, g1, g2), o) for z, g0, g1, g2, o in
+                zip(map(tuple, Za.tolist()), grids[0], grids[1], grids[2], ood, strict=True)]
+
+    def _observe(self, client, key_id, feats, preds, scores, ids) -> dict[str, Any] | None:
         now = time.time()
-        d = len(X[0])
-        if self._stdinv is None:
-            self._prepare(d)
-        mean, sinv, inv, proj = self._meanl, self._stdinv, self._invl, self._proj
-        r2 = self.eps2 * d
-        cinv = self._cell_inv
-        tables = self._tables
-        offs = GRID_OFFSETS
+        r = self._r
         horizon = self.gw
+        w = self.w
+        thr, band = self.thr, self.band
+        dist = math.dist
         c = self.clients.get(client)
         if c is None:
-            c = self.clients[client] = _Client(self.w, now)
+            c = self.clients[client] = _Client(w, now)
             if len(self.clients) > MAX_CLIENTS:
                 self.clients.popitem(last=False)
         else:
             self.clients.move_to_end(client)
         trip_cluster = None
-        sums = c.sums
-        floor = math.floor
-        batch = None
-        if len(X) >= VECTORISE_FROM:  # a batch: the arithmetic for all its rows in a few numpy calls
-            Za = (np.asarray(X, dtype=float) - self._mean) * self._sinv_np
-            Ha = Za if proj is None else Za @ self._proj_np.T
-            batch = ([tuple(r) for r in Za.tolist()],
-                     [[tuple(r) for r in np.floor(Ha * cinv + o).astype(np.int64).tolist()] for o in offs],
-                     (np.einsum("ij,jk,ik->i", Za, self._inv, Za) > self._ood_thr).tolist()
-                     if inv is not None else None)
-        for i, x in enumerate(X):
-            if batch is None:
-                z = tuple([(x[k] - mean[k]) * sinv[k] for k in range(d)])
-                h = z if proj is None else [sum(a * b for a, b in zip(col, z, strict=True)) for col in proj]
-                keys = [tuple([floor(v * cinv + o) for v in h]) for o in offs]
-            else:
-                z = batch[0][i]
-                keys = [kk[i] for kk in batch[1]]
-            pv = preds[i]
-            p = hash(pv) if isinstance(pv, int | str) else hash(json.dumps(pv, default=str))
-            s = scores[i] if scores is not None else None
-            flags = 0
-            bs = [t.get(k) for t, k in zip(tables, keys, strict=True)]
+        sums, ring = c.sums, c.ring
+        added = 0  # signal bits this request added to the client's window
+        for i, (z, keys, ood) in enumerate(feats):
             seq = self._seq
-            best, bestd, cflip = None, r2, False
-            others: set[int] = set()
-            if any(bs):
+            if seq - self._gen_start >= horizon:
+                self._rotate()
+            (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
+            pv = preds[i]
+            tp = type(pv)
+            p = pv if tp is int or tp is str or tp is bool else hash(json.dumps(pv, default=str))
+            s = scores[i] if scores is not None else None
+            flags = 8 if ood else 0
+            if s is not None and abs(s - thr) < band:
+                flags |= 2
+            k0, k1, k2 = keys
+            b0, b1, b2 = t0.get(k0), t1.get(k1), t2.get(k2)
+            q0, q1, q2 = o0.get(k0), o1.get(k1), o2.get(k2)
+            best, bestd, cflip = None, r, False
+            others = None
+            if (b0 is not None or b1 is not None or b2 is not None
+                    or q0 is not None or q1 is not None or q2 is not None):
                 old = seq - horizon
-                seen = set()
-                for b in bs:
-                    if not b:
+                cands: list = []
+                for b, q in ((b0, q0), (b1, q1), (b2, q2)):
+                    nb = 0
+                    if b is not None:
+                        if type(b) is tuple:
+                            cands.append(b)
+                            nb = 1
+                        else:
+                            cands.extend(b)
+                            nb = len(b)
+                    if q is not None and nb < BUCKET:  # a cell's last BUCKET queries, over both generations
+                        if type(q) is tuple:
+                            cands.append(q)
+                        else:
+                            cands.extend(q[nb - BUCKET:])
+                seen = set() if len(cands) > 1 else None
+                for e in cands:
+                    es = e[0]
+                    if es < old:
                         continue
-                    for e in b:
-                        if e[0] < old or e[0] in seen:
+                    if seen is not None:
+                        if es in seen:
                             continue
-                        seen.add(e[0])
-                        ez = e[4]
-                        d2 = 0.0
-                        for k in range(d):
-                            t = z[k] - ez[k]
-                            d2 += t * t
-                        if 1e-12 < d2 < r2:
-                            if e[1] == client:
-                                flags |= 1
-                                if e[2] != p:
-                                    flags |= 4
+                        seen.add(es)
+                    dd = dist(z, e[4])
+                    if 1e-6 < dd < r:
+                        if e[1] == client:
+                            flags |= 1
                             if e[2] != p:
-                                cflip = True
+                                flags |= 4
+                        if e[2] != p:
+                            cflip = True
+                        if others is None:
+                            others = {e[3]}
+                        else:
                             others.add(e[3])
-                            if d2 < bestd:
-                                best, bestd = e, d2
-            linked = best is not None
-            if linked:
+                        if dd < bestd:
+                            best, bestd = e, dd
+            if best is not None:
                 cid = self._find(best[3])
                 for o in others:
                     ro = self._find(o)
                     if ro != cid:
-                        cid = self._union(cid, ro)
+                        cid = self._union(cid, ro, seq)
             else:
                 cid = self._next_cluster
                 self._next_cluster += 1
-            if s is not None and abs(s - self.thr) < self.band:
-                flags |= 2
-            if batch is not None:
-                if batch[2] is not None and batch[2][i]:
-                    flags |= 8
-            elif inv is not None:
-                m2 = 0.0
-                for a in range(d):
-                    row = inv[a]
-                    acc = 0.0
-                    for bb in range(d):
-                        acc += row[bb] * z[bb]
-                    m2 += z[a] * acc
-                if m2 > self._ood_thr:
-                    flags |= 8
             entry = (seq, client, p, cid, z)
-            for t, k, b in zip(tables, keys, bs, strict=True):
-                if b is None:
-                    t[k] = deque((entry,), maxlen=BUCKET)
-                elif b[-1][4] != z or b[-1][1] != client:  # a client repeating itself exactly fills no cell
-                    b.append(entry)
-                else:
-                    b[-1] = entry
+            # into the current generation; a cell of one query holds the entry itself
+            if b0 is None:
+                t0[k0] = entry
+            else:
+                _push(t0, k0, b0, entry)
+            if b1 is None:
+                t1[k1] = entry
+            else:
+                _push(t1, k1, b1, entry)
+            if b2 is None:
+                t2[k2] = entry
+            else:
+                _push(t2, k2, b2, entry)
             self._seq = seq + 1
-            # window sums
-            c.flags.append(flags)
+            # the client's window: a ring of flag bytes and running sums
+            pos = c.pos
+            if c.n == w:
+                gone = ring[pos]
+                if gone:
+                    if gone & 1:
+                        sums[0] -= 1
+                    if gone & 2:
+                        sums[1] -= 1
+                    if gone & 4:
+                        sums[2] -= 1
+                    if gone & 8:
+                        sums[3] -= 1
+            else:
+                c.n += 1
+            ring[pos] = flags
+            c.pos = pos + 1 if pos + 1 < w else 0
             if flags:
-                for name, bit in BIT.items():
-                    if flags & bit:
-                        sums[name] += 1
-            if len(c.flags) > self.w:
-                old_f = c.flags.popleft()
-                if old_f:
-                    for name, bit in BIT.items():
-                        if old_f & bit:
-                            sums[name] -= 1
+                added |= flags
+                if flags & 1:
+                    sums[0] += 1
+                if flags & 2:
+                    sums[1] += 1
+                if flags & 4:
+                    sums[2] += 1
+                if flags & 8:
+                    sums[3] += 1
             c.seen += 1
             if i < len(ids):
                 c.ids.append(ids[i])
             # cluster statistics (a cluster exists from its second query on)
-            if linked:
+            if best is not None:
                 cl = self.clusters.get(cid)
                 if cl is None:
                     cl = self.clusters[cid] = _Cluster(now)
@@ -373,12 +474,15 @@ class Guard:
                     cl.tripped = True
                     trip_cluster = cid
                     self._trip_members(cl, cid, now, exclude=client)
-        self.stats["rows"] += len(X)
-        if self._seq - self._swept > 4 * horizon:
-            self._sweep()
-        n = len(c.flags)
-        reasons = [s for s in BIT if sums[s] >= self.kmin[s][n]]
-        if "boundary" in reasons and sums["near_dup"] < BOUNDARY_NEEDS_NEAR_DUPS:
+        self.stats["rows"] += len(feats)
+        if not added and trip_cluster is None:
+            # the critical counts never fall as the window grows and the sums only grow by new hits: a request
+            # that added no hit cannot make a clean client significant
+            return None
+        n = c.n
+        km = self._kmin_list
+        reasons = [name for j, name in enumerate(BIT) if sums[j] >= km[j][n]]
+        if "boundary" in reasons and sums[0] < BOUNDARY_NEEDS_NEAR_DUPS:
             # scores at the boundary alone can be a client's honest borderline business; probing also repeats
             # itself with small perturbations
             reasons.remove("boundary")
@@ -399,12 +503,13 @@ class Guard:
             cid = nxt
         return root
 
-    def _union(self, a: int, b: int) -> int:
+    def _union(self, a: int, b: int, seq: int) -> int:
         """Merge clusters ``a`` and ``b`` (roots); the bigger absorbs the other's counts. Returns the root."""
         ca, cb = self.clusters.get(a), self.clusters.get(b)
         if (cb.n if cb else 1) > (ca.n if ca else 1):
             a, b, ca, cb = b, a, cb, ca
         self._parent[b] = a
+        self._merged_at[b] = seq
         if cb is not None:
             if ca is None:
                 self.clusters[a] = cb
@@ -419,20 +524,22 @@ class Guard:
             del self.clusters[b]
         return a
 
-    def _sweep(self) -> None:
-        """Drop grid cells and clusters nobody has touched within the horizon (amortised, every 4 horizons)."""
+    def _rotate(self) -> None:
+        """Every ``global_window`` queries the current grid generation becomes the previous one and the
+        previous one is dropped whole (its queries are all older than the horizon), with the clusters nobody
+        has joined within the horizon and the union-find links no live query can reach: O(1) per query, no
+        sweep over the grids."""
+        self._prev = self._cur
+        self._cur = tuple({} for _ in range(GRIDS))
+        self._gen_start = self._seq
         old = self._seq - self.gw
-        for t in self._tables:
-            for k in [k for k, b in t.items() if b[-1][0] < old]:
-                del t[k]
         self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or v.last_seq >= old}
-        live = set(self.clusters)
-        for t in self._tables:
-            for b in t.values():
-                for e in b:
-                    live.add(e[3])
-        self._parent = {k: v for k, v in self._parent.items() if k in live or v in live}
-        self._swept = self._seq
+        # a cluster merged away at seq t is referenced only by queries older than t (later ones get its root)
+        # and by links made before t: once t is past the horizon nothing live reaches it
+        gone = [k for k, t in self._merged_at.items() if t < old]
+        for k in gone:
+            del self._merged_at[k]
+            self._parent.pop(k, None)
 
     def _cluster_view(self, cid: int | None) -> dict[str, Any] | None:
         cl = self.clusters.get(cid) if cid is not None else None
@@ -444,9 +551,9 @@ class Guard:
 
     def _trip(self, client: str, key_id: str | None, c: _Client | None, reasons: list[str], cid: int | None,
               now: float) -> dict[str, Any]:
-        n = len(c.flags) if c is not None else 0
+        n = c.n if c is not None else 0
         ev = {"event": "guard_trip", "at": _utc(now), "client_id": client, "key_id": key_id, "reasons": reasons,
-              "window": {"n": n, **(c.sums if c is not None else {})},
+              "window": {"n": n, **(c.window() if c is not None else {})},
               "critical_counts": {s: self.kmin[s][n] for s in BIT} if n else {},
               "queries_seen": c.seen if c is not None else 0,
               "first_seen_at": _utc(c.first_seen) if c is not None else None,
@@ -478,6 +585,19 @@ class Guard:
             return [self.positive_class] * n, [None] * n
         return ([self.positive_class if (s is not None and s >= self.fallback_threshold) else p
                  for p, s in zip(preds, scores, strict=True)], [None] * n)
+
+
+def _push(t: dict, k: Any, b: Any, entry: tuple) -> None:
+    """Add ``entry`` to the grid cell ``t[k]`` holding ``b`` (one entry, or a list of the last BUCKET)."""
+    z, client = entry[4], entry[1]
+    if type(b) is tuple:
+        t[k] = entry if (b[4] == z and b[1] == client) else [b, entry]
+    elif b[-1][4] == z and b[-1][1] == client:  # a client repeating itself exactly fills no cell
+        b[-1] = entry
+    else:
+        b.append(entry)
+        if len(b) > BUCKET:
+            del b[0]
 
 
 def guard_from_options(*, reference: str | None, thresholds: str | None, positive_class: Any = 1,
