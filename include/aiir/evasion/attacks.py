@@ -123,18 +123,54 @@ def clip_bounds(Z_ref: np.ndarray, margin: float = 0.5) -> tuple[np.ndarray, np.
     return Z_ref.min(axis=0) - margin, Z_ref.max(axis=0) + margin
 
 
+def _seeded_hsj_class():
+    """ART's HopSkipJump with its random starting points drawn from a seeded generator.
+
+    ART 1.20.1 draws the uniform starting points of an untargeted attack from ``np.random.RandomState()``
+    (seeded from the OS on every row), so the same seed gave different attacks run to run; everything else it
+    draws from numpy's global generator, which :func:`hop_skip_jump` seeds. This subclass is ART's own
+    ``_init_sample`` (untargeted branch) with that one generator replaced."""
+    from art.attacks.evasion import HopSkipJump
+    from art.config import ART_NUMPY_DTYPE
+
+    class SeededHopSkipJump(HopSkipJump):
+        def __init__(self, *args, rng_seed: int = 0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._rng = np.random.RandomState(rng_seed)
+
+        def _init_sample(self, x, y, y_p, init_pred, adv_init, mask, clip_min, clip_max):
+            if self.targeted:
+                return super()._init_sample(x, y, y_p, init_pred, adv_init, mask, clip_min, clip_max)
+            if adv_init is not None and init_pred != y_p:
+                return adv_init.astype(ART_NUMPY_DTYPE), y_p
+            for _ in range(self.init_size):
+                random_img = self._rng.uniform(clip_min, clip_max, size=x.shape).astype(x.dtype)
+                if mask is not None:
+                    random_img = random_img * mask + x * (1 - mask)
+                random_class = np.argmax(self.estimator.predict(np.array([random_img]), batch_size=self.batch_size),
+                                         axis=1)[0]
+                if random_class != y_p:
+                    random_img = self._binary_search(current_sample=random_img, original_sample=x, target=y_p, norm=2,
+                                                     clip_min=clip_min, clip_max=clip_max, threshold=0.001)
+                    return random_img, y_p
+            return None
+
+    return SeededHopSkipJump
+
+
 def hop_skip_jump(predict_fn, Z: np.ndarray, bounds: tuple[np.ndarray, np.ndarray], *, max_iter: int = 5,
                   max_eval: int = 200, init_eval: int = 20, init_size: int = 50, batch_size: int = 64,
                   seed: int = 0) -> np.ndarray:
-    """ART HopSkipJump (untargeted, L2) on rows ``Z`` against a label oracle; returns the adversarial rows."""
-    from art.attacks.evasion import HopSkipJump
+    """ART HopSkipJump (untargeted, L2) on rows ``Z`` against a label oracle; returns the adversarial rows.
+    Deterministic for a given ``seed`` and oracle (see :func:`_seeded_hsj_class`)."""
     from art.estimators.classification import BlackBoxClassifier
 
-    np.random.seed(seed)  # ART samples with numpy's global generator
+    np.random.seed(seed)  # ART samples its search directions with numpy's global generator
     clf = BlackBoxClassifier(predict_fn, input_shape=(Z.shape[1],), nb_classes=2,
                              clip_values=(bounds[0].astype(np.float32), bounds[1].astype(np.float32)))
-    atk = HopSkipJump(clf, targeted=False, norm=2, max_iter=max_iter, max_eval=max_eval, init_eval=init_eval,
-                      init_size=init_size, batch_size=batch_size, verbose=False)
+    atk = _seeded_hsj_class()(clf, targeted=False, norm=2, max_iter=max_iter, max_eval=max_eval,
+                              init_eval=init_eval, init_size=init_size, batch_size=batch_size, verbose=False,
+                              rng_seed=seed)
     try:
         return atk.generate(x=Z.astype(np.float32))
     except QueryBudgetExhausted:
