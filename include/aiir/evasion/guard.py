@@ -18,15 +18,16 @@ client gets conservative answers (positive class when score >= ``fallback_thresh
 and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
 the admin controller and triggers the playbook, both in the background.
 
-Cost (docs/benchmarks.md, "Inline evasion guard overhead"): a few microseconds of CPU per clean row. The
-per-row work is integer arithmetic and dictionary lookups: each row's three grid keys come from one floor per
-feature (the three shifted grids' cell indices are ``(floor(3 q) + k) // 3``), grid cells holding one query
-store the entry itself (no per-row container), the outlier test is decided for ~all clean rows by an
-eigenvalue bound on ``|z|^2`` (the full quadratic form only in the band between the bounds), per-client
-windows are a ring of flag bytes with running sums, and the significance lookups run only on a request that
-added a flag (the critical counts only grow with the window, so a request without a new hit cannot make a
-client significant). Requests of several rows get the arithmetic from numpy; old grid cells and clusters are
-dropped in an amortised sweep.
+Cost (docs/benchmarks.md, "Inline evasion guard overhead"): a few microseconds of CPU per clean row, the
+same per row for single rows and batches. The per-row arithmetic is one generated function per column layout
+(scaling, projection and grid scale as constants; one subtraction, multiplication and floor per feature): the
+three shifted grids' cell indices are ``(floor(3 q) + k) // 3`` and a cell's key is the hash of its index
+tuple, computed once. A grid cell holding one query stores the entry itself (no per-row container); the
+outlier test is decided for ~all clean rows by eigenvalue bounds on ``|z|^2`` (the quadratic form only
+between them); per-client windows are a ring of flag bytes with running sums; and the significance lookups
+run only on a request that added a hit (critical counts never fall as the window grows, so a request without
+a new hit cannot make a client significant). The grids live in two generations of ``global_window`` queries:
+the older is dropped whole (no sweep), with the clusters and union-find links nothing live can reach.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
 BUCKET = 32  # most recent queries kept per grid cell
 GRIDS = 3  # three grids, each shifted by a third of a cell
-VECTORISE_FROM = 4  # requests with at least this many rows get their arithmetic from numpy
 BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
@@ -136,13 +136,13 @@ class Guard:
         self._merged_at: dict[int, int] = {}  # when each merged-away cluster was merged (seq)
         self._seq = 0
         self._cell_inv = 1.0 / (CELL * float(sig["near_dup_rms"]))
-        self._s3 = 3.0 * self._cell_inv  # floor(3 q): grid k's cell index is (floor(3 q) + k) // 3
         self._kmin_list = [self.kmin[name] for name in BIT]
         self._proj: list[list[float]] | None = None
         self._stdinv: list[float] | None = None
         self._meanl: list[float] | None = None
         self._invl: list[list[float]] | None = None
         self._ood_lo = self._ood_hi = math.inf
+        self._feat_fns: dict[tuple, Any] = {}
         self.new_trips: list[dict[str, Any]] = []
         self._next_cluster = 1
         self.tripped: dict[str, dict[str, Any]] = {}
@@ -241,9 +241,7 @@ class Guard:
             if ev is not None:
                 return ev
             idx = self._columns(cols, rows)
-            if self._mean is not None and self._meanl is not None and len(rows) < VECTORISE_FROM:
-                feats = self._rows_py(idx, rows)  # the common case: a row or two, plain Python
-            else:
+            if self._meanl is None:  # scaling not fixed yet (learning it without a profile), or the first request
                 X = self._matrix(idx, rows)
                 if X is None:
                     self.stats["skipped_rows"] += len(rows)
@@ -251,9 +249,8 @@ class Guard:
                 if not self._learn(X):
                     self.stats["rows"] += len(rows)
                     return None
-                if self._meanl is None:
-                    self._prepare(len(X[0]))
-                feats = self._rows_np(X) if len(X) >= VECTORISE_FROM else self._rows_py(idx, rows)
+                self._prepare(len(X[0]))
+            feats = self._rows_py(idx, rows)
             if feats is None:
                 self.stats["skipped_rows"] += len(rows)
                 return None
@@ -263,7 +260,6 @@ class Guard:
         """Plain-Python copies of the scaling, the grid scale and the outlier model's bounds."""
         self._meanl = [float(v) for v in self._mean]
         self._stdinv = [1.0 / float(v) for v in self._std]
-        self._sinv_np = np.asarray(self._stdinv)
         self._r = math.sqrt(self.eps2 * d)  # RMS distance below near_dup_rms <=> Euclidean distance below this
         if self._inv is not None:
             self._invl = [[float(v) for v in row] for row in self._inv]
@@ -275,56 +271,77 @@ class Guard:
             rng = np.random.default_rng(0)
             q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
             self._proj = [[float(v) for v in col] for col in q.T]
-            self._proj_np = np.asarray(self._proj)
+
+    def _feature_fn(self, idx: list[int]):
+        """A function row -> (z, grid keys, |z|^2) for rows whose guard features sit at ``idx``, with the
+        scaling, the projection and the grid scale as constants (generated once per column layout: straight-line
+        arithmetic, no loops; calls: one floor per dimension and three hashes). Only integers and float reprs go into
+        the generated source."""
+        fn = self._feat_fns.get(tuple(idx))
+        if fn is not None:
+            return fn
+        d = len(idx)
+        lines = ["def feat(r):"]
+        lines += [f"    x{k} = r[{int(i)}]" for k, i in enumerate(idx)]
+        lines += [f"    z{k} = (x{k} - {self._meanl[k]!r}) * {self._stdinv[k]!r}" for k in range(d)]
+        if self._proj is None:
+            hs = [f"z{k}" for k in range(d)]
+        else:
+            for j, col in enumerate(self._proj):
+                lines.append(f"    h{j} = " + " + ".join(f"{c!r} * z{k}" for k, c in enumerate(col)))
+            hs = [f"h{j}" for j in range(len(self._proj))]
+        # grid k's cell index along a dimension is floor(q + k/3) = (floor(3 q) + k) // 3, q = h / cell width:
+        # one floor per dimension, the rest small-int arithmetic. A cell's key is the hash of its index tuple,
+        # computed once here instead of on every dict operation. The indices carry an offset of 2**27 (folded
+        # into the additions; still a single-digit int for CPython's fast paths) so none is -1, whose hash
+        # equals -2's; cells sharing a hash would only share candidates, which are compared exactly.
+        s3 = 3.0 * self._cell_inv
+        lines += [f"    f{j} = floor({h} * {s3!r})" for j, h in enumerate(hs)]
+        tup = lambda items: "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"  # noqa: E731
+        off = 3 << 27
+        keys = ", ".join("hash(" + tup([f"(f{j} + {off + k}) // 3" for j in range(len(hs))]) + ")"
+                         for k in range(GRIDS))
+        lines.append("    return (" + tup([f"z{k}" for k in range(d)]) + ", (" + keys + "), "
+                     + " + ".join(f"z{k} * z{k}" for k in range(d)) + ")")
+        ns: dict[str, Any] = {"floor": math.floor}
+        exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
+        fn = self._feat_fns[tuple(idx)] = ns["feat"]
+        return fn
 
     def _rows_py(self, idx: list[int], rows: list[list[Any]]):
         """Per row: standardised features (tuple), the three grid keys, out-of-distribution flag. ``None``
         when a value is missing, not a number, or not finite (the request is not scored by the guard)."""
         if not idx:
             return None
-        mean, sinv, proj, inv, s3 = self._meanl, self._stdinv, self._proj, self._invl, self._s3
-        floor, hypot = math.floor, math.hypot
+        feat = self._feature_fn(idx)
+        lo, hi = self._ood_lo, self._ood_hi
         out = []
         try:
             for r in rows:
                 try:  # numbers as sent (int, float, bool) ...
-                    z = tuple([(r[i] - m) * s for i, m, s in zip(idx, mean, sinv, strict=True)])
+                    z, keys, n2 = feat(r)
                 except TypeError:  # ... or anything float() reads, as the model's schema does
-                    z = tuple([(float(r[i]) - m) * s for i, m, s in zip(idx, mean, sinv, strict=True)])
-                if type(z[0]) is not float:
-                    z = tuple([float(v) for v in z])
-                n2 = hypot(*z) ** 2
+                    rr = list(r)
+                    for i in idx:
+                        rr[i] = float(r[i])
+                    z, keys, n2 = feat(rr)
                 if n2 - n2 != 0.0:  # NaN or infinite
                     return None
-                h = z if proj is None else [math.fsum([a * b for a, b in zip(col, z, strict=True)]) for col in proj]
-                f = [floor(v * s3) for v in h]
-                keys = (tuple([v // 3 for v in f]), tuple([(v + 1) // 3 for v in f]), tuple([(v + 2) // 3 for v in f]))
+                if type(z[0]) is not float:
+                    z = tuple([float(v) for v in z])
                 ood = False
-                if n2 > self._ood_lo:
-                    if n2 > self._ood_hi:
+                if n2 > lo:
+                    if n2 > hi:
                         ood = True
                     else:
                         m2 = 0.0
-                        for a, row in zip(z, inv, strict=True):
+                        for a, row in zip(z, self._invl, strict=True):
                             m2 += a * math.fsum([b * c for b, c in zip(row, z, strict=True)])
                         ood = m2 > self._ood_thr
                 out.append((z, keys, ood))
-        except (TypeError, ValueError, IndexError, OverflowError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # NaN / infinite values fail the floor
             return None
         return out
-
-    def _rows_np(self, X: list[list[float]]):
-        """The same as :meth:`_rows_py` for a batch, the arithmetic in a few numpy calls."""
-        Za = (np.asarray(X, dtype=float) - self._mean) * self._sinv_np
-        Ha = Za if self._proj is None else Za @ self._proj_np.T
-        F = np.floor(Ha * self._s3).astype(np.int64)
-        grids = [list(map(tuple, ((F + k) // 3).tolist())) for k in range(3)]
-        if self._inv is not None:
-            ood = (np.einsum("ij,jk,ik->i", Za, self._inv, Za) > self._ood_thr).tolist()
-        else:
-            ood = [False] * len(X)
-        return [(z, (g0, g1, g2), o) for z, g0, g1, g2, o in
-                zip(map(tuple, Za.tolist()), grids[0], grids[1], grids[2], ood, strict=True)]
 
     def _observe(self, client, key_id, feats, preds, scores, ids) -> dict[str, Any] | None:
         now = time.time()
