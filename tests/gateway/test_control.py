@@ -252,3 +252,32 @@ def test_a_failed_save_is_reported_and_retried(tmp_path, monkeypatch):
     assert ctl.isolate(reason="disk full")["mode"] == "isolated"
     assert json.loads(ctl.store.state_path.read_text())["mode"] == "isolated"
     assert any(e.get("persist_error") for e in ctl.store.read_audit())
+
+
+def test_block_now_is_in_the_routing_at_once_and_durable_after_persist(tmp_path):
+    """The inline guard's containment: in the routing without touching disk or the registry, then saved and
+    audited by persist_pending (off the serving path); a busy controller makes it say so instead of waiting."""
+    models = FakeModels()
+    ctl = make(tmp_path, models)
+    calls = []
+    models.get = lambda v: calls.append(v)  # any model load now would be recorded
+    saved = (tmp_path / "state" / "state.json").read_text()
+    audit_lines = len(ctl.store.read_audit())
+    assert ctl.block_now(["Attacker-1"], rate_limit_per_s=1.0, reason="guard", actor={"process": "aiir-guard"})
+    assert ctl.routing.rate_limits == {"attacker-1": 1.0} and ctl.describe()["rate_limits"] == {"attacker-1": 1.0}
+    assert calls == [] and (tmp_path / "state" / "state.json").read_text() == saved
+    assert len(ctl.store.read_audit()) == audit_lines
+    ctl.persist_pending()
+    assert json.loads((tmp_path / "state" / "state.json").read_text())["rate_limits"] == {"attacker-1": 1.0}
+    last = ctl.store.read_audit()[-1]
+    assert last["action"] == "block" and last["changed"] and last["actor"] == {"process": "aiir-guard"}
+    assert verify_audit(ctl.store.audit_path)["ok"]
+    assert ctl.block_now(["attacker-1"], rate_limit_per_s=1.0) and not ctl._pending[-1][-1]  # unchanged
+    with ctl._lock:  # another operation holds the controller: never wait on the serving path
+        assert ctl.block_now(["attacker-2"]) is False
+    assert "attacker-2" not in ctl.routing.blocked
+    with pytest.raises(ControlError, match="invalid client id"):
+        ctl.block_now(["bad id with spaces"])
+    ctl.block(["attacker-3"], reason="admin")  # a later operation audits what was pending first, in order
+    actions = [(e["action"], e["params"].get("clients")) for e in ctl.store.read_audit()[-2:]]
+    assert actions == [("block", ["attacker-1"]), ("block", ["attacker-3"])]

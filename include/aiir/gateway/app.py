@@ -10,7 +10,6 @@ assignment.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -83,34 +82,66 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
     ident = identity or Identity(None)
     guard_events = ctl.store.dir / GUARD_EVENTS_FILE
     notified: set[str] = set()
+    background = None
+    if guard is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # imported now (with the ATLAS/OWASP taxonomy it reads), not on the first trip
+        from aiir.evasion.trigger import playbook_conf
+
+        playbook_conf({"client_id": "warm-up", "at": utc_now(), "reasons": []}, model=model_name)
+        # one worker for the trips' durable part, in order (state save + audit, event log, playbook trigger)
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiir-guard")
+        background.submit(lambda: None).result()  # its thread exists before the first trip
 
     def record_guard_event(entry: dict[str, Any]) -> None:
         line = json.dumps({"time": utc_now(), **entry}, default=str, sort_keys=True)
         with open(guard_events, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 
-    def contain_tripped(ev: dict[str, Any]) -> None:
-        """Background work after a trip (the serving path already answers conservatively): persist the
-        block / rate limit through the controller (state.json + admin audit), log, trigger the playbook."""
+    def contain_now(ev: dict[str, Any], t_trip: float) -> None:
+        """On the serving path, before the tripping request is answered: the block / rate limit goes into the
+        routing in memory (no disk, no registry, never a wait on another admin operation), so every later
+        request of the client meets it. Falls back to the background path when the controller is busy."""
+        rate = guard.rate_limit if guard.action == "fallback" else None
+        try:
+            fast = ctl.block_now([ev["client_id"]], rate_limit_per_s=rate,
+                                 reason=f"inline evasion guard: {', '.join(ev['reasons'])}",
+                                 actor={"process": "aiir-guard"})
+        except ControlError as exc:  # e.g. an id the admin API would refuse: the guard's fallback still holds
+            print(f"aiir-guard: cannot contain {ev['client_id']!r} in the routing: {exc.message}", file=sys.stderr,
+                  flush=True)
+            fast = False
+        ev["containment"] = {"in_force": "serving_path" if fast else "background",
+                             "in_force_after_trip_s": round(time.perf_counter() - t_trip, 6) if fast else None}
+
+    def contain_tripped(ev: dict[str, Any], t_trip: float) -> None:
+        """Background work after a trip (the serving path already answers conservatively and, normally, has
+        put the rate limit / block in the routing): make it durable through the controller (state.json +
+        admin audit), log the trip with its timings, trigger the playbook."""
         client = ev["client_id"]
         t0 = time.perf_counter()
+        cont = ev.setdefault("containment", {"in_force": "background", "in_force_after_trip_s": None})
         try:
-            rate = guard.rate_limit if guard.action == "fallback" else None
-            ctl.block([client], rate_limit_per_s=rate, reason=f"inline evasion guard: {', '.join(ev['reasons'])}",
-                      actor={"process": "aiir-guard"})
+            if cont["in_force"] == "serving_path":
+                ctl.persist_pending()
+            else:
+                rate = guard.rate_limit if guard.action == "fallback" else None
+                ctl.block([client], rate_limit_per_s=rate, reason=f"inline evasion guard: {', '.join(ev['reasons'])}",
+                          actor={"process": "aiir-guard"})
+                cont["in_force_after_trip_s"] = round(time.perf_counter() - t_trip, 6)
             persisted = True
         except Exception as exc:  # the in-memory containment stays in effect
             persisted = False
             print(f"aiir-guard: could not persist the containment of {client!r}: {exc}", file=sys.stderr,
                   flush=True)
+        cont["persisted_after_trip_s"] = round(time.perf_counter() - t_trip, 6) if persisted else None
         try:
             record_guard_event({**ev, "persisted": persisted,
                                 "persist_seconds": round(time.perf_counter() - t0, 4)})
         except OSError as exc:
             print(f"aiir-guard: cannot write {guard_events}: {exc}", file=sys.stderr, flush=True)
         if trigger is not None:
-            from aiir.evasion.trigger import playbook_conf
-
             trigger.submit(playbook_conf(ev, model=model_name, target_name=target_name or model_name))
 
     def trigger_record(entry: dict[str, Any]) -> None:
@@ -218,12 +249,13 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
                 ev = guard.observe(client, cols, rows, preds, scores, ids, key_id=key_id)
                 if ev is not None:
                     if guard.new_trips:  # this request tripped the client (and maybe a cluster's members)
-                        loop = asyncio.get_running_loop()
+                        t_trip = time.perf_counter()
                         for trip in guard.drain_trips():
                             if trip["client_id"] not in notified:
                                 notified.add(trip["client_id"])
                                 stats["guard_trips"] += 1
-                                loop.run_in_executor(None, contain_tripped, trip)
+                                contain_now(trip, t_trip)
+                                background.submit(contain_tripped, trip, t_trip)
                     if guard.action == "block":
                         stats["refused_guard"] += 1
                         guard.stats["refused"] += 1
@@ -465,6 +497,8 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
+        if background is not None:  # trips in force are made durable before the process goes
+            background.shutdown(wait=True)
         # graceful shutdown (SIGTERM/SIGINT): every decision handed to the writer is committed before
         # the process goes — uvicorn re-raises the signal after this, so it cannot wait for later
         if writer is not None:

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiir.errors import BadInput, IntegrityError
@@ -92,6 +92,7 @@ class Controller:
         self.alias_versions: dict[str, str | None] = {}
         self._lock = threading.Lock()
         self._dirty = False  # in-memory state not yet saved
+        self._pending: list[tuple] = []  # block_now operations in force, not yet audited
         self._canary_acc = 0.0
         self._buckets: dict[str, list[float]] = {}
         self.stats: Counter = Counter()
@@ -203,6 +204,7 @@ class Controller:
     def _apply(self, action: str, params: dict[str, Any], reason: str, actor: dict[str, Any], mutate
                ) -> dict[str, Any]:
         with self._lock:
+            self._audit_pending()  # block_now operations before this one, in order
             cur = self.state
             new = copy.deepcopy(cur)
             try:
@@ -267,8 +269,8 @@ class Controller:
         return self._apply("isolate", {"fallback_version": fb, "quarantine": bool(quarantine)}, reason,
                            actor or {}, mutate)
 
-    def block(self, clients: list[str], *, rate_limit_per_s: float | None = None, reason: str = "",
-              actor: dict | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _block_args(clients: Any, rate_limit_per_s: Any) -> tuple[list[str], float | None]:
         if not isinstance(clients, list) or not clients:
             raise ControlError("'clients' must be a non-empty list of client ids", code="bad_clients")
         bad, norm = [], []
@@ -281,7 +283,6 @@ class Controller:
                 bad.append(f"{str(c)[:60]!r}: {exc}")
         if bad:
             raise ControlError(f"invalid client id(s): {'; '.join(bad[:5])} (expected {RULE})", code="bad_clients")
-        clients = sorted(set(norm))
         rate = None
         if rate_limit_per_s is not None:
             if isinstance(rate_limit_per_s, bool) or not isinstance(rate_limit_per_s, int | float):
@@ -290,7 +291,10 @@ class Controller:
             if not math.isfinite(rate) or rate <= 0:
                 raise ControlError("'rate_limit_per_s' must be > 0 (to refuse a client entirely, block it "
                                    "without a rate limit)", code="bad_rate")
+        return sorted(set(norm)), rate
 
+    @staticmethod
+    def _block_mutation(clients: list[str], rate: float | None):
         def mutate(st: GatewayState) -> None:
             blocked = set(_normalised(st.blocked_clients))
             st.rate_limits = dict(zip(_normalised(st.rate_limits), st.rate_limits.values(), strict=True))
@@ -303,9 +307,69 @@ class Controller:
                     st.rate_limits[c] = rate
             st.blocked_clients = sorted(blocked)
             st.rate_limits = dict(sorted(st.rate_limits.items()))
+        return mutate
 
+    def block(self, clients: list[str], *, rate_limit_per_s: float | None = None, reason: str = "",
+              actor: dict | None = None) -> dict[str, Any]:
+        clients, rate = self._block_args(clients, rate_limit_per_s)
         return self._apply("block", {"clients": clients, "rate_limit_per_s": rate}, reason, actor or {},
-                           mutate)
+                           self._block_mutation(clients, rate))
+
+    def block_now(self, clients: list[str], *, rate_limit_per_s: float | None = None, reason: str = "",
+                  actor: dict | None = None) -> bool:
+        """:meth:`block`'s containment in memory, at once, for the serving path (the inline guard): the
+        routing swap only — no registry, no model load, no disk, and never a wait: when another operation
+        holds the controller this instant it returns False (call :meth:`block` off the serving path instead).
+        The change is made durable and audited by the next :meth:`persist_pending` (or any later operation's
+        save)."""
+        clients, rate = self._block_args(clients, rate_limit_per_s)
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            cur = self.state
+            new = copy.deepcopy(cur)
+            self._block_mutation(clients, rate)(new)
+            changed = new.essence() != cur.essence()
+            if changed:
+                new.reason = reason
+                new.updated_at = utc_now()
+                routing = replace(self.routing, blocked=frozenset(_normalised(new.blocked_clients)),
+                                  rate_limits=dict(zip(_normalised(new.rate_limits), new.rate_limits.values(),
+                                                       strict=True)))
+                if routing.rate_limits != self.routing.rate_limits:
+                    self._buckets.clear()
+                self.state = new
+                self.routing = routing  # in force for the next request
+                self._dirty = True
+            self._pending.append(("block", {"clients": clients, "rate_limit_per_s": rate}, reason, actor or {},
+                                  changed))
+            return True
+        finally:
+            self._lock.release()
+
+    def persist_pending(self) -> None:
+        """Save the state and audit the operations :meth:`block_now` put in force (off the serving path)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            persist_error = None
+            if self._dirty:
+                try:
+                    self.store.save(self.state)
+                    self._dirty = False
+                except OSError as exc:
+                    persist_error = f"{type(exc).__name__}: {exc}"
+            self._audit_pending(pending, persist_error)
+            if persist_error:
+                raise ControlError(f"containment is in effect but NOT persisted ({persist_error}); a restart "
+                                   "would lose it", status=500, code="not_persisted")
+
+    def _audit_pending(self, pending: list[tuple] | None = None, persist_error: str | None = None) -> None:
+        if pending is None:
+            pending, self._pending = self._pending, []
+        for action, params, reason, actor, changed in pending:
+            self.store.audit({"action": action, "actor": actor, "params": params, "reason": reason,
+                              "changed": changed, "state": self.state.essence(),
+                              **({"persist_error": persist_error} if persist_error else {})})
 
     def restore(self, *, reason: str = "", follow_alias: bool = False, actor: dict | None = None
                 ) -> dict[str, Any]:
