@@ -1,6 +1,11 @@
 """The evasion playbook's steps on a real gateway: a guard trip's finding → contain (rate limit at the
 target) → triage (re-scan of the served decisions) → preserve (sealed bundle) → harden (ART) → canary
-redeploy with automatic rollback → report."""
+redeploy with automatic rollback → report.
+
+The module has its own gateway process, state folder (decision log) and AIIR_HOME: triage re-scans every
+decision the target served, so traffic other modules send to the session's shared gateway (e.g. the canary
+tests' fast random-row client) must not be in it. The registry is the session's (only this module registers
+a version in it)."""
 
 from __future__ import annotations
 
@@ -13,17 +18,35 @@ import numpy as np
 import pytest
 
 from aiir.gateway.synthetic import FEATURES, synthetic_frame
-from tests.gateway.gwkit import MODEL, split
+from tests.gateway.gwkit import MODEL, Gateway, split
+
+
+@pytest.fixture(scope="module")
+def egw_env(gw_env, tmp_path_factory):
+    home = tmp_path_factory.mktemp("evasion-home")
+    return {**gw_env, "AIIR_HOME": str(home), "AIIR_GATEWAY_DIR": str(home / "gateway")}
+
+
+@pytest.fixture(scope="module")
+def egw(egw_env, tmp_path_factory):
+    from pathlib import Path
+
+    g = Gateway(egw_env, Path(egw_env["AIIR_GATEWAY_DIR"]) / MODEL,
+                tmp_path_factory.mktemp("evasion-logs") / "serve.log").start()
+    yield g
+    g.stop()
 
 
 @pytest.fixture
-def incident_env(gw, gw_env, mlflow_store, monkeypatch, tmp_path):
-    monkeypatch.setenv("AIIR_HOME", gw_env["AIIR_HOME"])
-    monkeypatch.setenv("AIIR_GATEWAY_DIR", gw_env["AIIR_GATEWAY_DIR"])
-    monkeypatch.setenv("AIIR_GATEWAY_URL", gw.url)
+def incident_env(egw, egw_env, mlflow_store, monkeypatch, tmp_path):
+    egw.ok("/admin/restore", {"follow_alias": True, "reason": "test reset"})
+    egw.ok("/admin/canary", {"version": None, "share": 0, "reason": "test reset"})
+    for k in ("AIIR_HOME", "AIIR_GATEWAY_DIR"):
+        monkeypatch.setenv(k, egw_env[k])
+    monkeypatch.setenv("AIIR_GATEWAY_URL", egw.url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["tracking_uri"])
     monkeypatch.setenv("AIIR_EVIDENCE_DIR", str(tmp_path / "evidence"))
-    return gw
+    return egw
 
 
 def _probe(gw, client: str, n: int = 40) -> None:
@@ -35,7 +58,7 @@ def _probe(gw, client: str, n: int = 40) -> None:
         assert gw.score(split([x.round(6).tolist()], FEATURES), client=client).status_code == 200
 
 
-def test_playbook_steps_end_to_end(incident_env):
+def test_playbook_steps_end_to_end(incident_env, mlflow_store):
     gw = incident_env
     from aiir.evasion import playbook as ep
     from aiir.incident import validate_conf
@@ -69,34 +92,42 @@ def test_playbook_steps_end_to_end(incident_env):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         h = ep.harden(record, training=(X.to_numpy(), np.asarray(y), FEATURES), min_gain=0.0, max_clean_drop=0.2)
-    assert h["held_out_rows"]["hsj"] > 0 and h["before"]["robust_accuracy_hsj"] == 0.0
-    assert h["after"]["robust_accuracy_hsj"] >= h["before"]["robust_accuracy_hsj"]
-    assert h["gate"]["passed"] == (h["hardened_version"] is not None)
-    stop = threading.Event()
-
-    def traffic():
-        i = 0
-        while not stop.is_set():
-            gw.score(split([X.to_numpy()[i % 400].tolist()], FEATURES), client=f"shop-{i % 10}")
-            i += 1
-            time.sleep(0.02)
-
-    th = threading.Thread(target=traffic, daemon=True)
+    # the seeded scenario (synthetic data; ART's HopSkipJump seeded, its starting points too): 20 of the 21
+    # held-out HopSkipJump rows that evade the attacked v2 are caught by the hardened model, which loses 7.5
+    # points of clean accuracy (the permissive gate above lets it through to the canary)
+    assert h["held_out_rows"] == {"hsj": 21}, h
+    assert h["before"]["robust_accuracy_hsj"] == 0.0 and h["after"]["robust_accuracy_hsj"] == 20 / 21, h
+    assert h["gate"]["passed"] and h["gate"]["gain"] == 0.9524 and h["gate"]["clean_drop"] == 0.075, h
+    hardened = h["hardened_version"]
+    assert hardened == str(len(mlflow_store["versions"]) + 1)  # the next version of the session's registry
+    # canary on clean traffic. The traffic starts once the canary is in force and sends every row twice in a
+    # row: at share 0.5 the gateway alternates primary / canary request by request, so both versions answer
+    # the same rows and their positive rates differ only where the models disagree. On these rows the hardened
+    # model's positive rate is 0.13-0.23 above v2's over every prefix of >= 20 rows (even with the two versions
+    # one request apart; 0.39 vs 0.18 over all 400): past the 0.1 shift allowed here, however fast the machine
+    # sends, so the canary must roll it back.
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.update(ep.redeploy(record, share=0.5, observe_s=2.0,
+                                                                max_positive_shift=0.1)), daemon=True)
     th.start()
-    try:
-        r = ep.redeploy(record, share=0.5, observe_s=2.0)
-    finally:
-        stop.set()
-        th.join(10)
-    if h["hardened_version"]:
-        assert r["outcome"] in ("promoted", "rolled_back")
-        state = gw.ok("/admin/state")
-        if r["outcome"] == "promoted":
-            assert state["routes"][0]["version"] == h["hardened_version"]
-        else:
-            assert state["extra"]["canary"] is None and r["problem"]
-    else:
-        assert r["outcome"] == "skipped"
+    deadline = time.time() + 60
+    while (gw.ok("/admin/state")["extra"]["canary"] or {}).get("version") != hardened:
+        assert th.is_alive() and time.time() < deadline, out
+        time.sleep(0.05)
+    rows = X.to_numpy()[:400]
+    i = 0
+    while th.is_alive():
+        body = split([rows[i % len(rows)].tolist()], FEATURES)
+        assert gw.score(body, client=f"shop-{i % 10}").status_code == 200
+        assert gw.score(body, client=f"shop-{i % 10}").status_code == 200
+        i += 1
+    th.join()
+    r = out
+    assert r["outcome"] == "rolled_back", r
+    assert r["problem"].startswith("canary positive rate") and r["stats"]["canary_decisions"] >= 20
+    assert r["stats"]["canary_positive_rate"] - r["stats"]["primary_positive_rate"] > 0.1
+    state = gw.ok("/admin/state")
+    assert state["extra"]["canary"] is None and [rt["version"] for rt in state["routes"]] == ["2"]
     rep = ep.report(record)
     html = open(rep["html"], encoding="utf-8").read()
     assert "prober-7" in html and "AML.T0015" in html

@@ -328,8 +328,11 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
 
 
 # --- 5. canary redeploy ----------------------------------------------------------------------------
-def redeploy(record: IncidentRecord, *, target=None, share: float = 0.2, observe_s: float = 30.0) -> dict[str, Any]:
-    """Canary the hardened version; promote it or roll back automatically (see harden.canary_redeploy)."""
+def redeploy(record: IncidentRecord, *, target=None, share: float = 0.2, observe_s: float = 30.0,
+             max_positive_shift: float = 0.25) -> dict[str, Any]:
+    """Canary the hardened version; promote it or roll back automatically (see harden.canary_redeploy): rolled
+    back when the canary errs or its positive-class rate differs from the primary's by more than
+    ``max_positive_shift`` (absolute, once the canary has 20 decisions)."""
     out = record.workdir / "redeploy.json"
     existing = _read(out)
     if existing is not None:
@@ -346,7 +349,7 @@ def redeploy(record: IncidentRecord, *, target=None, share: float = 0.2, observe
 
         def divergence(stats):
             a, b = stats.get("canary_positive_rate"), stats.get("primary_positive_rate")
-            if a is not None and b is not None and stats["canary_decisions"] >= 20 and abs(a - b) > 0.25:
+            if a is not None and b is not None and stats["canary_decisions"] >= 20 and abs(a - b) > max_positive_shift:
                 return f"canary positive rate {a:.2f} vs primary {b:.2f}"
             return None
 
