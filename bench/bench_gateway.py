@@ -114,9 +114,9 @@ async def _conn_worker(port: int, req: bytes, budget: list[int], lat: list[float
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
             low = head.lower()
-            i = low.find(b"content-length:")
-            if i >= 0:
-                n = int(low[i + 15:low.find(b"\r\n", i)])
+            h = low.find(b"content-length:")  # (not `i`: that is the request cycle's index)
+            if h >= 0:
+                n = int(low[h + 15:low.find(b"\r\n", h)])
                 await reader.readexactly(n)
             else:  # chunked
                 while True:
@@ -350,6 +350,54 @@ def write_section(md: str, path: Path) -> None:
 GUARD_SECTION = "Inline evasion guard overhead (bench/bench_gateway.py --guard-only)"
 
 
+GUARD_BASELINE_REV = "ea53217"  # the guard before the per-row rewrite (37-43 us of CPU per row measured then)
+
+
+def guard_cpu_per_row(ref: Path, baseline_rev: str | None, reps: int = 5) -> dict:
+    """The guard alone, in this process: CPU microseconds per clean row (60 clients x 400 fresh rows, single-row
+    and 10-row requests, best of ``reps``, GC on), this code and the guard of ``baseline_rev`` alternating."""
+    import gc
+    import importlib.util
+
+    from sklearn.linear_model import LogisticRegression
+
+    from aiir.evasion.guard import guard_from_options
+    from aiir.gateway.synthetic import FEATURES, synthetic_frame
+
+    impls = {"current": lambda: guard_from_options(reference=str(ref), thresholds=None, columns=FEATURES)}
+    if baseline_rev:
+        src = subprocess.run(["git", "-C", str(REPO), "show", f"{baseline_rev}:include/aiir/evasion/guard.py"],
+                             capture_output=True, text=True, check=True).stdout
+        path = Path(tempfile.mkdtemp(prefix="aiir-guard-base-")) / "guard_baseline.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("guard_baseline", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        impls["baseline"] = lambda: mod.guard_from_options(reference=str(ref), thresholds=None, columns=FEATURES)
+    Xt, yt = synthetic_frame()
+    model = LogisticRegression(C=0.3, max_iter=500).fit(Xt.to_numpy(), yt)
+    X, _ = synthetic_frame(60 * 400, seed=7)
+    rows = X[FEATURES].to_numpy().round(4)
+    p = model.predict_proba(rows)[:, 1]
+    rows, preds, scores = rows.tolist(), (p >= 0.5).astype(int).tolist(), p.tolist()
+    out: dict = {}
+    for batch in (1, 10):
+        calls = [(f"merchant-{(j // batch) % 60:02d}", FEATURES, rows[j:j + batch], preds[j:j + batch],
+                  scores[j:j + batch], [f"d{j + k}" for k in range(batch)]) for j in range(0, len(rows), batch)]
+        got: dict = {n: [] for n in impls}
+        for _ in range(reps):
+            for name, make in impls.items():
+                g = make()
+                gc.collect()
+                t0 = time.process_time()
+                for a in calls:
+                    g.observe(*a)
+                got[name].append((time.process_time() - t0) / len(rows) * 1e6)
+                assert not g.tripped, f"{name}: clean traffic tripped {sorted(g.tripped)[:5]}"
+        out[f"{'single_row' if batch == 1 else f'batch_{batch}'}"] = {n: round(min(v), 2) for n, v in got.items()}
+    return {"us_per_row": out, "baseline_rev": baseline_rev, "rows": len(rows), "reps": reps}
+
+
 def guard_only(args) -> int:
     """`aiir serve --guard --guard-reference` vs `aiir serve`, both logging, same load, interleaved rounds, with
     fresh rows from 8 clients (so the guard's grids see realistic, non-repeating traffic)."""
@@ -364,6 +412,8 @@ def guard_only(args) -> int:
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
     ref = tmp / "reference.csv"
     synthetic_frame()[0].to_csv(ref, index=False)
+    ref_keep = Path(tempfile.mkdtemp(prefix="aiir-bench-guard-ref-")) / "reference.csv"
+    shutil.copyfile(ref, ref_keep)
     X, _ = synthetic_frame(args.connections * 500, seed=7)
     rows = X[FEATURES].values.round(4).tolist()
     aiir_bin = str(VENV_BIN / "aiir")
@@ -417,41 +467,62 @@ def guard_only(args) -> int:
         for p in procs.values():
             stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
+    inproc = guard_cpu_per_row(ref_keep, args.guard_baseline_rev or None) if not args.skip_inprocess else None
+    shutil.rmtree(ref_keep.parent, ignore_errors=True)
     summary = {}
     for scen, by in runs.items():
         med = {n: statistics.median(r["rps"] for r in rs) for n, rs in by.items()}
         cpu = {n: statistics.median(r["cpu_ms_per_request"] for r in rs) for n, rs in by.items()}
+        # per round: the guard's run against the plain run next to it (same round, adjacent in time)
+        pairs = [1 - g["rps"] / a["rps"] for a, g in zip(by["aiir"], by["aiir_guard"], strict=True)]
+        cpairs = [g["cpu_ms_per_request"] / a["cpu_ms_per_request"] - 1
+                  for a, g in zip(by["aiir"], by["aiir_guard"], strict=True)]
         summary[scen] = {"rps_aiir": med["aiir"], "rps_guard": med["aiir_guard"],
                          "cpu_ms_aiir": cpu["aiir"], "cpu_ms_guard": cpu["aiir_guard"],
                          "throughput_overhead": round(1 - med["aiir_guard"] / med["aiir"], 4),
                          "cpu_overhead": round(cpu["aiir_guard"] / cpu["aiir"] - 1, 4),
+                         "throughput_overhead_per_round": [round(x, 4) for x in pairs],
+                         "cpu_overhead_per_round": [round(x, 4) for x in cpairs],
                          "errors": sum(r["errors"] for rs in by.values() for r in rs)}
     res = {"benchmark": "gateway-guard", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(platform.processor()),
+                       "python": platform.python_version()},
            "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
            "params": {"requests": args.requests, "connections": args.connections, "rounds": args.rounds,
-                      "batch": args.batch}, "summary": summary, "runs": runs,
+                      "batch": args.batch}, "summary": summary, "runs": runs, "in_process": inproc,
            "guard_after_run": {k: guard_state.get(k) for k in ("stats", "tripped", "tracked_clients")}}
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"gateway-guard-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(res, indent=2))
-    lines = [f"`aiir serve --guard --guard-reference` vs `aiir serve` (both with decision logging), same model and "
+    m = res["machine"]
+    lines = [f"Run: {res['date']} — machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}. Load average "
+             f"(1 min) {res['loadavg_1m_before']} before → {res['loadavg_1m_after']} after (shared machine: "
+             "throughput is noisy, server CPU per request is the steadier number).", "",
+             f"`aiir serve --guard --guard-reference` vs `aiir serve` (both with decision logging), same model and "
              f"load: {args.requests:,} requests per measurement over {args.connections} keep-alive connections, each "
-             f"connection its own client and its own rows, {args.rounds} interleaved rounds, medians. Load average "
-             f"{res['loadavg_1m_before']} → {res['loadavg_1m_after']} (shared machine: throughput is noisy, server "
-             "CPU per request is the steadier number).", "",
+             f"connection its own client cycling through its own 500 fresh rows, {args.rounds} interleaved rounds "
+             "(the order alternates every round), medians; per-round pairs in the JSON.", "",
              "| scenario | req/s aiir | req/s aiir --guard | throughput overhead (goal ≤ 5 %) | server CPU ms/req aiir | "
-             "aiir --guard | CPU overhead |", "|---|---|---|---|---|---|---|"]
+             "aiir --guard | CPU overhead | CPU overhead per round |", "|---|---|---|---|---|---|---|---|"]
     for scen, v in summary.items():
         lines.append(f"| {scen.replace('_', ' ')} | {v['rps_aiir']:,.1f} | {v['rps_guard']:,.1f} | "
                      f"**{100 * v['throughput_overhead']:.1f} %** | {v['cpu_ms_aiir']:.3f} | {v['cpu_ms_guard']:.3f} | "
-                     f"{100 * v['cpu_overhead']:.1f} % |")
+                     f"{100 * v['cpu_overhead']:.1f} % | "
+                     + ", ".join(f"{100 * x:.0f} %" for x in v["cpu_overhead_per_round"]) + " |")
     st = res["guard_after_run"]
     lines += ["", f"The guard scored {st['stats']['rows']:,} rows during the run and tripped on "
-                  f"{len(st['tripped'] or {})} of the {args.connections} clean clients (each connection cycles "
-                  "through its own 500 fresh rows; exact repeats are not perturbations)."]
+                  f"{len(st['tripped'] or {})} of the {args.connections} clean clients."]
+    if inproc:
+        u = inproc["us_per_row"]
+        base = f" vs **{u['single_row']['baseline']:.1f}** / {u['batch_10']['baseline']:.1f} µs for the guard of " \
+               f"`{inproc['baseline_rev']}`" if inproc["baseline_rev"] else ""
+        lines += ["", f"The guard alone, in-process (`time.process_time`, GC on, best of {inproc['reps']}, 60 clients "
+                      f"× 400 fresh rows, same reference profile): **{u['single_row']['current']:.1f} µs** of CPU per "
+                      f"row in single-row requests and {u['batch_10']['current']:.1f} µs per row in 10-row requests"
+                      f"{base} (same process, alternating)."]
     if not args.no_doc:
         write_section(GUARD_SECTION, "\n".join(lines))
-    print(json.dumps(res["summary"], indent=2))
+    print(json.dumps({"summary": res["summary"], "in_process": inproc}, indent=2))
     return 0
 
 
@@ -464,6 +535,9 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=20, help="isolate/restore cycles")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--guard-baseline-rev", default=GUARD_BASELINE_REV,
+                    help="--guard-only: the revision whose guard the in-process measurement compares with ('' for none)")
+    ap.add_argument("--skip-inprocess", action="store_true", help="--guard-only: no in-process measurement")
     ap.add_argument("--guard-only", action="store_true",
                     help="only `aiir --guard` vs `aiir` (the inline evasion guard's overhead), its own docs section")
     args = ap.parse_args()
