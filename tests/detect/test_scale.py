@@ -130,3 +130,13 @@ def test_report_process_renders_the_same_report_in_a_second_process(tmp_path, re
     assert info["rendered_in"] == "second process" and info["sampled"] and info["current_rows"] == 2000
     page = (tmp_path / "r.html").read_text()
     assert "Content-Security-Policy" in page and "amount" in page
+
+
+def test_a_clean_batch_above_max_rows_stays_clean_on_its_sample(tmp_path, reference, clean_batch):
+    reference.to_parquet(tmp_path / "ref.parquet", index=False)
+    clean_batch.to_parquet(tmp_path / "cur.parquet", index=False)
+    t = load_thresholds()
+    t["decision"]["max_rows"] = 6_000
+    r = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out", thresholds=t, **FRAUD)
+    assert r.report["current"]["analysed_rows"] == 6_000 and r.report["reference"]["rows"] == len(reference)
+    assert r.status == "clean" and not r.suspect_sources
