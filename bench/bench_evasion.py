@@ -126,9 +126,14 @@ def main() -> int:
     ap.add_argument("--max-iter", type=int, default=3, help="HopSkipJump iterations")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="the guard and scan parts only (no hardening, no canary), results JSON only (implies --no-doc); "
+                         "e.g. --quick --attackers 3 --spread 1 --clean-clients 20")
     ap.add_argument("--doc-from", type=Path, help="only rewrite the docs section from a saved results JSON")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    if args.quick:
+        args.no_doc = True
     if args.doc_from:
         write_section(HEADING, markdown(json.loads(args.doc_from.read_text())))
         return 0
@@ -242,6 +247,7 @@ def main() -> int:
         h = httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {(sd / 'admin.token').read_text().strip()}"})
         guard = h.get("/admin/guard").json()
         tripped = set(guard["tripped"])
+        trips = [e for e in guard.get("events", []) if e.get("event") == "guard_trip"]
         attacking = set(atk_keys) | {k for ks in spread_keys for k in ks} | {"transfer-1"}
         caught = tripped & attacking
         clean_flagged = sorted(t for t in tripped if t.startswith("merchant-"))
@@ -264,43 +270,51 @@ def main() -> int:
         scan_caught = set(sus) & attacking
         scan_clean = sorted(s for s in sus if s.startswith("merchant-"))
 
-        # ---- hardening: adversarial retraining, robust accuracy on held-out attacks, gate
-        print("· hardening: adversarial retraining with ART PGD, held-out attacks against the old model", file=sys.stderr)
-        hold = fraud_pool[200:216]
-        orc = _Oracle(served, prof)
-        Zh = attacks.hop_skip_jump(orc.predict, prof.standardise(hold), bounds, max_iter=5, max_eval=200, init_eval=20)
-        X_hsj = prof.mean + Zh * prof.std
-        held = {"hsj": (X_hsj, np.ones(len(X_hsj), int)), "transfer": (Xt, np.ones(len(Xt), int))}
-        t0 = time.perf_counter()
-        hard, hinfo = harden.adversarial_retrain(Xall, ytr, eps=0.5, rounds=3)
-        t_train = time.perf_counter() - t0
-        old_pipe = harden._pipeline(0.3).fit(Xall, ytr)  # the served recipe as a pipeline, for white-box PGD
-        before = harden.robust_accuracy(served, Xh_np, yh, held_out=held)
-        before.update({k: v for k, v in harden.robust_accuracy(old_pipe, Xh_np, yh, held_out={}, eps=0.5).items()
-                       if k.startswith("robust_accuracy_pgd") or k == "pgd_eps"})
-        after = harden.robust_accuracy(hard, Xh_np, yh, held_out=held, eps=0.5)
-        g = harden.gate(before, after, on="hsj")
-        version = harden.register_hardened(hard, name=MODEL, X_example=Xtr, tracking_uri=info["tracking_uri"],
-                                           tags={"aiir.hardened_from": info["aliases"]["champion"]},
-                                           source_version=info["aliases"]["champion"])
+        hz_res = canary_res = None
+        if not args.quick:
+            # ---- hardening: adversarial retraining, robust accuracy on held-out attacks, gate
+            print("· hardening: adversarial retraining with ART PGD, held-out attacks against the old model", file=sys.stderr)
+            hold = fraud_pool[200:216]
+            orc = _Oracle(served, prof)
+            Zh = attacks.hop_skip_jump(orc.predict, prof.standardise(hold), bounds, max_iter=5, max_eval=200, init_eval=20)
+            X_hsj = prof.mean + Zh * prof.std
+            held = {"hsj": (X_hsj, np.ones(len(X_hsj), int)), "transfer": (Xt, np.ones(len(Xt), int))}
+            t0 = time.perf_counter()
+            hard, hinfo = harden.adversarial_retrain(Xall, ytr, eps=0.5, rounds=3)
+            t_train = time.perf_counter() - t0
+            old_pipe = harden._pipeline(0.3).fit(Xall, ytr)  # the served recipe as a pipeline, for white-box PGD
+            before = harden.robust_accuracy(served, Xh_np, yh, held_out=held)
+            before.update({k: v for k, v in harden.robust_accuracy(old_pipe, Xh_np, yh, held_out={}, eps=0.5).items()
+                           if k.startswith("robust_accuracy_pgd") or k == "pgd_eps"})
+            after = harden.robust_accuracy(hard, Xh_np, yh, held_out=held, eps=0.5)
+            g = harden.gate(before, after, on="hsj")
+            version = harden.register_hardened(hard, name=MODEL, X_example=Xtr, tracking_uri=info["tracking_uri"],
+                                               tags={"aiir.hardened_from": info["aliases"]["champion"]},
+                                               source_version=info["aliases"]["champion"])
 
-        # ---- canary redeploy with automatic rollback (clean traffic running)
-        clean2 = Clean(url, clean_keys, Xc.to_numpy()[3000:].round(4).tolist(), args.clean_rate)
-        clean2.cols = FEATURES
-        clean2.start()
-        h.post("/admin/restore", json={"reason": "bench: before canary"})
+            # ---- canary redeploy with automatic rollback (clean traffic running)
+            clean2 = Clean(url, clean_keys, Xc.to_numpy()[3000:].round(4).tolist(), args.clean_rate)
+            clean2.cols = FEATURES
+            clean2.start()
+            h.post("/admin/restore", json={"reason": "bench: before canary"})
 
-        def divergence(stats):
-            a, b = stats.get("canary_positive_rate"), stats.get("primary_positive_rate")
-            if a is not None and b is not None and stats["canary_decisions"] >= 20 and abs(a - b) > 0.25:
-                return f"canary positive rate {a:.2f} vs primary {b:.2f}"
-            return None
+            def divergence(stats):
+                a, b = stats.get("canary_positive_rate"), stats.get("primary_positive_rate")
+                if a is not None and b is not None and stats["canary_decisions"] >= 20 and abs(a - b) > 0.25:
+                    return f"canary positive rate {a:.2f} vs primary {b:.2f}"
+                return None
 
-        bad = harden.canary_redeploy(target, info["versions"][2], share=0.3, observe_s=4, check=divergence)
-        good = harden.canary_redeploy(target, version, share=0.3, observe_s=4, check=divergence)
-        clean2.halt.set()
-        clean2.join(30)
-        target.close()
+            bad = harden.canary_redeploy(target, info["versions"][2], share=0.3, observe_s=4, check=divergence)
+            good = harden.canary_redeploy(target, version, share=0.3, observe_s=4, check=divergence)
+            clean2.halt.set()
+            clean2.join(30)
+            target.close()
+            hz_res = {"info": hinfo, "train_seconds": round(t_train, 2), "before": before, "after": after,
+                      "gate": g, "hardened_version": version}
+            canary_res = {"bad_version": {k: bad[k] for k in ("outcome", "version", "problem", "stats", "seconds")},
+                          "hardened_version": {k: good[k] for k in ("outcome", "version", "problem", "stats", "seconds")}}
+        else:
+            target.close()
         results = {
             "benchmark": "evasion", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "loadavg_1m": round(os.getloadavg()[0], 2),
@@ -315,16 +329,23 @@ def main() -> int:
                                               "all": cq},
                       "containment_seconds": {"median": statistics.median(cs) if cs else None, "max": max(cs) if cs else None},
                       "attacked_rows": attacked_rows, "evaded_rows_through_guard": evaded_guarded,
-                      "stats": guard["stats"]},
+                      "stats": guard["stats"],
+                      # the gateway's own clock: trip -> containment in the routing, and -> durable
+                      "in_force_after_trip_s": _spread([e["containment"]["in_force_after_trip_s"] for e in trips
+                                                        if e.get("containment", {}).get("in_force_after_trip_s")
+                                                        is not None]),
+                      "persisted_after_trip_s": _spread([e["containment"]["persisted_after_trip_s"] for e in trips
+                                                         if e.get("containment", {}).get("persisted_after_trip_s")
+                                                         is not None]),
+                      "in_force_on_serving_path": sum(1 for e in trips
+                                                      if e.get("containment", {}).get("in_force") == "serving_path"),
+                      "trips": len(trips)},
             "attackers": per_attacker,
             "scan": {"caught": len(scan_caught), "caught_share": round(len(scan_caught) / len(attacking), 4),
                      "missed": sorted(attacking - scan_caught), "clean_flagged": scan_clean,
                      "decisions": res.report["decisions"], "scan_seconds": round(t_scan, 3),
                      "contain_seconds": round(t_block, 3), "status": res.status},
-            "hardening": {"info": hinfo, "train_seconds": round(t_train, 2), "before": before, "after": after,
-                          "gate": g, "hardened_version": version},
-            "canary": {"bad_version": {k: bad[k] for k in ("outcome", "version", "problem", "stats", "seconds")},
-                       "hardened_version": {k: good[k] for k in ("outcome", "version", "problem", "stats", "seconds")}},
+            "hardening": hz_res, "canary": canary_res,
             "seconds": round(time.time() - t_start, 1),
         }
         # the same attacks without the guard, in-process, for the baseline attack success
@@ -347,6 +368,10 @@ def main() -> int:
                      indent=2, default=str))
     print(f"· results in {out}", file=sys.stderr)
     return 0
+
+
+def _spread(xs: list[float]) -> dict | None:
+    return {"median": statistics.median(xs), "max": max(xs), "n": len(xs)} if xs else None
 
 
 class _Oracle:
@@ -387,6 +412,11 @@ def markdown(r: dict) -> str:
         f"**{g['containment_queries']['median']}**, max **{g['containment_queries']['max']}** | ≤ 50 |",
         f"| seconds from first attack query to guard containment | median **{g['containment_seconds']['median']:.2f}**, "
         f"max **{g['containment_seconds']['max']:.2f}** | ≤ 1 s |",
+        *([f"| trip → rate limit in the gateway's routing, gateway clock ({g['in_force_on_serving_path']}/{g['trips']} "
+           f"trips put in force on the serving path, before the tripping answer) | median "
+           f"**{1000 * g['in_force_after_trip_s']['median']:.2f} ms**, max {1000 * g['in_force_after_trip_s']['max']:.2f} ms; "
+           f"durable (state.json + audit) after median {1000 * g['persisted_after_trip_s']['median']:.0f} ms | ≤ 1 s |"]
+          if g.get("in_force_after_trip_s") and g.get("persisted_after_trip_s") else []),
         f"| attacked fraud rows that evaded, through the guard / without it | {g['evaded_rows_through_guard']}/"
         f"{g['attacked_rows']} / {b['evaded_rows']}/{b['rows']} (without: {b['queries_per_row']} queries per row, "
         f"{100 * b['boundary_share']:.0f} % near the boundary) | |",
