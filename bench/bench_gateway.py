@@ -414,30 +414,49 @@ def guard_only(args) -> int:
     synthetic_frame()[0].to_csv(ref, index=False)
     ref_keep = Path(tempfile.mkdtemp(prefix="aiir-bench-guard-ref-")) / "reference.csv"
     shutil.copyfile(ref, ref_keep)
-    X, _ = synthetic_frame(args.connections * 500, seed=7)
+    # Fresh rows only: no connection sends a row twice to a server during the run (a client replaying the same
+    # rows every few hundred requests is not clean traffic: two near-identical borderline rows replayed ten
+    # times form a cluster the guard trips on). Each measurement of a server continues where its previous one
+    # stopped; both servers get the same rows in the same order.
+    C = args.connections
+    quota = {"single_row": -(-3 * max(200, args.requests) // (2 * C))}  # requests per connection per measurement
+    quota[f"batch_{args.batch}"] = quota["single_row"]
+    calls = 1 + args.rounds
+    per_conn = {"single_row": calls * quota["single_row"], f"batch_{args.batch}": calls * quota["single_row"] * args.batch}
+    X, _ = synthetic_frame(C * sum(per_conn.values()), seed=7)
     rows = X[FEATURES].values.round(4).tolist()
     aiir_bin = str(VENV_BIN / "aiir")
     ports = {"aiir": free_port(), "aiir_guard": free_port()}
     procs = {}
     runs: dict = {"single_row": {n: [] for n in ports}, f"batch_{args.batch}": {n: [] for n in ports}}
+    base = {"single_row": 0, f"batch_{args.batch}": C * per_conn["single_row"]}
+    all_bodies: dict = {}
+    pos: dict = {}
 
     def bodies(k: int, scen: str) -> list[bytes]:
-        """Connection k's requests: its own 500 fresh rows, one or `batch` per request."""
-        n = 1 if scen == "single_row" else args.batch
-        mine = rows[k * 500:(k + 1) * 500]
-        return [json.dumps({"dataframe_split": {"columns": FEATURES, "data": mine[j:j + n]}}).encode()
-                for j in range(0, len(mine) - n + 1, n)]
+        """Connection k's requests for the whole run: its own fresh rows, one or `batch` per request."""
+        if (k, scen) not in all_bodies:
+            n = 1 if scen == "single_row" else args.batch
+            start = base[scen] + k * per_conn[scen]
+            mine = rows[start:start + per_conn[scen]]
+            all_bodies[(k, scen)] = [json.dumps({"dataframe_split": {"columns": FEATURES, "data": mine[j:j + n]}}
+                                                ).encode() for j in range(0, len(mine) - n + 1, n)]
+        return all_bodies[(k, scen)]
 
-    async def load_many(port: int, scen: str, n: int) -> tuple[float, list, int]:
+    async def load_many(port: int, scen: str, n: int, name: str) -> tuple[float, list, int]:
         budget, lat, bad = [n], [], [0]
-        reqs = [[request_bytes(port, b, f"bench-{k}") for b in bodies(k, scen)] for k in range(args.connections)]
+        reqs = []
+        for k in range(C):
+            at = pos.get((name, scen, k), 0)
+            pos[(name, scen, k)] = at + quota[scen]
+            reqs.append([request_bytes(port, b, f"bench-{k}") for b in bodies(k, scen)[at:at + quota[scen]]])
         t0 = time.perf_counter()
-        await asyncio.gather(*(_conn_worker(port, reqs[k], budget, lat, bad, {}) for k in range(args.connections)))
+        await asyncio.gather(*(_conn_worker(port, reqs[k], budget, lat, bad, {}) for k in range(C)))
         return time.perf_counter() - t0, lat, bad[0]
 
     def load(name: str, scen: str, n: int) -> dict:
         cpu0 = cpu_seconds(procs[name].pid)
-        el, lat, bad = asyncio.run(load_many(ports[name], scen, n))
+        el, lat, bad = asyncio.run(load_many(ports[name], scen, n, name))
         cpu = cpu_seconds(procs[name].pid) - cpu0
         return {"rps": round(len(lat) / el, 1), "errors": bad, "cpu_ms_per_request": round(cpu * 1000 / max(1, len(lat)), 4)}
 
@@ -494,13 +513,11 @@ def guard_only(args) -> int:
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"gateway-guard-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(res, indent=2))
-    m = res["machine"]
-    lines = [f"Run: {res['date']} — machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}. Load average "
-             f"(1 min) {res['loadavg_1m_before']} before → {res['loadavg_1m_after']} after (shared machine: "
-             "throughput is noisy, server CPU per request is the steadier number).", "",
+    lines = [f"Load average (1 min) {res['loadavg_1m_before']} before → {res['loadavg_1m_after']} after (shared "
+             "machine: throughput is noisy, server CPU per request is the steadier number).", "",
              f"`aiir serve --guard --guard-reference` vs `aiir serve` (both with decision logging), same model and "
              f"load: {args.requests:,} requests per measurement over {args.connections} keep-alive connections, each "
-             f"connection its own client cycling through its own 500 fresh rows, {args.rounds} interleaved rounds "
+             f"connection its own client sending only fresh rows (none twice), {args.rounds} interleaved rounds "
              "(the order alternates every round), medians; per-round pairs in the JSON.", "",
              "| scenario | req/s aiir | req/s aiir --guard | throughput overhead (goal ≤ 5 %) | server CPU ms/req aiir | "
              "aiir --guard | CPU overhead | CPU overhead per round |", "|---|---|---|---|---|---|---|---|"]
