@@ -400,6 +400,34 @@ def decisions_frame(record: IncidentRecord, *, target=None, since: str | None = 
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(DECISION_FIELDS))
 
 
+def seal_target_snapshot(bundle: Any, target: Any, snap: Path,
+                         extra: Callable[[Path], None] | None = None) -> str | None:
+    """The target's own snapshot (``target.snapshot``: its state, configs, model data, capture files, logs) into
+    ``bundle`` under ``target/``, every file of the tree with its relative path. Taken once into ``snap`` and
+    reused, so a retried task re-adds the same bytes (the write-once store accepts that) rather than a fresh
+    export it would refuse. ``extra(snap)`` adds files of the caller's own before the snapshot is marked complete.
+    A target that cannot be read is recorded loudly (``target/snapshot_error.json``) and the rest is preserved;
+    the error text is returned."""
+    try:
+        done = snap.with_name(snap.name + ".complete")  # beside the tree, not in it: not evidence
+        if not done.exists():
+            if snap.exists():
+                import shutil
+
+                shutil.rmtree(snap)
+            target.snapshot(snap)
+            if extra is not None:
+                extra(snap)
+            done.touch()
+        bundle.add_tree(snap, "target", category="target_state", description="serving target state and logs")
+        return None
+    except Exception as exc:  # the target may be down: record that loudly, keep preserving the rest
+        error = f"{type(exc).__name__}: {exc}"
+        bundle.add_json({"error": error, "target": getattr(target, "ref", "")}, "target/snapshot_error.json",
+                        category="target_state", description="target snapshot failed")
+        return error
+
+
 def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-playbook",
              context: dict[str, Any] | None = None, target=None) -> dict[str, Any]:
     """Seal the suspect model, its training data, decisions, target state, findings into a signed bundle."""
@@ -433,26 +461,8 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
                         description="hash-chained alias log")
     # Inputs generated here are made once and reused, so a retried task re-adds the same bytes
     # (the write-once store accepts that) instead of a fresh export it would refuse.
-    snap = record.workdir / "target_snapshot"
     target = target_for(record, target)
-    snapshot_error = None
-    try:
-        done = snap / ".complete"
-        if not done.exists():
-            if snap.exists():
-                import shutil
-
-                shutil.rmtree(snap)
-            target.snapshot(snap)
-            done.touch()
-        files = sorted(p for p in snap.iterdir() if p.is_file() and p.name != ".complete")
-        for f in files:
-            bundle.add_file(f, f"target/{Path(f).name}", category="target_state",
-                            description="serving target state and logs")
-    except Exception as exc:  # the target may be down: record that loudly, keep preserving the rest
-        snapshot_error = f"{type(exc).__name__}: {exc}"
-        bundle.add_json({"error": snapshot_error, "target": target.ref}, "target/snapshot_error.json",
-                        category="target_state", description="target snapshot failed")
+    snapshot_error = seal_target_snapshot(bundle, target, record.workdir / "target_snapshot")
     dec_path = record.workdir / "decisions_recent.csv"
     if not dec_path.exists():
         from aiir.csvsafe import write_csv

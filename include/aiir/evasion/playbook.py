@@ -200,26 +200,17 @@ def preserve(record: IncidentRecord, *, target=None, signing_key=None, actor: st
         os.replace(tmp, dec)
     bundle.add_file(dec, "decisions/suspect_clients.jsonl", category="decision_log",
                     description="every decision served to the suspect clients (the attack queries)")
-    snap = record.workdir / "target_snapshot"
-    try:
-        done = snap / ".complete"
-        if not done.exists():
-            if snap.exists():
-                import shutil
 
-                shutil.rmtree(snap)
-            tgt.snapshot(snap)
-            sd = getattr(tgt, "state_dir", None)
-            if sd is not None and (Path(sd) / "guard-events.jsonl").exists():
-                import shutil
+    def guard_events(snap: Path) -> None:
+        sd = getattr(tgt, "state_dir", None)
+        if sd is not None and (Path(sd) / "guard-events.jsonl").exists():
+            import shutil
 
-                shutil.copyfile(Path(sd) / "guard-events.jsonl", snap / "guard-events.jsonl")
-            done.touch()
-        for f in sorted(p for p in snap.iterdir() if p.is_file() and p.name != ".complete"):
-            bundle.add_file(f, f"target/{f.name}", category="target_state", description="serving target state and logs")
-    except Exception as exc:  # the target may be down: record that, keep preserving
-        bundle.add_json({"error": str(exc)}, "target/snapshot_error.json", category="target_state",
-                        description="target snapshot failed")
+            shutil.copyfile(Path(sd) / "guard-events.jsonl", snap / "guard-events.jsonl")
+
+    from aiir.playbook import seal_target_snapshot
+
+    seal_target_snapshot(bundle, tgt, record.workdir / "target_snapshot", extra=guard_events)
     try:
         from aiir import registry
 
