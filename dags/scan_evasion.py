@@ -60,7 +60,6 @@ def scan_evasion():
         task_id="incident_opened",
         python_callable=callables.incident_opened,
         op_args=["{{ ti.xcom_pull(task_ids='scan') }}"],
-        on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
     trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
@@ -69,6 +68,8 @@ def scan_evasion():
         conf="{{ ti.xcom_pull(task_ids='scan')['conf'] }}",
         skip_when_already_exists=True,
         outlets=[INCIDENTS],
+        # the alert goes out only when an incident really opened (never for a clean scan)
+        on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
     scan >> incident_opened >> trigger
 

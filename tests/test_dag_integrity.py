@@ -27,7 +27,11 @@ out = {"errors": {k: v[-400:] for k, v in bag.import_errors.items()}, "seconds":
                            "retries": [t.retries for t in d.tasks], "doc": bool(d.doc_md),
                            "tasks": [t.task_id for t in d.tasks],
                            "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
-                           "max_active_runs": d.max_active_runs} for d in bag.dags.values()}}
+                           "max_active_runs": d.max_active_runs,
+                           "alerts": {t.task_id: [t.task_type, [getattr(c, "action", None) for c in (
+                               t.on_success_callback if isinstance(t.on_success_callback, list)
+                               else [t.on_success_callback] if t.on_success_callback else [])]]
+                               for t in d.tasks}} for d in bag.dags.values()}}
 print("RESULT" + json.dumps(out))
 """ % (HEAVY,)  # noqa: UP031 (the code contains braces)
 
@@ -68,6 +72,20 @@ def test_every_dag_has_owner_tags_retries_and_docs(dagbag):
 
 def test_parsing_imports_no_heavy_library(dagbag):
     assert dagbag["heavy"] == [], f"parsing the DAG folder imported {dagbag['heavy'][:10]}"
+
+
+def test_incident_opened_alerts_only_where_an_incident_opened(dagbag):
+    """Round 2's bug, three times over: an `incident_opened` SIEM alert on a ShortCircuitOperator fires on every
+    clean run (a short circuit *succeeds* when it skips). The alert belongs on the task that triggers the
+    playbook, which runs only when an incident opened."""
+    seen = 0
+    for dag_id, d in dagbag["dags"].items():
+        for task_id, (task_type, actions) in d["alerts"].items():
+            if "incident_opened" in actions:
+                seen += 1
+                assert task_type in ("TriggerPlaybookOperator", "OpenIncidentOperator"), \
+                    f"{dag_id}.{task_id} ({task_type}) alerts on success"
+    assert seen >= 3  # data_integrity_check, scan_evasion, artifact_integrity
 
 
 def test_playbook_order_contains_before_evidence_and_forensics(dagbag):

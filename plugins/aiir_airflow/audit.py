@@ -91,17 +91,17 @@ class ArtifactIntegrityOperator(BaseOperator):
         super().__init__(**kwargs)
         self.model_name, self.target_kind = model_name, target_kind
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> list[str]:
         from aiir.audit import jobs
         from aiir.errors import BadInput
 
         try:
-            return jobs.artifact_integrity(model=self.model_name or None, run_id=context["run_id"],
-                                           target_kind=self.target_kind)
+            summary = jobs.artifact_integrity(model=self.model_name or None, run_id=context["run_id"],
+                                              target_kind=self.target_kind)
         except BadInput as exc:
             raise AirflowFailException(f"BadInput: {exc}") from exc
+        context["ti"].xcom_push(key="summary", value=summary)
+        # the return value is what the playbook trigger is mapped over (Airflow maps over return values only):
+        # the ids of the incidents this run opened — one playbook run each, none on a clean or duplicate run
+        return [t["trigger_run_id"] for t in summary["triggers"]]
 
-
-def incidents_opened(summary: Any) -> bool:
-    """ShortCircuit callable: continue only when the integrity run opened incidents."""
-    return bool(isinstance(summary, dict) and summary.get("incidents"))

@@ -15,6 +15,10 @@ from airflow.sdk import BaseNotifier
 
 
 def _incident_id(context: Any) -> str:
+    # a detect DAG's playbook trigger: the incident it opened is the run it triggers (rendered, per map index)
+    rid = getattr(context.get("task"), "trigger_run_id", None)
+    if isinstance(rid, str) and rid.startswith("INC-"):
+        return rid
     ti = context.get("ti")
     rec = None
     try:

@@ -272,6 +272,11 @@ def test_one_byte_of_the_model_file_fails_verify_and_trace(served, restore):
     assert rec.kind == "artifact_integrity" and rec.opened_by == "artifact_integrity"
     assert rec.atlas == ["AML.T0010", "AML.T0018"] and rec.owasp == ["ML06", "ML10"]
     assert jobs.artifact_integrity(run_id="scheduled__t1")["incidents"][0]["incident_id"] == iid
+    # the next day's scheduled run sees the same mismatches: no second incident, nothing to trigger
+    s2 = jobs.artifact_integrity(run_id="scheduled__t2")
+    assert s2["status"] == "duplicate" and s2["incidents"] == [] and s2["triggers"] == []
+    assert [d["duplicate_of"] for d in s2["duplicates"]] == [iid]
+    assert s1["triggers"] == [{"trigger_run_id": iid, "conf": s1["incidents"][0]["conf"]}]
     # the trace of a decision v2 served now names that incident
     e = trace([_ids(served["before"])[0]], seal=False)["decisions"][0]
     assert [i["incident_id"] for i in e["incidents"]] == [iid] and e["incidents"][0]["touches"] == ["version"]

@@ -11,6 +11,7 @@ Both return small JSON-able summaries (XCom).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -94,12 +95,22 @@ def artifact_integrity(*, model: str | None = None, run_id: str = "manual", targ
               "checked_at": rep["checked_at"], "versions": rep["versions"], "findings": rep["findings"],
               "results": rep["results"]}
     (out / "findings.json").write_text(json.dumps(report, indent=2, default=str))
-    incidents = []
+    from aiir import lifecycle
+
+    incidents, duplicates = [], []
     by_model: dict[str, list[dict[str, Any]]] = {}
     for f in rep["findings"]:
         by_model.setdefault(f["model"], []).append(f)
     for name, fs in sorted(by_model.items()):
         marker = out / f"incident_id.{name}"
+        # one root cause, one incident: the same mismatches (the daily run sees them again until someone
+        # restores the artifact) are reported as a duplicate of the incident that has them, open or closed
+        fp = _tampering_fingerprint(name, fs)
+        dup = None if marker.exists() else lifecycle.find_by_fingerprint(fp)
+        if dup is not None:
+            duplicates.append({"model": name, "duplicate_of": dup["incident_id"], "state": dup["state"],
+                               "findings": len(fs), "fingerprint": fp})
+            continue
         if marker.exists():
             record = inc.load(marker.read_text().strip())
         else:
@@ -111,14 +122,31 @@ def artifact_integrity(*, model: str | None = None, run_id: str = "manual", targ
                 "opened_by": "artifact_integrity", **({"regimes": regimes} if regimes is not None else {})},
                 kind=PLAYBOOK_KIND)
             inc.save(record)
+            lifecycle.init_state(record, fingerprint_value=fp)
             marker.write_text(record.incident_id)
         d = record.to_dict()
         incidents.append({"incident_id": record.incident_id, "model": name, "severity": d.get("severity"),
                           "findings": len(fs), "kind": record.kind,
                           "conf": {k: v for k, v in d.items() if k != "kind"}})
-    summary = {"status": report["status"], "severity": severity, "check_dir": str(out), "versions": rep["versions"],
-               "findings": len(rep["findings"]), "incidents": incidents, "checked_at": rep["checked_at"],
+    status = report["status"]
+    if status == "incident" and not incidents:
+        status = "duplicate"  # every mismatch belongs to an incident already opened for it
+    summary = {"status": status, "severity": severity, "check_dir": str(out), "versions": rep["versions"],
+               "findings": len(rep["findings"]), "incidents": incidents, "duplicates": duplicates,
+               # what the DAG's trigger task is mapped over: one playbook run per new incident, none when clean
+               "triggers": [{"trigger_run_id": i["incident_id"], "conf": i["conf"]} for i in incidents],
+               "checked_at": rep["checked_at"],
                "messages": [m for r in rep["results"] for m in r["messages"] if not m.split(": ", 1)[-1].startswith(
                    ("INTACT", "NOTE"))][:50]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _tampering_fingerprint(model: str, findings: list[dict[str, Any]]) -> str:
+    """The mismatches themselves (which artifact of which version, and what differs), not when they were seen."""
+    from aiir import lifecycle
+
+    what = sorted(f"{f.get('artifact_kind')}|{f.get('version')}|{f.get('title')}|{f.get('detail')}" for f in findings)
+    digest = hashlib.sha256("\n".join(what).encode()).hexdigest()
+    return lifecycle.fingerprint(model=model, batch_sha256=digest, finding_kinds=["artifact_tampering"],
+                                 sources=sorted({str(f.get("version")) for f in findings}))
