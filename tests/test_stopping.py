@@ -120,13 +120,14 @@ def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):
         t0 = time.monotonic()
         os.write(fd, b"\x03")  # the terminal driver turns it into SIGINT to the foreground process group
         _read_until(fd, b"stopped ", 10, buf)
+        done, status = 0, 0
         while time.monotonic() - t0 < 10:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
             time.sleep(0.05)
         took = time.monotonic() - t0
-        assert done, f"demo still running after {took:.1f} s"
+        assert done, f"demo still running after {took:.1f} s:\n" + buf[-2000:].decode(errors="replace")
         left = [p for p in started if alive(p)]
         assert took < 5.0 and not left, (took, left, buf[-2000:].decode(errors="replace"))
         assert os.waitstatus_to_exitcode(status) == 0, buf[-2000:].decode(errors="replace")

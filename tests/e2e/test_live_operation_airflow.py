@@ -120,7 +120,8 @@ def story(world):
     # A rejected, C approved — through the REST API
     _answer(af, "retrain_from_clean_data", a_retrain, "await_approval", "Reject", "not before the audit")
     a_run = af.wait_for_run("incident_data_poisoning", a, timeout=600)
-    c_retrain = f"{c}-retrain"
+    # the retrain run is named after the incident (the playbook's own id), not after the run a person triggered
+    c_retrain = "INC-live-C-retrain"
     wait_until(lambda: any(r["dag_run_id"] == c_retrain for r in af.runs("retrain_from_clean_data")),
                timeout=900, interval=2, what="C's retrain run", service=af.service)
     _wait_state(af, "retrain_from_clean_data", c_retrain, "await_approval", ("awaiting_input", "deferred"))
