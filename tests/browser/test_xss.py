@@ -75,7 +75,8 @@ def test_unsanitised_evidently_report_would_run_the_payload(browser, tmp_path):
             reference_data=Dataset.from_pandas(ref, data_definition=dd))
         raw = snap.get_html_str(as_iframe=False)
     (tmp_path / "raw.html").write_text(raw)
-    r = browser.open(tmp_path / "raw.html")
+    # Evidently's page is large: on a loaded machine its scripts (and the payload) run well after load
+    r = browser.open(tmp_path / "raw.html", settle_ms=5000)
     assert "close-script" in payload_ids(r), r.summary()
     (tmp_path / "safe.html").write_text(make_report_safe(raw))
     assert not browser.open(tmp_path / "safe.html").script_ran
