@@ -419,33 +419,6 @@ class PlaybookApprovalOperator(_approval_base()):
 
         return recovery.validate_conf(dict(self.conf))
 
-    def execute(self, context: Context) -> Any:
-        # A person's answer survives a retry. Seen on Airflow 3.3.2: an answer given within a second of the pause
-        # resumes the task while the executor's "finished" event for the pause is still in flight; the scheduler
-        # then marks the task up_for_retry, and the retry would write a fresh request over the answer and wait
-        # again. On a retry whose request was already answered, act on that answer instead.
-        answered = self._earlier_answer(context) if getattr(context["task_instance"], "try_number", 1) > 1 else None
-        if answered is not None:
-            self.log.info("this request was answered already (%s by %s): acting on that answer",
-                          answered["chosen_options"], answered["responded_by_user"])
-            return self.execute_complete(context, answered)
-        return super().execute(context)
-
-    def _earlier_answer(self, context: Context) -> dict[str, Any] | None:
-        try:
-            from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-            r = get_hitl_detail_content_detail(context["task_instance"].id)
-        except Exception as exc:  # no request yet (first run of a fresh try) or an older Airflow
-            self.log.debug("no earlier answer: %s", exc)
-            return None
-        if not getattr(r, "response_received", False) or not r.chosen_options:
-            return None
-        user = r.responded_by_user
-        return {"chosen_options": list(r.chosen_options), "params_input": dict(r.params_input or {}),
-                "responded_at": r.responded_at,
-                "responded_by_user": user.model_dump() if hasattr(user, "model_dump") else user}
-
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" not in event:
             chosen = event.get("chosen_options") or []
