@@ -77,7 +77,9 @@ def test_unsanitised_evidently_report_would_run_the_payload(browser, tmp_path):
     (tmp_path / "raw.html").write_text(raw)
     # Evidently's page is large: on a loaded machine its scripts (and the payload) run well after load
     r = browser.open(tmp_path / "raw.html", settle_ms=5000)
-    assert "close-script" in payload_ids(r), r.summary()
+    # which payloads get to run varies (one that breaks the page's JSON or navigates away stops the rest);
+    # what must hold is that injected <script> elements run in the raw page
+    assert {"close-script", "script"} & set(payload_ids(r)), r.summary()
     (tmp_path / "safe.html").write_text(make_report_safe(raw))
     assert not browser.open(tmp_path / "safe.html").script_ran
 
