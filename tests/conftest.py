@@ -34,6 +34,11 @@ def _no_mlflow_uri_leaks():
     (seen in CI: a registry URI left by the gateway tests sent a SageMaker test's models to another db)."""
     saved = {k: os.environ.get(k) for k in _MLFLOW_URI_VARS}
     yield
+    restore_env(saved)
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as ``saved`` had them (``None``: the variable was not set)."""
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import restore_env
 from tests.gateway.gwkit import AIIR, free_port
 
 MODEL = "fraud-detector"
@@ -85,11 +86,7 @@ def audit_demo(tmp_path_factory):
     bootstrap.bootstrap()
     bootstrap.nightly_retrain([4, 5])
     yield home
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(saved)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ import time
 
 import pytest
 
+from tests.conftest import restore_env
+
 # First seen passing on 1 December 2026 (7 tests, 10 min at load ~4 on 2 cores).
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -63,11 +65,7 @@ def world(tmp_path_factory):
     finally:
         for s in reversed(services):
             s.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 def _ti(af, dag, run, task):

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, restore_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -44,11 +44,7 @@ def world(tmp_path_factory):
     finally:
         for s in reversed(services):
             s.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 def _traffic(world, seconds: float) -> dict:

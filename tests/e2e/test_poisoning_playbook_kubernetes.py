@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, restore_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 NS = "models-e2e"
@@ -62,11 +62,7 @@ def world(k8s, tmp_path_factory):
         target.close()
         for s in reversed(services):
             s.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 @pytest.fixture(scope="module")

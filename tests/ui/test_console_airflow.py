@@ -24,6 +24,7 @@ import urllib.request
 import pytest
 
 from aiir.runtime import wait_until
+from tests.conftest import restore_env
 from tests.e2e.test_poisoning_playbook_airflow import _traffic
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -56,11 +57,7 @@ def world(tmp_path_factory):
     finally:
         for s in reversed(services):
             s.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 @pytest.fixture(scope="module")
