@@ -8,10 +8,9 @@ scheduler's own trigger-to-task time, the baseline the playbook's time-to-contai
 from __future__ import annotations
 
 import pendulum
-from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import dag
 
-from aiir_airflow.callables import noop
+from aiir_airflow.operators import LatencyProbeOperator
 
 
 @dag(
@@ -24,7 +23,7 @@ from aiir_airflow.callables import noop
     doc_md=__doc__,
 )
 def aiir_latency_probe():
-    PythonOperator(task_id="probe", python_callable=noop)
+    LatencyProbeOperator(task_id="probe")
 
 
 aiir_latency_probe()

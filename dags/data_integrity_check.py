@@ -19,10 +19,8 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
-from aiir_airflow import callables
 from aiir_airflow.assets import INCIDENTS, INTEGRITY_FINDINGS, TRAINING_BATCHES
 from aiir_airflow.notifiers import SiemNotifier
 from aiir_airflow.operators import DataIntegrityCheckOperator, TriggerPlaybookOperator
@@ -62,22 +60,16 @@ def data_integrity_check():
         outlets=[INTEGRITY_FINDINGS],
         on_success_callback=SiemNotifier("detect", "integrity_check_completed"),
     )
-    incident_opened = ShortCircuitOperator(
-        task_id="incident_opened",
-        python_callable=callables.incident_opened,
-        op_args=["{{ ti.xcom_pull(task_ids='check') }}"],
-    )
     trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
-        trigger_dag_id="{{ ti.xcom_pull(task_ids='check')['playbook_dag_id'] }}",
-        trigger_run_id="{{ ti.xcom_pull(task_ids='check')['incident']['incident_id'] }}",
-        conf="{{ ti.xcom_pull(task_ids='check')['conf'] }}",
+        # skips itself unless the check opened an incident (playbook, run id = incident id, conf from its summary)
+        from_summary="{{ ti.xcom_pull(task_ids='check') }}",
         skip_when_already_exists=True,
         outlets=[INCIDENTS],
         # the alert goes out only when an incident really opened (never for a clean batch)
         on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
-    check >> incident_opened >> trigger
+    check >> trigger
 
 
 data_integrity_check()

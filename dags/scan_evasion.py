@@ -15,10 +15,8 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag
 
-from aiir_airflow import callables
 from aiir_airflow.assets import INCIDENTS
 from aiir_airflow.evasion import EvasionScanOperator
 from aiir_airflow.notifiers import SiemNotifier
@@ -56,22 +54,16 @@ def scan_evasion():
         reference="{{ params.reference }}",
         on_success_callback=SiemNotifier("detect", "evasion_scan_completed"),
     )
-    incident_opened = ShortCircuitOperator(
-        task_id="incident_opened",
-        python_callable=callables.incident_opened,
-        op_args=["{{ ti.xcom_pull(task_ids='scan') }}"],
-    )
     trigger = TriggerPlaybookOperator(
         task_id="trigger_incident_playbook",
-        trigger_dag_id="{{ ti.xcom_pull(task_ids='scan')['playbook_dag_id'] }}",
-        trigger_run_id="{{ ti.xcom_pull(task_ids='scan')['incident']['incident_id'] }}",
-        conf="{{ ti.xcom_pull(task_ids='scan')['conf'] }}",
+        # skips itself unless the scan opened an incident (playbook, run id = incident id, conf from its summary)
+        from_summary="{{ ti.xcom_pull(task_ids='scan') }}",
         skip_when_already_exists=True,
         outlets=[INCIDENTS],
         # the alert goes out only when an incident really opened (never for a clean scan)
         on_success_callback=SiemNotifier("detect", "incident_opened"),
     )
-    scan >> incident_opened >> trigger
+    scan >> trigger
 
 
 scan_evasion()

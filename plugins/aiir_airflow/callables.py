@@ -5,11 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def incident_opened(check_summary: dict[str, Any] | None) -> bool:
-    """ShortCircuit condition: continue only when the integrity check opened an incident."""
-    return bool(check_summary and check_summary.get("status") == "incident" and check_summary.get("incident"))
-
-
 def approval_branch(playbook: str, step: str, subject: Any) -> str:
     """Branch of an approval step: ask a person (the step's task) or go straight on (its not-needed task),
     by the step's own condition (``Step.when``) over the incident record or the retrain conf."""
@@ -26,6 +21,3 @@ def approval_branch(playbook: str, step: str, subject: Any) -> str:
         subject = recovery.validate_conf(dict(subject))
     return s.name if s.condition()(subject) else s.branch_ids[1]
 
-
-def noop() -> None:
-    """The latency probe's task: does nothing, so what is measured is the scheduler and worker start."""

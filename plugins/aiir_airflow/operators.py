@@ -327,27 +327,56 @@ class TriggerPlaybookOperator(BaseOperator):
     imports nothing at parse time and hands the trigger to the task runner through the same
     ``DagRunTriggerException``; with ``wait_for_completion`` it defers to the standard provider's
     ``DagStateTrigger`` in the triggerer (no worker slot held) and resumes in :meth:`execute_complete`.
+
+    With ``from_summary`` (the XCom of a detection task: ``aiir check`` / ``aiir scan-evasion``) the playbook,
+    run id and conf come from the summary, and the task *skips itself* when the detection opened no incident —
+    a clean batch triggers nothing and, a skipped task firing no success callback, raises no
+    ``incident_opened`` alert. (A short circuit in front of it would *succeed* on every clean run.)
     """
 
-    template_fields: Sequence[str] = ("trigger_dag_id", "trigger_run_id", "conf")
+    template_fields: Sequence[str] = ("trigger_dag_id", "trigger_run_id", "conf", "from_summary")
     ui_color = "#ffefeb"
 
-    def __init__(self, *, trigger_dag_id: str, trigger_run_id: str, conf: dict[str, Any] | str | None = None,
+    def __init__(self, *, trigger_dag_id: str = "", trigger_run_id: str = "",
+                 conf: dict[str, Any] | str | None = None, from_summary: dict[str, Any] | str | None = None,
                  wait_for_completion: bool = False, poke_interval: int = 5,
                  skip_when_already_exists: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
+        if from_summary is None and not (trigger_dag_id and trigger_run_id):
+            raise ValueError(f"{kwargs.get('task_id')}: give trigger_dag_id and trigger_run_id, or from_summary")
         self.trigger_dag_id = trigger_dag_id
         self.trigger_run_id = trigger_run_id
         self.conf = conf
+        self.from_summary = from_summary
         self.wait_for_completion = wait_for_completion
         self.poke_interval = poke_interval
         self.skip_when_already_exists = skip_when_already_exists
         self.allowed_states = ["success"]
         self.failed_states = ["failed"]
 
+    def _from_summary(self) -> None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        summary = self.from_summary
+        if not isinstance(summary, dict):
+            # the detection task succeeded, so a missing summary is a wiring fault: never skip an incident
+            raise AirflowFailException(f"from_summary must render to the detection's summary (a JSON object), "
+                                       f"got {type(summary).__name__} (render_template_as_native_obj=True?)")
+        incident = summary.get("incident") or {}
+        if summary.get("status") != "incident" or not incident.get("incident_id"):
+            why = f" ({summary['reason']})" if summary.get("reason") else ""
+            raise AirflowSkipException(f"no incident opened: status {summary.get('status')}{why}")
+        if not summary.get("playbook_dag_id"):
+            raise AirflowFailException("the detection opened an incident but named no playbook_dag_id")
+        self.trigger_dag_id = summary["playbook_dag_id"]
+        self.trigger_run_id = incident["incident_id"]
+        self.conf = summary.get("conf")
+
     def execute(self, context: Context) -> None:
         from airflow.sdk.exceptions import DagRunTriggerException
 
+        if self.from_summary is not None or not self.trigger_dag_id:
+            self._from_summary()
         if self.conf is not None and not isinstance(self.conf, dict):
             raise AirflowFailException(f"conf must render to a JSON object, got {type(self.conf).__name__} "
                                        "(set render_template_as_native_obj=True on the DAG)")
@@ -441,3 +470,14 @@ class PlaybookApprovalOperator(_approval_base()):
                 self.log.error("could not act on the approval decision: %s", exc)
                 raise
         return super().execute_complete(context, event)
+
+
+class LatencyProbeOperator(BaseOperator):
+    """The latency probe's task: does nothing, in a worker like any playbook task (an ``EmptyOperator`` is
+    marked done by the scheduler without a worker), so what ``bench/bench_mttc.py`` measures is the
+    scheduler's trigger-to-task time and the worker's start."""
+
+    ui_color = "#eeeeee"
+
+    def execute(self, context: Context) -> None:
+        return None
