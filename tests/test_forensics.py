@@ -323,3 +323,27 @@ def test_deployment_window_from_the_registry_log(demo):
     assert since1 == hist[0]["at"] and until1 == to_v2[0]["at"]
     with pytest.raises(Exception, match="never 'champion'"):
         forensics.deployment_window(MODEL, "99")
+
+
+def test_forensics_and_the_check_call_the_same_rows_near_duplicates():
+    """One definition of a near-duplicate (issue #7): the forensics step's keys are the integrity check's."""
+    import numpy as np
+    import pandas as pd
+
+    from aiir.detect.signals import NUMERICAL, row_keys
+    from aiir.detect.thresholds import load_thresholds
+    from aiir.forensics.localise import _near_keys
+
+    rng = np.random.default_rng(3)
+    ref = pd.DataFrame({"amount": rng.lognormal(3, 1, 2000), "hour": rng.integers(0, 24, 2000),
+                        "channel": rng.choice(["web", "pos", "app"], 2000)})
+    cand = ref.sample(500, random_state=1).reset_index(drop=True)
+    cand.loc[:199, "amount"] = cand.loc[0, "amount"] * rng.uniform(0.999, 1.001, 200)  # near-copies
+    cand.loc[:199, ["hour", "channel"]] = cand.loc[0, ["hour", "channel"]].to_numpy()
+    dt = load_thresholds()["duplicates"]
+    types = {"amount": NUMERICAL, "hour": NUMERICAL, "channel": "categorical"}
+    kr, kc = row_keys(ref, cand, list(cand.columns), types, near=True, bins=dt["near_bins"],
+                      exact_max_distinct=dt["near_exact_max_distinct"])
+    fr, fc = _near_keys(ref, cand)
+    assert np.array_equal(kr, fr) and np.array_equal(kc, fc)
+    assert len(fc) - len(np.unique(fc)) >= 199  # the jittered copies share a key

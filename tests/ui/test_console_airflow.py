@@ -6,6 +6,7 @@ incident and the playbook that contains, seals, analyses, retrains and reports. 
 
 * the *Incidents* view (navigation) lists the incident with its state and next deadline;
 * the *Incident* tab of the playbook run shows the timeline;
+* *Reject* (with a reason) on a retrain waiting for a person: nothing promoted, who and why on record;
 * *Approve* on a retrain waiting for a person resumes it through Airflow's HITL API, and it promotes;
 * the report renders with its charts (and prints to PDF);
 * *Close incident* as a false positive goes through the lifecycle and restores the target.
@@ -189,11 +190,10 @@ def test_report_renders_with_its_charts(world, incident, page_factory, artifacts
     assert not rec.script_ran and not rec.blocked
 
 
-def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_factory, artifacts):
-    af, iid, w = world["af"], incident["incident_id"], incident["workdir"]
+def _retrain_waiting_for_approval(world, incident, run_id):
+    af, w = world["af"], incident["workdir"]
     conf = json.loads((w / "eradicate.json").read_text())["retrain_conf"]
     conf["require_approval"] = True
-    run_id = f"{iid}-retrain-approval"
     af.trigger("retrain_from_clean_data", conf, run_id=run_id)
 
     def waiting():
@@ -204,6 +204,46 @@ def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_
         return ti if ti and ti["state"] in ("awaiting_input", "deferred") else None
 
     wait_until(waiting, timeout=TIMEOUT, interval=2, what="await_approval to wait for a person", service=af.service)
+
+
+def test_reject_with_a_reason_promotes_nothing_and_is_on_record(world, incident, page_factory, artifacts):
+    from aiir import registry
+
+    af, iid, w = world["af"], incident["incident_id"], incident["workdir"]
+    champion = registry.resolve_alias("fraud-detector", "champion")
+    run_id = f"{iid}-retrain-reject"
+    _retrain_waiting_for_approval(world, incident, run_id)
+    page, rec = page_factory()
+    page.goto(f"{af.url}/dags/retrain_from_clean_data/runs/{run_id}/plugin/aiir-incident", wait_until="load")
+    frame = _frame(page, "Incident")
+    form = frame.locator("form.action", has=frame.locator("button.reject"))
+    form.locator("button.reject").wait_for(timeout=30_000)
+    form.locator("button.reject").click()  # no reason: refused, nothing sent
+    frame.locator("p.banner").wait_for(timeout=60_000)
+    assert "needs a reason" in frame.locator("body").inner_text()
+    hitl_url = f"/dags/retrain_from_clean_data/dagRuns/{run_id}/taskInstances/await_approval/-1/hitlDetails"
+    assert not af.api("GET", hitl_url)["response_received"]
+    form = frame.locator("form.action", has=frame.locator("button.reject"))
+    form.locator("input[name=reason]").fill("holdout set not yet reviewed <script>alert(1)</script>")
+    form.locator("button.reject").click()
+    frame.locator("p.banner", has_text="Rejection sent").wait_for(timeout=60_000)
+    page.screenshot(path=str(artifacts / "approval_rejected.png"), full_page=True)
+    run = af.wait_for_run("retrain_from_clean_data", run_id, timeout=TIMEOUT)
+    tis = {t["task_id"]: t["state"] for t in af.task_instances("retrain_from_clean_data", run_id)}
+    assert tis["promote"] in ("skipped", "upstream_failed") and tis.get("canary") != "success", (run["state"], tis)
+    hitl = af.api("GET", hitl_url)
+    assert hitl["chosen_options"] == ["Reject"], hitl
+    appr = json.loads((w / "retrain" / "approval.json").read_text())
+    assert appr["approved"] is False and appr["reason"].startswith("holdout set not yet reviewed"), appr
+    assert appr["by"].startswith("airflow:"), appr
+    assert registry.resolve_alias("fraud-detector", "champion") == champion  # nothing promoted
+    assert not rec.script_ran
+
+
+def test_approve_resumes_the_retrain_through_airflow_hitl(world, incident, page_factory, artifacts):
+    af, iid = world["af"], incident["incident_id"]
+    run_id = f"{iid}-retrain-approval"
+    _retrain_waiting_for_approval(world, incident, run_id)
     page, rec = page_factory()
     page.goto(f"{af.url}/dags/retrain_from_clean_data/runs/{run_id}/plugin/aiir-incident", wait_until="load")
     frame = _frame(page, "Incident")

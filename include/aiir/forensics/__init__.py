@@ -32,8 +32,6 @@ from aiir.forensics.constants import (  # noqa: F401 (re-exported)
     LABEL_MIN_RATIO,
     LOCALISATION_FILE,
     MIN_ROWS,
-    NEAR_BINS,
-    NEAR_EXACT_MAX_DISTINCT,
     PATTERN_MAX_CONDITIONS,
     PATTERN_MIN_COVERAGE,
     PATTERN_MIN_LIFT,

@@ -17,8 +17,7 @@ DUP_MIN_RATIO = 2.0  # near-duplicate share must be >= this x the reference base
 DUP_MIN_EXCESS = 0.01  # ... and exceed it by at least this share of the slice's rows
 FLIP_MIN_RATIO = 3.0  # label-flip share must be >= this x the reference baseline ...
 FLIP_MIN_EXCESS = 0.01  # ... and exceed it by at least this share of the slice's rows
-NEAR_BINS = 100  # numeric features are quantised into this many reference-quantile bins
-NEAR_EXACT_MAX_DISTINCT = 50  # numeric features with <= this many distinct reference values stay exact
+# Near-duplicate keys: the integrity check's own (aiir.detect.stats.near_duplicate_keys, [duplicates] thresholds)
 DUP_BASELINE_DRAWS = 5  # reference subsamples averaged for the duplicate baseline of one slice size
 # Trigger pattern
 PATTERN_MIN_SEPARATION = 0.3  # flipped share - reference share of a condition

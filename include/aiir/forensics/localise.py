@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from aiir.detect.stats import two_proportions
+from aiir.detect.thresholds import load_thresholds
 from aiir.forensics.canon import row_digests  # noqa: F401
 from aiir.forensics.constants import (
     ALPHA,
@@ -29,8 +30,6 @@ from aiir.forensics.constants import (
     LABEL_MIN_RATIO,
     LOCALISATION_FILE,
     MIN_ROWS,
-    NEAR_BINS,
-    NEAR_EXACT_MAX_DISTINCT,
     POISONED_ROWS_FILE,
     POSITIVE_SCORE,
     QUARANTINE_FILE,
@@ -55,27 +54,19 @@ def _read_files(verified: list[dict[str, Any]], what: str) -> list[tuple[dict[st
     return out
 
 
-def _near_keys(ref_X: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
-    """Rounded-feature hash of each row of ``X``: numeric features quantised into reference-quantile bins
-    (kept exact when the reference has few distinct values), categorical features as text."""
-    import pandas as pd
+def _near_keys(ref_X: pd.DataFrame, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate row keys of the reference and of ``X``, consistent across the two: the integrity check's
+    own keys (:func:`aiir.detect.stats.near_duplicate_keys`, with its ``[duplicates]`` thresholds: numeric
+    features in reference-quantile bins, exact when the reference has few distinct values), so the check and
+    the forensics step call the same rows near-duplicates."""
     from pandas.api import types as pt
 
-    codes = {}
-    for c in X.columns:
-        r, x = ref_X[c], X[c]
-        if pt.is_numeric_dtype(r.dtype) and not pt.is_bool_dtype(r.dtype) and pt.is_numeric_dtype(x.dtype):
-            rv = r.to_numpy(dtype=float, na_value=np.nan)
-            xv = x.to_numpy(dtype=float, na_value=np.nan)
-            finite = rv[np.isfinite(rv)]
-            if len(np.unique(finite)) <= NEAR_EXACT_MAX_DISTINCT or len(finite) == 0:
-                codes[c] = np.where(np.isnan(xv), -1.5, xv)
-            else:
-                edges = np.unique(np.quantile(finite, np.linspace(0, 1, NEAR_BINS + 1)[1:-1]))
-                codes[c] = np.where(np.isnan(xv), -1, np.searchsorted(edges, xv, side="right"))
-        else:
-            codes[c] = x.astype(str).to_numpy()
-    return pd.util.hash_pandas_object(pd.DataFrame(codes), index=False).to_numpy()
+    from aiir.detect.stats import near_duplicate_keys
+    dt = load_thresholds()["duplicates"]
+    numerical = [c for c in X.columns if pt.is_numeric_dtype(ref_X[c].dtype) and not pt.is_bool_dtype(ref_X[c].dtype)
+                 and pt.is_numeric_dtype(X[c].dtype)]
+    return near_duplicate_keys(ref_X, X, list(X.columns), numerical, near=True, bins=int(dt["near_bins"]),
+                               exact_max_distinct=int(dt["near_exact_max_distinct"]))
 
 
 def _excess_dups(keys: np.ndarray) -> int:
@@ -248,8 +239,7 @@ def localise_poison(model: str, suspect_version: str, good_version: str, out_dir
     s = score(cand[features])
     ref_flips = {"to_negative": (ref_s >= POSITIVE_SCORE) & ~ref_y, "to_positive": (ref_s < POSITIVE_SCORE) & ref_y}
     flips = {"to_negative": (s >= POSITIVE_SCORE) & ~y, "to_positive": (s < POSITIVE_SCORE) & y}
-    ref_near = _near_keys(ref[features], ref[features])
-    near = _near_keys(ref[features], cand[features])
+    ref_near, near = _near_keys(ref[features], cand[features])
     sc = _Scorer(y=y, flips=flips, near=near, ref_y=ref_y, ref_flips=ref_flips, ref_near=ref_near)
 
     # 3. slices
@@ -375,7 +365,7 @@ def localise_poison(model: str, suspect_version: str, good_version: str, out_dir
                    "positive_score": POSITIVE_SCORE, "min_rows": MIN_ROWS,
                    "label_min_ratio": LABEL_MIN_RATIO, "dup_min_ratio": DUP_MIN_RATIO,
                    "dup_min_excess": DUP_MIN_EXCESS, "flip_min_ratio": FLIP_MIN_RATIO,
-                   "flip_min_excess": FLIP_MIN_EXCESS, "near_bins": NEAR_BINS,
+                   "flip_min_excess": FLIP_MIN_EXCESS, "near_bins": int(load_thresholds()["duplicates"]["near_bins"]),
                    "rule": "suspect = label_flip fires (either direction), or at least two of label_shift/"
                            "duplicates/label_flip fire; a signal fires when p < alpha_per_test and the effect "
                            "floor holds"},

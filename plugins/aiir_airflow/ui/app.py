@@ -10,7 +10,8 @@ Pages (HTML, Jinja2 with autoescaping; no data ever reaches ``innerHTML``; the o
                                                 evidence, report
     GET  /incidents/{id}/report[.md|.json]      the report; /evidence the bundle and its verification;
     GET  /incidents/{id}/check/{name}           the integrity check's files (findings.json, drift_report.html…)
-    POST /incidents/{id}/approve                approve the retrain's promotion through Airflow's HITL API
+    POST /incidents/{id}/approve                answer a waiting approval (promotion, quarantine, confirmation)
+                                                through Airflow's HITL API: decision=approve, or reject + reason
     GET  /api/incidents[/{id}]                  the same data as JSON
 
 Every endpoint depends on the API server's own authentication (``get_user``: the bearer token or the
@@ -45,7 +46,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'self'; base-uri 'none'")
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 WHATS = ("incident", "findings", "drift_report", "evidence", "report")
-MESSAGES = {"approved": "Approval sent: Airflow resumes the promotion.",
+MESSAGES = {"approved": "Approval sent: Airflow resumes the playbook.",
+            "rejected": "Rejection sent, with your reason: Airflow acts on it and the report records it.",
             "approve-failed": "The approval was not accepted (see the error below).",
             "closed": "Incident closed.", "close-failed": "The incident was not closed (see the error below)."}
 
@@ -350,10 +352,20 @@ def create_app() -> FastAPI:
 
     @app.post("/incidents/{incident_id}/approve", dependencies=signed_in)
     def approve(request: Request, incident_id: str, user: Any = Depends(get_user), dag_id: str = Form(""),
-                run_id: str = Form(...), task_id: str = Form(...), map_index: int = Form(-1)):
+                run_id: str = Form(...), task_id: str = Form(...), map_index: int = Form(-1),
+                decision: str = Form("approve"), reason: str = Form("")):
+        """Answer one waiting approval as the signed-in person: approve, or reject with a reason (the step's
+        own function records who, when and why before Airflow acts on it)."""
         _check_origin(request)
         _authorize(user, "PUT", DagAccessEntity.HITL_DETAIL, dag_id or RETRAIN_DAG)
         console.workdir_of(incident_id)
+        if decision not in ("approve", "reject"):
+            raise HTTPException(400, "decision must be approve or reject")
+        reason = reason.strip()[:500]
+        if decision == "reject" and not reason:
+            return _incident_page(request, incident_id, "approve-failed",
+                                  error="a rejection needs a reason: it goes into the report")
+        wanted = ("approve", "approved", "yes") if decision == "approve" else ("reject", "rejected", "no")
         api = AirflowAPI(request)
         try:
             runs = _runs(api).get(incident_id, [])
@@ -363,12 +375,12 @@ def create_app() -> FastAPI:
             if not pending:
                 raise HTTPException(409, "no pending approval of this incident matches (already answered?)")
             a = pending[0]
-            option = next((o for o in a["options"] if str(o).lower() in ("approve", "approved", "yes")), None)
+            option = next((o for o in a["options"] if str(o).lower() in wanted), None)
             if option is None:
-                raise HTTPException(409, f"the request offers no approve option ({a['options']})")
+                raise HTTPException(409, f"the request offers no {decision} option ({a['options']})")
             r = api.patch(f"/dags/{quote(a['dag_id'], safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances/"
                           f"{quote(task_id, safe='')}/{map_index}/hitlDetails",
-                          {"chosen_options": [option], "params_input": {}})
+                          {"chosen_options": [option], "params_input": {"reason": reason} if reason else {}})
         finally:
             api.close()
         if r.status_code >= 400:
@@ -377,7 +389,8 @@ def create_app() -> FastAPI:
             except ValueError:
                 detail = r.text[:500]
             return _incident_page(request, incident_id, "approve-failed", error=f"HTTP {r.status_code}: {detail}")
-        return RedirectResponse(f"{_prefix(request)}/incidents/{quote(incident_id, safe='')}?msg=approved",
+        msg = "approved" if decision == "approve" else "rejected"
+        return RedirectResponse(f"{_prefix(request)}/incidents/{quote(incident_id, safe='')}?msg={msg}",
                                 status_code=303)
 
     close_dep = [Depends(requires_access_dag("PUT", DagAccessEntity.RUN))]
