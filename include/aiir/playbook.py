@@ -400,6 +400,19 @@ def decisions_frame(record: IncidentRecord, *, target=None, since: str | None = 
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(DECISION_FIELDS))
 
 
+def seal_once(bundle: Any, key: Any, collect: Callable[[Any], Any]) -> tuple[dict[str, Any], Any]:
+    """``collect(bundle)`` then seal; returns (manifest, what ``collect`` returned). When an earlier try
+    already sealed the bundle (it was stopped — killed with its scheduler, say — after sealing but before
+    writing the step's output), nothing is added: the sealed bundle is the evidence, a sealed bundle refuses
+    new files (a parallel step's output that appeared since, e.g. triage.json, would fail every retry), and
+    sealing again only finishes an interrupted seal (one ``sealed`` entry). ``collect``'s result is then
+    ``None``; the manifest says what was sealed."""
+    if bundle.sealed:
+        return bundle.seal(key), None
+    out = collect(bundle)
+    return bundle.seal(key), out
+
+
 def seal_target_snapshot(bundle: Any, target: Any, snap: Path,
                          extra: Callable[[Path], None] | None = None) -> str | None:
     """The target's own snapshot (``target.snapshot``: its state, configs, model data, capture files, logs) into
@@ -445,40 +458,44 @@ def preserve(record: IncidentRecord, *, signing_key=None, actor: str = "aiir-pla
     key = signing_key or load_or_create_signing_key()
     store = EvidenceStore(p.evidence)
     bundle = store.open_bundle(record.incident_id, actor=actor, host=socket.gethostname(), context=context or {})
-    bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
-    if suspect.artifact_dir and suspect.artifact_dir.exists():
-        bundle.add_tree(suspect.artifact_dir, f"model/{record.model_name}-v{suspect.version}",
-                        category="model", description=f"suspect model artifact v{suspect.version}")
-    bundle.add_json(suspect.to_dict(), "model/registry_entry.json", category="model",
-                    description="registry entry of the suspect version")
-    for f in json.loads(suspect.tags.get("aiir.train_files", "[]")):
-        src = Path(f["path"])
-        if src.exists():
-            bundle.add_file(src, f"training_data/{src.name}", category="training_data",
-                            description=f"training file (registered sha256 {f['sha256']})")
-    if p.registry_log.exists():
-        bundle.add_file(p.registry_log, "registry/alias_log.jsonl", category="registry",
-                        description="hash-chained alias log")
-    # Inputs generated here are made once and reused, so a retried task re-adds the same bytes
-    # (the write-once store accepts that) instead of a fresh export it would refuse.
     target = target_for(record, target)
-    snapshot_error = seal_target_snapshot(bundle, target, record.workdir / "target_snapshot")
-    dec_path = record.workdir / "decisions_recent.csv"
-    if not dec_path.exists():
-        from aiir.csvsafe import write_csv
 
-        # spreadsheet-safe cells (client ids like =HYPERLINK(...)), 0600 like the decision log it copies
-        write_csv(decisions_frame(record, target=target).tail(200_000), dec_path)
-    bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
-                    description="recent decisions served by the target")
-    for name in ("contain.json", "versions.json", "triage.json"):
-        if (record.workdir / name).exists():
-            bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
-                            description=f"playbook step output {name}")
-    if record.check_dir and Path(record.check_dir).is_dir():
-        bundle.add_tree(Path(record.check_dir), "findings", category="findings",
-                        description="integrity check findings and reports")
-    manifest = bundle.seal(key)
+    def collect(bundle) -> str | None:
+        bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
+        if suspect.artifact_dir and suspect.artifact_dir.exists():
+            bundle.add_tree(suspect.artifact_dir, f"model/{record.model_name}-v{suspect.version}",
+                            category="model", description=f"suspect model artifact v{suspect.version}")
+        bundle.add_json(suspect.to_dict(), "model/registry_entry.json", category="model",
+                        description="registry entry of the suspect version")
+        for f in json.loads(suspect.tags.get("aiir.train_files", "[]")):
+            src = Path(f["path"])
+            if src.exists():
+                bundle.add_file(src, f"training_data/{src.name}", category="training_data",
+                                description=f"training file (registered sha256 {f['sha256']})")
+        if p.registry_log.exists():
+            bundle.add_file(p.registry_log, "registry/alias_log.jsonl", category="registry",
+                            description="hash-chained alias log")
+        # Inputs generated here are made once and reused, so a retried task re-adds the same bytes
+        # (the write-once store accepts that) instead of a fresh export it would refuse.
+        snapshot_error = seal_target_snapshot(bundle, target, record.workdir / "target_snapshot")
+        dec_path = record.workdir / "decisions_recent.csv"
+        if not dec_path.exists():
+            from aiir.csvsafe import write_csv
+
+            # spreadsheet-safe cells (client ids like =HYPERLINK(...)), 0600 like the decision log it copies
+            write_csv(decisions_frame(record, target=target).tail(200_000), dec_path)
+        bundle.add_file(dec_path, "decisions/recent_decisions.csv", category="decision_log",
+                        description="recent decisions served by the target")
+        for name in ("contain.json", "versions.json", "triage.json"):
+            if (record.workdir / name).exists():
+                bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
+                                description=f"playbook step output {name}")
+        if record.check_dir and Path(record.check_dir).is_dir():
+            bundle.add_tree(Path(record.check_dir), "findings", category="findings",
+                            description="integrity check findings and reports")
+        return snapshot_error
+
+    manifest, snapshot_error = seal_once(bundle, key, collect)
     result = {"bundle": str(bundle.path), "files": len(manifest["files"]), "sealed_at": manifest["sealed_at"],
               "manifest_sha256": _sha(bundle.path / "manifest.json"), "target": target.ref}
     if snapshot_error:

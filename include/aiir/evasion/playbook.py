@@ -184,52 +184,54 @@ def preserve(record: IncidentRecord, *, target=None, signing_key=None, actor: st
     key = signing_key or load_or_create_signing_key()
     store = EvidenceStore(config.paths().evidence)
     bundle = store.open_bundle(record.incident_id, actor=actor, host=socket.gethostname(), context=context or {})
-    bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
-    scan_dir = record.workdir / "scan"
-    for name in ("findings.json", "suspect_decisions.csv"):
-        if (scan_dir / name).exists():
-            bundle.add_file(scan_dir / name, f"findings/{name}", category="findings",
-                            description="evasion scan of the served decisions")
-    # every decision of the suspect clients in the window (made once, re-added identically on retry)
-    dec = record.workdir / "suspect_decisions.jsonl"
-    if not dec.exists():
-        clients = set(tri.get("suspects_found", [])) | set(tri.get("named_clients", []))
-        rows = [r for r in tgt.decisions(tri.get("window_since"), None) if r["client_id"] in clients]
-        tmp = dec.with_name(f".{dec.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-        os.replace(tmp, dec)
-    bundle.add_file(dec, "decisions/suspect_clients.jsonl", category="decision_log",
-                    description="every decision served to the suspect clients (the attack queries)")
+    from aiir.playbook import seal_once, seal_target_snapshot
 
-    def guard_events(snap: Path) -> None:
-        sd = getattr(tgt, "state_dir", None)
-        if sd is not None and (Path(sd) / "guard-events.jsonl").exists():
-            import shutil
+    def collect(bundle) -> None:
+        bundle.add_json(record.to_dict(), "incident.json", category="incident", description="incident record")
+        scan_dir = record.workdir / "scan"
+        for name in ("findings.json", "suspect_decisions.csv"):
+            if (scan_dir / name).exists():
+                bundle.add_file(scan_dir / name, f"findings/{name}", category="findings",
+                                description="evasion scan of the served decisions")
+        # every decision of the suspect clients in the window (made once, re-added identically on retry)
+        dec = record.workdir / "suspect_decisions.jsonl"
+        if not dec.exists():
+            clients = set(tri.get("suspects_found", [])) | set(tri.get("named_clients", []))
+            rows = [r for r in tgt.decisions(tri.get("window_since"), None) if r["client_id"] in clients]
+            tmp = dec.with_name(f".{dec.name}.tmp")
+            tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+            os.replace(tmp, dec)
+        bundle.add_file(dec, "decisions/suspect_clients.jsonl", category="decision_log",
+                        description="every decision served to the suspect clients (the attack queries)")
 
-            shutil.copyfile(Path(sd) / "guard-events.jsonl", snap / "guard-events.jsonl")
+        def guard_events(snap: Path) -> None:
+            sd = getattr(tgt, "state_dir", None)
+            if sd is not None and (Path(sd) / "guard-events.jsonl").exists():
+                import shutil
 
-    from aiir.playbook import seal_target_snapshot
+                shutil.copyfile(Path(sd) / "guard-events.jsonl", snap / "guard-events.jsonl")
 
-    seal_target_snapshot(bundle, tgt, record.workdir / "target_snapshot", extra=guard_events)
-    try:
-        from aiir import registry
+        seal_target_snapshot(bundle, tgt, record.workdir / "target_snapshot", extra=guard_events)
+        try:
+            from aiir import registry
 
-        v = _read(record.workdir / "versions.json") or {}
-        if v.get("suspect_version"):
-            mv = registry.get_version(record.model_name, v["suspect_version"])
-            if mv.artifact_dir and mv.artifact_dir.exists():
-                bundle.add_tree(mv.artifact_dir, f"model/{record.model_name}-v{mv.version}", category="model",
-                                description=f"attacked model artifact v{mv.version}")
-            bundle.add_json(mv.to_dict(), "model/registry_entry.json", category="model",
-                            description="registry entry of the attacked version")
-    except Exception as exc:
-        bundle.add_json({"error": str(exc)}, "model/unavailable.json", category="model",
-                        description="model artifact could not be read")
-    for name in ("contain.json", "versions.json", "triage.json"):
-        if (record.workdir / name).exists():
-            bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
-                            description=f"playbook step output {name}")
-    manifest = bundle.seal(key)
+            v = _read(record.workdir / "versions.json") or {}
+            if v.get("suspect_version"):
+                mv = registry.get_version(record.model_name, v["suspect_version"])
+                if mv.artifact_dir and mv.artifact_dir.exists():
+                    bundle.add_tree(mv.artifact_dir, f"model/{record.model_name}-v{mv.version}",
+                                    category="model", description=f"attacked model artifact v{mv.version}")
+                bundle.add_json(mv.to_dict(), "model/registry_entry.json", category="model",
+                                description="registry entry of the attacked version")
+        except Exception as exc:
+            bundle.add_json({"error": str(exc)}, "model/unavailable.json", category="model",
+                            description="model artifact could not be read")
+        for name in ("contain.json", "versions.json", "triage.json"):
+            if (record.workdir / name).exists():
+                bundle.add_file(record.workdir / name, f"playbook/{name}", category="playbook",
+                                description=f"playbook step output {name}")
+
+    manifest, _ = seal_once(bundle, key, collect)
     from aiir.hashing import sha256_file
 
     result = {"bundle": str(bundle.path), "files": len(manifest["files"]), "sealed_at": manifest["sealed_at"],
