@@ -4,6 +4,11 @@ The story of issue #4 on embedded defaults: v1 serves; a nightly retrain on a po
 the batch's Asset event runs `data_integrity_check`, which opens an incident and triggers
 `incident_data_poisoning`; the playbook contains, seals evidence, finds the poison and the blast radius,
 retrains from clean data, promotes, reports. Each phase's real effect is asserted.
+
+The same run is also issue #10's scheduler fault test (sharing this module's Airflow keeps CI cheap): while
+`preserve_evidence` is writing the bundle, the scheduler and every process it spawned (LocalExecutor workers,
+task supervisors, the task processes, its log server) are killed with SIGKILL, then a new scheduler is started,
+as systemd would. The run must still complete, the bundle verify, and nothing be sealed or added twice.
 """
 
 from __future__ import annotations
@@ -11,7 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +49,7 @@ def world(tmp_path_factory):
         for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
             af.wait_for_dag(d)
         yield {"home": home, "gw": gw, "af": af, "target": LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url),
-               "files": demo.DemoFiles(home / "data")}
+               "files": demo.DemoFiles(home / "data"), "services": services}
     finally:
         for s in reversed(services):
             s.stop()
@@ -80,9 +89,101 @@ def incident(world):
     check = af.wait_for_run("data_integrity_check", check["dag_run_id"], timeout=600)
     summary = af.xcom("data_integrity_check", check["dag_run_id"], "check")
     incident_id = summary["incident"]["incident_id"] if summary.get("incident") else None
+    fault = _kill_scheduler_while_preserving(world, incident_id) if incident_id else None
     run = af.wait_for_run("incident_data_poisoning", incident_id, timeout=900) if incident_id else None
     return {"check_run": check, "summary": summary, "incident_id": incident_id, "run": run, "v2": v2.version,
-            "workdir": world["home"] / "incidents" / str(incident_id)}
+            "workdir": world["home"] / "incidents" / str(incident_id), "fault": fault}
+
+
+# --- the scheduler fault (issue #10) ---------------------------------------------------------------------
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """Fields after "comm)" of /proc/PID/stat: state, ppid, ... (None once the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _gone(pid: int) -> bool:
+    st = _proc_stat(pid)
+    return st is None or st[0] in (b"Z", b"X")
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _proc_stat(int(entry))) is not None:
+            kids.setdefault(int(st[1]), []).append(int(entry))
+    return kids
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and all its live descendants."""
+    kids, out, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        if not _gone(pid):
+            out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def _scheduler_of(standalone_pid: int) -> int:
+    """The `airflow scheduler` that `airflow standalone` runs (its siblings: dag-processor, api-server, triggerer)."""
+    for pid in _children().get(standalone_pid, []):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "scheduler" in cmd.split():
+            return pid
+    raise AssertionError(f"no scheduler process under airflow standalone (pid {standalone_pid})")
+
+
+def _custody(bundle: Path) -> list[dict]:
+    try:
+        return [json.loads(x) for x in (bundle / "custody.jsonl").read_text().splitlines() if x.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def _kill_scheduler_while_preserving(world, incident_id: str) -> dict:
+    """SIGKILL the scheduler and everything it spawned once ``preserve_evidence`` has added a file to the
+    bundle (seen in its custody log: no hook in the product), then start a new scheduler. The tree is
+    SIGSTOPped first, so no process can fork or write after the moment recorded as the fault."""
+    from aiir import config
+    from aiir.runtime import _spawn, wait_until
+
+    af = world["af"]
+    bundle = config.paths().evidence / incident_id
+
+    def preserving():
+        acts = [e["action"] for e in _custody(bundle)]
+        return acts if ("added" in acts or "sealed" in acts) else None
+
+    acts = wait_until(preserving, timeout=900, interval=0.02, what="preserve_evidence to add its first file",
+                      service=af.service)
+    assert "sealed" not in acts, f"preserve_evidence sealed before the fault could be injected: {acts}"
+    scheduler = _scheduler_of(af.service.pid)
+    stopped: set[int] = set()
+    while (new := set(_tree(scheduler)) - stopped):
+        for pid in new:
+            os.kill(pid, signal.SIGSTOP)
+        stopped |= new
+    at_kill = _custody(bundle)  # nothing of the tree can write any more: this is the bundle at the fault
+    for pid in stopped:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: all(_gone(p) for p in stopped), timeout=30, what="the killed processes to die")
+    t_kill = time.monotonic()
+    # a new scheduler, as systemd/supervisord would start; it resets the tasks the dead one had running
+    # (queued_by a SchedulerJob whose heartbeat is older than scheduler_health_check_threshold, 30 s) at
+    # its next orphan check: every 5 s here instead of the 300 s default
+    env = {**af.env, "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "5"}
+    sched = _spawn("scheduler (restarted)", [str(VENV_BIN / "airflow"), "scheduler"], env,
+                   af.home / "scheduler-restarted.log", "")
+    world["services"].append(sched)
+    return {"killed": sorted(stopped), "scheduler": scheduler, "custody_at_kill": at_kill, "t_kill": t_kill,
+            "restarted": sched, "bundle": bundle}
 
 
 def test_check_opened_incident_and_triggered_playbook_with_conf(world, incident):
@@ -181,6 +282,49 @@ def test_report_has_deadlines_and_atlas(incident):
     assert "AML.T0020" in text and "ML02" in text
     html = (incident["workdir"] / "report" / "report.html").read_text()
     assert "GDPR" in html and "72" in html
+
+
+def test_scheduler_killed_mid_preserve_the_run_completes_and_nothing_is_sealed_twice(world, incident):
+    """Issue #10: kill -9 of the scheduler and its executor children while preserve_evidence was writing."""
+    fault = incident["fault"]
+    assert fault, "no incident, so no fault was injected"
+    at_kill = Counter(e["action"] for e in fault["custody_at_kill"])
+    assert at_kill["opened"] == 1 and at_kill["added"] >= 1 and at_kill["sealed"] == 0, at_kill
+    assert len(fault["killed"]) > 1, fault["killed"]  # the scheduler and at least its worker/task processes
+    assert all(_gone(p) for p in fault["killed"])
+    assert fault["restarted"].alive(), fault["restarted"].tail()
+    af = world["af"]
+    tis = {t["task_id"]: t for t in af.task_instances("incident_data_poisoning", incident["incident_id"])}
+    assert incident["run"]["state"] == "success", {k: (t["state"], t["try_number"]) for k, t in tis.items()}
+    killed_try = fault["custody_at_kill"][-1]["context"]["try_number"]
+    assert tis["preserve_evidence"]["state"] == "success"
+    assert tis["preserve_evidence"]["try_number"] > killed_try, tis["preserve_evidence"]
+
+    # the bundle verifies, and it was opened and sealed exactly once, every file added once
+    ev = json.loads((incident["workdir"] / "evidence.json").read_text())
+    assert Path(ev["bundle"]) == fault["bundle"]
+    r = subprocess.run([str(VENV_BIN / "aiir"), "verify", ev["bundle"]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    entries = _custody(fault["bundle"])
+    assert entries[:len(fault["custody_at_kill"])] == fault["custody_at_kill"]  # the log only grew
+    actions = Counter(e["action"] for e in entries)
+    assert actions["opened"] == 1 and actions["sealed"] == 1 and actions["refused"] == 0, actions
+    sealed = next(e for e in entries if e["action"] == "sealed")
+    assert sealed["context"]["try_number"] > killed_try, sealed  # sealed by the try after the fault
+    added = Counter(e["file"] for e in entries if e["action"] == "added")
+    assert max(added.values()) == 1, [f for f, n in added.items() if n > 1]
+    manifest = json.loads((fault["bundle"] / "manifest.json").read_bytes())
+    assert manifest["file_count"] == len(added) == ev["files"]
+    assert sorted(f["path"] for f in manifest["files"]) == sorted(added)
+    on_disk = sorted(p.relative_to(fault["bundle"]).as_posix()
+                     for p in (fault["bundle"] / "files").rglob("*") if p.is_file())
+    assert on_disk == sorted(added)  # no stray copy, no staging left behind
+    assert not (fault["bundle"] / ".staging").exists()
+    from aiir.hashing import sha256_file
+
+    assert ev["manifest_sha256"] == sha256_file(fault["bundle"] / "manifest.json")
+    print(f"fault: killed {len(fault['killed'])} processes after {at_kill['added']} files added (try "
+          f"{killed_try}); sealed by try {sealed['context']['try_number']} with {len(added)} files")
 
 
 def test_rerunning_a_task_changes_nothing(world, incident):
