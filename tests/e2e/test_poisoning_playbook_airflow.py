@@ -13,6 +13,7 @@ as systemd would. The run must still complete, the bundle verify, and nothing be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -117,9 +118,9 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _tree(root: int) -> list[int]:
+def _tree(root: int, kids: dict[int, list[int]] | None = None) -> list[int]:
     """``root`` and all its live descendants."""
-    kids, out, todo = _children(), [], [root]
+    kids, out, todo = kids if kids is not None else _children(), [], [root]
     while todo:
         pid = todo.pop()
         if not _gone(pid):
@@ -128,14 +129,17 @@ def _tree(root: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def _scheduler_of(standalone_pid: int) -> int:
     """The `airflow scheduler` that `airflow standalone` runs (its siblings: dag-processor, api-server, triggerer)."""
     for pid in _children().get(standalone_pid, []):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "scheduler" in cmd.split():
+        if "scheduler" in _cmdline(pid).split():
             return pid
     raise AssertionError(f"no scheduler process under airflow standalone (pid {standalone_pid})")
 
@@ -147,28 +151,63 @@ def _custody(bundle: Path) -> list[dict]:
         return []
 
 
+def _stop(pids) -> None:
+    """SIGSTOP ``pids`` and wait until each is really stopped (the signal is asynchronous)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in pids:
+        deadline = time.monotonic() + 10
+        while (st := _proc_stat(pid)) is not None and st[0] not in (b"T", b"t", b"Z", b"X"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process {pid} did not stop")
+            time.sleep(0.001)
+
+
 def _kill_scheduler_while_preserving(world, incident_id: str) -> dict:
     """SIGKILL the scheduler and everything it spawned once ``preserve_evidence`` has added a file to the
-    bundle (seen in its custody log: no hook in the product), then start a new scheduler. The tree is
-    SIGSTOPped first, so no process can fork or write after the moment recorded as the fault."""
+    bundle, then start a new scheduler. No hook in the product: the test finds the processes running that
+    task instance (LocalExecutor titles them with its id), lets them run in 10 ms slices (SIGSTOP, read the
+    bundle's custody log, SIGCONT) until the first ``added`` entry — so the fault lands mid-preserve however
+    loaded the machine — then SIGSTOPs the whole scheduler tree (nothing can fork or write after the moment
+    recorded as the fault) and SIGKILLs it."""
     from aiir import config
     from aiir.runtime import _spawn, wait_until
 
     af = world["af"]
     bundle = config.paths().evidence / incident_id
-
-    def preserving():
-        acts = [e["action"] for e in _custody(bundle)]
-        return acts if ("added" in acts or "sealed" in acts) else None
-
-    acts = wait_until(preserving, timeout=900, interval=0.02, what="preserve_evidence to add its first file",
-                      service=af.service)
-    assert "sealed" not in acts, f"preserve_evidence sealed before the fault could be injected: {acts}"
     scheduler = _scheduler_of(af.service.pid)
-    stopped: set[int] = set()
+
+    def preserve_ti():
+        tis = af.task_instances("incident_data_poisoning", incident_id)
+        return next((t["id"] for t in tis if t["task_id"] == "preserve_evidence"), None)
+
+    ti_id = wait_until(preserve_ti, timeout=900, interval=1, what="the preserve_evidence task instance",
+                       service=af.service)
+
+    def running_it() -> set[int]:
+        kids = _children()
+        holders = [p for p in _tree(scheduler, kids) if ti_id in _cmdline(p)]
+        return set().union(*(_tree(p, kids) for p in holders)) if holders else set()
+
+    wait_until(running_it, timeout=900, interval=0.05, what="a process running preserve_evidence",
+               service=af.service)
+    deadline = time.monotonic() + 600
+    while True:
+        group = running_it()
+        _stop(group)
+        acts = [e["action"] for e in _custody(bundle)]
+        if "added" in acts or "sealed" in acts:
+            break
+        for pid in group:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline and group, f"preserve_evidence added nothing (custody {acts})"
+        time.sleep(0.01)
+    assert "sealed" not in acts, f"preserve_evidence sealed before the fault could be injected: {acts}"
+    stopped: set[int] = set(group)
     while (new := set(_tree(scheduler)) - stopped):
-        for pid in new:
-            os.kill(pid, signal.SIGSTOP)
+        _stop(new)
         stopped |= new
     at_kill = _custody(bundle)  # nothing of the tree can write any more: this is the bundle at the fault
     for pid in stopped:
