@@ -151,6 +151,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiir-bench-eva-"))
     print(f"· building the MLflow store in {tmp}", file=sys.stderr)
     info = build_store(tmp / "store", MODEL)
+    # the store's signing key signs the hardened version too (register_hardened, this process) and is trusted
+    os.environ["AIIR_ARTIFACT_KEY"] = info["signing_key"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(tmp / "home"),
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
     Xtr, ytr = synthetic_frame()  # the training data of the served versions

@@ -409,6 +409,7 @@ def guard_only(args) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiir-bench-guard-"))
     info = build_store(tmp / "store", MODEL)
     env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(tmp / "home"),
+           "AIIR_ARTIFACT_TRUSTED_KEYS": info["trusted_key"],  # the store's signing key
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
     ref = tmp / "reference.csv"
     synthetic_frame()[0].to_csv(ref, index=False)
@@ -568,6 +569,7 @@ def main() -> int:
     print(f"· building the MLflow store in {tmp}", file=sys.stderr)
     info = build_store(tmp / "store", MODEL)
     env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(tmp / "home"),
+           "AIIR_ARTIFACT_TRUSTED_KEYS": info["trusted_key"],  # the store's signing key
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
     X, _ = synthetic_frame(200, seed=7)
     rows = X[FEATURES].values.tolist()

@@ -36,6 +36,7 @@ def gw_env(mlflow_store, tmp_path_factory):
     home = tmp_path_factory.mktemp("gw-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIIR_")}
     env.update({"MLFLOW_TRACKING_URI": mlflow_store["tracking_uri"], "AIIR_HOME": str(home),
+                "AIIR_ARTIFACT_TRUSTED_KEYS": mlflow_store["trusted_key"],  # the store's signing key
                 "AIIR_GATEWAY_DIR": str(home / "gateway"), "PYTHONWARNINGS": "ignore"})
     return env
 

@@ -34,6 +34,7 @@ def model_server(tmp_path_factory):
     info = json.loads(r.stdout.strip().splitlines()[-1])
     home = tmp_path_factory.mktemp("sm-gw-home")
     env.update({"MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(home),
+                "AIIR_ARTIFACT_TRUSTED_KEYS": info["trusted_key"],
                 "AIIR_GATEWAY_DIR": str(home / "gateway"), "PYTHONWARNINGS": "ignore"})
     g = Gateway(env, None, home / "serve.log").start()
     yield g

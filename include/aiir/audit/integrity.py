@@ -184,6 +184,35 @@ def _finding(kind: str, what: str, messages: list[str], *, name: str, version: s
             "sources": [], "evidence": {"check": check}}
 
 
+def sign_version(client: Any, name: str, version: str, artifact_dir: Path, *, spec: Any = None,
+                 train_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Sign a registered version's artifact folder (and its training files) and record the signature on
+    the version (tags ``aiir.signature``, ``aiir.train_signatures``), as registration does. Refuses a folder
+    whose recorded digest (``aiir.artifact_sha256``) no longer matches: what would be signed is not what
+    was registered."""
+    from aiir.errors import IntegrityError
+    from aiir.models import DIGEST_TAG, artifact_digest
+
+    from .signing import SignerSpec, sign_artifact
+
+    spec = spec or SignerSpec.from_env()
+    mv = client.get_model_version(name, str(version))
+    recorded = (mv.tags or {}).get(DIGEST_TAG)
+    if recorded and artifact_digest(artifact_dir) != recorded:
+        raise IntegrityError(f"{artifact_dir}: model {name} v{version} changed since registration (SHA-256 now "
+                             f"{artifact_digest(artifact_dir)}, registered {recorded}); not signing it")
+    rec = sign_artifact(artifact_dir, kind="model", name=f"{name}/{version}", spec=spec)
+    ds = []
+    for f in train_files or []:
+        r = sign_artifact(Path(f["path"]), kind="dataset", name=Path(f["path"]).name, spec=spec)
+        ds.append({"path": f["path"], "sha256": f["sha256"], **{k: r[k] for k in (
+            "signature", "signature_sha256", "manifest", "method", "key_id", "reused")}})
+    client.set_model_version_tag(name, str(version), SIGNATURE_TAG, json.dumps({k: rec[k] for k in (
+        "signature", "signature_sha256", "manifest", "subject_sha256", "method", "key_id")}))
+    client.set_model_version_tag(name, str(version), TRAIN_SIGNATURES_TAG, json.dumps(ds))
+    return {**rec, "datasets": ds}
+
+
 def sign_ref(arg: str) -> dict[str, Any]:
     """Sign what was registered before signing existed: ``model:NAME/V`` (artifact folder and training
     datasets, recorded as tags on the version) or a path (signature beside it)."""
@@ -201,17 +230,9 @@ def sign_ref(arg: str) -> dict[str, Any]:
             raise BadInput(arg, "artifact folder is not on a local path")
         if mv.tags.get(SIGNATURE_TAG):
             raise BadInput(arg, f"already signed ({SIGNATURE_TAG} is set); a signature is never replaced")
-        rec = sign_artifact(mv.artifact_dir, kind="model", name=f"{mv.name}/{mv.version}", spec=spec)
-        ds = []
-        for f in _tag_json(mv.tags, "aiir.train_files") or []:
-            r = sign_artifact(Path(f["path"]), kind="dataset", name=Path(f["path"]).name, spec=spec)
-            ds.append({"path": f["path"], "sha256": f["sha256"], **{k: r[k] for k in (
-                "signature", "signature_sha256", "manifest", "method", "key_id", "reused")}})
-        c = registry.client()
-        c.set_model_version_tag(mv.name, mv.version, SIGNATURE_TAG, json.dumps({k: rec[k] for k in (
-            "signature", "signature_sha256", "manifest", "subject_sha256", "method", "key_id")}))
-        c.set_model_version_tag(mv.name, mv.version, TRAIN_SIGNATURES_TAG, json.dumps(ds))
-        return {"model": mv.name, "version": mv.version, **rec, "datasets": ds}
+        rec = sign_version(registry.client(), mv.name, mv.version, mv.artifact_dir, spec=spec,
+                           train_files=_tag_json(mv.tags, "aiir.train_files") or [])
+        return {"model": mv.name, "version": mv.version, **rec}
     raw = arg[len("dataset:"):] if arg.startswith("dataset:") else arg
     p = Path(raw)
     if not p.exists():

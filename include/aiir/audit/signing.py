@@ -573,3 +573,135 @@ def verify_artifact(path: str | Path, sig: str | Path | None = None, *, kind: st
                        f"signature OK ({who})")
     res.seconds = round(time.perf_counter() - t0, 4)
     return res
+
+
+# ================================================================================= the check at load time
+# The verified loader (aiir.models) checks a version's recorded signature every time it loads it: the
+# gateway at start and on every reload, triage, forensics, retraining. It has the SHA-256 of every file of
+# the folder already (the artifact digest needs them), so this check reads the signature bundle, verifies
+# its DSSE envelope with ``cryptography`` against the trusted keys and compares the signed file list with
+# those digests: no second pass over the files, and no import of model_signing/sigstore (~0.3-0.8 s) on a
+# path that may be containment's. It is the same check as model_signing's key verifier (DSSE PAE, ECDSA
+# with the curve's hash, key hint = SHA-256 of the SPKI PEM, root digest over the resources); certificate-
+# signed versions (a user's PKI: chain validation) go through model_signing itself.
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+INTOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+
+
+class LoadCheckFailed(Exception):
+    """What failed, for the loader's IntegrityError."""
+
+
+def _pae(payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding (what the envelope's signature covers)."""
+    t = INTOTO_PAYLOAD_TYPE
+    return b" ".join([f"DSSEv1 {len(t)} {t} {len(payload)}".encode(), payload])
+
+
+def _ecdsa_hash(key):
+    from cryptography.hazmat.primitives import hashes
+
+    return {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}[key.curve.key_size]()
+
+
+def _ignored(rel: str, ignore: set[str]) -> bool:
+    return any(rel == i.rstrip("/") or rel.startswith(i.rstrip("/") + "/") for i in ignore)
+
+
+def check_at_load(folder: str | Path, files: dict[str, str], record: dict[str, Any], *,
+                  trusted_keys: list[Any] | None = None, trust_chain: list[Path] | None = None) -> dict[str, Any]:
+    """Check the folder being loaded against the signature recorded on its version (tag ``aiir.signature``).
+
+    ``files``: relative POSIX path → SHA-256 of every file of ``folder`` (what the digest was computed from).
+    Raises :class:`LoadCheckFailed` naming what failed: the signature file missing or not the one recorded
+    at registration, the readable manifest not matching the signed statement, a key that is not trusted, a
+    signature that does not verify, a file changed, missing or added. Returns ``{method, key_id, files,
+    seconds}``."""
+    t0 = time.perf_counter()
+    sig = Path(record.get("signature") or "")
+    if not record.get("signature"):
+        raise LoadCheckFailed("the recorded signature names no signature file")
+    try:
+        raw = sig.read_bytes()
+    except OSError as exc:
+        raise LoadCheckFailed(f"signature file {sig} cannot be read ({exc.strerror or exc}): the recorded "
+                              "signature cannot be checked") from None
+    sha = sha256_bytes(raw)
+    if record.get("signature_sha256") and sha != record["signature_sha256"]:
+        raise LoadCheckFailed(f"SIGNATURE FILE REPLACED: {sig.name} has sha256 {sha}, the registry recorded "
+                              f"{record['signature_sha256']}")
+    try:
+        bundle = json.loads(raw)
+        env = bundle["dsseEnvelope"]
+        payload = base64.b64decode(env["payload"], validate=True)
+        sig_bytes = base64.b64decode(env["signatures"][0]["sig"], validate=True)
+        statement = json.loads(payload)
+        pred = statement["predicate"]
+        resources = [(r["name"], r["digest"], r.get("algorithm", "sha256")) for r in pred["resources"]]
+        subject = statement["subject"]
+        vm = bundle.get("verificationMaterial") or {}
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise LoadCheckFailed(f"{sig.name} is not a model-signing signature bundle ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
+    if bundle.get("mediaType") != BUNDLE_MEDIA_TYPE or env.get("payloadType") != INTOTO_PAYLOAD_TYPE \
+            or statement.get("_type") != INTOTO_STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
+        raise LoadCheckFailed(f"{sig.name}: unexpected bundle/statement type (media type {bundle.get('mediaType')!r}, "
+                              f"predicate {statement.get('predicateType')!r})")
+    if len(subject) != 1 or any(a != "sha256" for _, _, a in resources):
+        raise LoadCheckFailed(f"{sig.name}: expected one subject and SHA-256 resources")
+    mp = manifest_path_for(sig)
+    signed = {n: d for n, d, _ in resources}
+    if mp.exists():
+        try:
+            m = json.loads(mp.read_text(encoding="utf-8"))
+            listed = {f["name"]: f["sha256"] for f in m.get("files", [])}
+            manifest_ok = listed == signed and m.get("signature_sha256") == sha
+        except (ValueError, KeyError, TypeError, OSError):
+            manifest_ok = False
+        if not manifest_ok:
+            raise LoadCheckFailed(f"MANIFEST: {mp.name} does not match the signed statement in {sig.name} "
+                                  "(swapped or edited)")
+    chain = vm.get("x509CertificateChain") or {}
+    if chain.get("certificates"):
+        # a user's PKI: chain validation is model_signing's (the heavy import, only for this method)
+        res = verify_artifact(folder, sig, kind="model", expected_signature_sha256=record.get("signature_sha256"),
+                              trusted_keys=trusted_keys, trust_chain=trust_chain)
+        if not res.ok:
+            raise LoadCheckFailed("; ".join(res.messages[:6]) or "certificate-signed signature does not verify")
+        return {"method": "certificate", "key_id": res.key_id, "files": len(signed),
+                "seconds": round(time.perf_counter() - t0, 4)}
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    hint = (vm.get("publicKey") or {}).get("hint")
+    keys = trusted_keys if trusted_keys is not None else default_trusted_keys()
+    key = next((k for k in keys if key_id(k) == hint), None)
+    if key is None:
+        raise LoadCheckFailed(f"SIGNATURE: {sig.name} is signed by key {hint}, which is not a trusted key "
+                              f"(trusted: {', '.join(key_id(k)[:16] + '…' for k in keys) or 'none'})")
+    try:
+        key.verify(sig_bytes, _pae(payload), ec.ECDSA(_ecdsa_hash(key)))
+    except InvalidSignature:
+        raise LoadCheckFailed(f"SIGNATURE: {sig.name} does not verify under key {hint} (the signed statement "
+                              "or the signature was altered)") from None
+    import hashlib
+
+    root = hashlib.sha256(b"".join(bytes.fromhex(d) for _, d, _ in resources)).hexdigest()
+    if root != (subject[0].get("digest") or {}).get("sha256"):
+        raise LoadCheckFailed(f"{sig.name}: the signed resources do not hash to the signed subject digest")
+    ignore = set(pred.get("serialization", {}).get("ignore_paths", [])) | set(GIT_PATHS)
+    actual = {k: v for k, v in files.items() if not _ignored(k, ignore)}
+    problems = []
+    for rel in sorted(set(actual) | set(signed)):
+        if rel not in signed:
+            problems.append(f"ADDED: {rel} (not in the signed manifest)")
+        elif rel not in actual:
+            problems.append(f"MISSING: {rel} (signed sha256 {signed[rel]})")
+        elif actual[rel] != signed[rel]:
+            problems.append(f"CHANGED: {rel} sha256 {actual[rel]}, signed {signed[rel]}")
+    if problems:
+        raise LoadCheckFailed("; ".join(problems[:8]) + (f"; … {len(problems) - 8} more" if len(problems) > 8 else ""))
+    return {"method": "key", "key_id": hint, "files": len(signed), "seconds": round(time.perf_counter() - t0, 4)}

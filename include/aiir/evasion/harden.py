@@ -205,13 +205,20 @@ def register_hardened(model, *, name: str, X_example, tracking_uri: str | None =
         info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X_example, model.predict(X_example)),
                                         registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"])
     v = str(info.registered_model_version)
-    # record the artifact digest as every aiir registration does: the verified loader (gateway, triage)
-    # refuses a version without one
+    # record the artifact digest and sign it as every aiir registration does: the verified loader (gateway,
+    # triage) refuses a version without either (signing key: aiir's artifact key, AIIR_ARTIFACT_KEY/_CERT)
+    from aiir.audit.integrity import sign_version
     from aiir.models import DIGEST_TAG, artifact_digest
     from aiir.registry import _local_path
 
-    client.set_model_version_tag(name, v, DIGEST_TAG,
-                                 artifact_digest(_local_path(client.get_model_version_download_uri(name, v) or "")))
+    art = _local_path(client.get_model_version_download_uri(name, v) or "")
+    if art is None:
+        from aiir.errors import BadInput
+
+        raise BadInput("model_name", f"hardened {name} v{v}: its artifacts are not on a local path (only local "
+                                     "artifact stores are signed)")
+    client.set_model_version_tag(name, v, DIGEST_TAG, artifact_digest(art))
+    sign_version(client, name, v, art)
     return v
 
 

@@ -33,6 +33,8 @@ class LoadedVersion:
     run_id: str | None = None
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    signature: str = ""  # aiir.models.FileCheck.signature: "verified", or what an escape hatch let through
+    check_seconds: float = 0.0  # hashing the files + digest + signature check, before unpickling
 
     def predict(self, df) -> tuple[list[Any], list[float] | None]:
         """Predictions and, when the model has ``predict_proba``, scores (binary: P(classes_[1]),
@@ -55,7 +57,8 @@ class LoadedVersion:
 
     def info(self) -> dict[str, Any]:
         return {"version": self.version, "artifact_digest": self.digest, "run_id": self.run_id,
-                "proba": self.proba, "inputs": self.schema.describe(), "load_seconds": round(self.load_seconds, 3)}
+                "proba": self.proba, "inputs": self.schema.describe(), "load_seconds": round(self.load_seconds, 3),
+                "signature": self.signature, "check_seconds": round(self.check_seconds, 4)}
 
 
 def _schema_from(pyfunc: Any, raw: Any, max_rows: int) -> InputSchema:
@@ -158,13 +161,13 @@ class ModelStore:
         except MlflowException as exc:
             raise UnknownVersion(f"model '{self.name}' has no version '{version}' "
                                  f"({str(exc).splitlines()[0][:200]})") from None
-        from aiir.models import DIGEST_TAG, verify_folder
+        from aiir.models import verify_model_files
 
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version}",
                                                     tracking_uri=self.tracking_uri)
-        # the recorded digest is checked before anything is unpickled (aiir.models, IntegrityError)
-        digest = verify_folder(local, (mv.tags or {}).get(DIGEST_TAG),
-                               what=f"model artifact of {self.name} v{version}")
+        # the recorded digest and signature are checked before anything is unpickled (aiir.models, IntegrityError)
+        check = verify_model_files(local, dict(mv.tags or {}), what=f"model artifact of {self.name} v{version}")
+        digest = check.digest
         pyfunc = mlflow.pyfunc.load_model(local)
         raw = None
         try:
@@ -180,4 +183,5 @@ class ModelStore:
         return LoadedVersion(model=self.name, version=version, local_path=str(local), digest=digest,
                              schema=_schema_from(pyfunc, raw, self.max_rows), pyfunc=pyfunc, raw=raw,
                              proba=proba, classes=classes, run_id=getattr(mv, "run_id", None),
-                             load_seconds=time.perf_counter() - t0)
+                             load_seconds=time.perf_counter() - t0, signature=check.signature,
+                             check_seconds=check.seconds)

@@ -64,6 +64,12 @@ def build_store(root: str | Path, name: str = "gw-test", *, versions: int = 3) -
     exp_id = exp.experiment_id if exp else client.create_experiment(
         exp_name, artifact_location=(root / "artifacts").as_uri())
     X, y = synthetic_frame()
+    from aiir.audit.signing import load_or_create_artifact_key, public_pem
+
+    key_path = root / "keys" / "artifact_ecdsa_p256.pem"
+    trusted = root / "keys" / "artifact_ecdsa_p256.pub.pem"
+    trusted.parent.mkdir(parents=True, exist_ok=True)
+    trusted.write_bytes(public_pem(load_or_create_artifact_key(key_path)))
     out = []
     for i in range(versions):
         # v1 and v2 differ a little; v3 is deliberately very different (strong regularisation + shift)
@@ -75,17 +81,23 @@ def build_store(root: str | Path, name: str = "gw-test", *, versions: int = 3) -
                                             # explicit requirements: skips MLflow's slow inference step
                                             pip_requirements=["scikit-learn", "pandas", "numpy"])
         v = str(info.registered_model_version)
-        # record the artifact digest as aiir's registration does: the verified loader refuses models without
+        # record the artifact digest and sign the version as aiir's registration does: the verified loader
+        # refuses models without either. The store has its own signing key (root/keys): a gateway on it trusts
+        # its public half (AIIR_ARTIFACT_TRUSTED_KEYS=<trusted_key> of the JSON this prints).
+        from aiir.audit.integrity import sign_version
+        from aiir.audit.signing import SignerSpec
         from aiir.models import DIGEST_TAG, artifact_digest
         from aiir.registry import _local_path
 
         art = _local_path(client.get_model_version_download_uri(name, v) or "")
         client.set_model_version_tag(name, v, DIGEST_TAG, artifact_digest(art))
+        sign_version(client, name, v, art, spec=SignerSpec(key_path=key_path))
         out.append(v)
     client.set_registered_model_alias(name, "last-known-good", out[0])
     if len(out) > 1:
         client.set_registered_model_alias(name, "champion", out[1])
-    return {"tracking_uri": uri, "name": name, "versions": out, "features": FEATURES,
+    return {"tracking_uri": uri, "name": name, "versions": out, "features": FEATURES, "trusted_key": str(trusted),
+            "signing_key": str(key_path),
             "aliases": {"last-known-good": out[0], "champion": out[1] if len(out) > 1 else None}}
 
 
