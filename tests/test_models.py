@@ -1,5 +1,6 @@
-"""The one verified model loader: a model whose artifact changed by one byte is refused before anything
-is unpickled — by the loader itself, forensics, triage and the serving gateway alike."""
+"""The one verified model loader: a model whose artifact changed by one byte, or whose signature fails (swapped,
+manifest swapped, re-signed by an unknown key) while its bytes still match the digest, is refused before
+anything is unpickled — by the loader itself, forensics, triage and the serving gateway alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 
 from aiir.errors import IntegrityError
 from tests.conftest import run_aiir
-
 
 # ------------------------------------------------------------------------------------ the signature at load
 # These run first (the module's `tampered` fixture below flips a byte of v1 for good): the artifact bytes
