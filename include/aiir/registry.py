@@ -71,6 +71,7 @@ class ModelVersion:
     artifact_dir: Path | None
     tags: dict[str, str]
     aliases: list[str]
+    created_ms: int | None = None  # MLflow's creation_timestamp of the version
 
     def to_dict(self) -> dict[str, Any]:
         d = self.__dict__.copy()
@@ -102,7 +103,8 @@ def get_version(name: str, version: str | int | None = None, *, alias: str | Non
     model_id = getattr(mv, "model_id", None) or (source[len("models:/"):] if source.startswith("models:/") else None)
     artifact_dir = _local_path(c.get_model_version_download_uri(name, str(mv.version)) or "")
     return ModelVersion(name=name, version=str(mv.version), run_id=mv.run_id, model_id=model_id,
-                        artifact_dir=artifact_dir, tags=dict(mv.tags or {}), aliases=list(mv.aliases or []))
+                        artifact_dir=artifact_dir, tags=dict(mv.tags or {}), aliases=list(mv.aliases or []),
+                        created_ms=getattr(mv, "creation_timestamp", None))
 
 
 def resolve_alias(name: str, alias: str) -> str | None:

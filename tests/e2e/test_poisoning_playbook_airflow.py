@@ -406,3 +406,78 @@ def test_clean_batch_opens_no_incident(world, incident):
     tis = {t["task_id"]: t["state"] for t in af.task_instances("data_integrity_check", run["dag_run_id"])}
     assert tis["trigger_incident_playbook"] == "skipped"
 
+
+
+# ------------------------------------------------------------------------------------ artifact tampering (#14)
+# After the poisoning story, on the same Airflow and gateway: the next nightly deploy (v4, clean batch 004)
+# serves; one byte of its registered model file is flipped in the artifact store. The shipped
+# `artifact_integrity` DAG, run with its defaults as its daily schedule runs it, detects it, opens the
+# incident and triggers `incident_artifact_tampering`, which isolates the endpoint to last-known-good,
+# seals evidence, re-verifies every version, measures what v4 served, reports.
+
+@pytest.fixture(scope="module")
+def tampering(world, incident):
+    from aiir import bootstrap, registry
+
+    af, target = world["af"], world["target"]
+    v4 = bootstrap.nightly_retrain([4])
+    lkg = registry.resolve_alias("fraud-detector", "last-known-good")
+    target.rollback(v4.version, reason="nightly deploy")
+    served = _traffic(world, 2)
+    assert served["by_version"].get(v4.version), served
+    pkl = v4.artifact_dir / "model.pkl"
+    data = bytearray(pkl.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pkl.write_bytes(bytes(data))
+    run = af.trigger("artifact_integrity")  # no conf: the DAG's own defaults, as its schedule runs it
+    run = af.wait_for_run("artifact_integrity", run["dag_run_id"], timeout=600)
+    summary = af.xcom("artifact_integrity", run["dag_run_id"], "verify_registered_artifacts", key="summary")
+    iid = summary["incidents"][0]["incident_id"] if summary and summary.get("incidents") else None
+    pb = af.wait_for_run("incident_artifact_tampering", iid, timeout=900) if iid else None
+    return {"run": run, "summary": summary, "incident_id": iid, "playbook_run": pb, "v4": v4.version, "lkg": lkg,
+            "served": served["by_version"][v4.version], "workdir": world["home"] / "incidents" / str(iid)}
+
+
+def test_tampering_detected_by_the_shipped_dag_and_the_playbook_triggered(world, tampering):
+    s = tampering["summary"]
+    assert tampering["run"]["state"] == "success", tampering["run"]
+    assert s["status"] == "incident" and [i["model"] for i in s["incidents"]] == ["fraud-detector"], s
+    assert [t["trigger_run_id"] for t in s["triggers"]] == [tampering["incident_id"]]
+    rec = json.loads((tampering["workdir"] / "incident.json").read_text())
+    assert rec["kind"] == "artifact_integrity" and rec["opened_by"] == "artifact_integrity"
+    assert [f["version"] for f in rec["findings"] if f["artifact_kind"] == "model"] == [tampering["v4"]]
+    assert "CHANGED: model.pkl" in rec["findings"][0]["detail"]
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("artifact_integrity",
+                                                                         tampering["run"]["dag_run_id"])}
+    assert tis == {"verify_registered_artifacts": "success", "trigger_incident_playbook": "success"}, tis
+
+
+def test_tampering_playbook_contained_sealed_verified_and_reported(world, tampering):
+    from aiir import lifecycle
+
+    pb, w, v4, lkg = tampering["playbook_run"], tampering["workdir"], tampering["v4"], tampering["lkg"]
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("incident_artifact_tampering",
+                                                                         tampering["incident_id"])}
+    assert pb and pb["state"] == "success", tis
+    assert set(tis.values()) == {"success"} and len(tis) == 6, tis
+    # containment as the playbook defines it: every request to last-known-good, the tampered v4 out
+    contain = json.loads((w / "contain.json").read_text())
+    assert contain["before"]["mode"] == "serving" and contain["after"]["mode"] == "isolated", contain
+    state = world["target"].describe()
+    assert state.mode == "isolated" and state.serving_versions == [lkg] and lkg != v4
+    assert set(_traffic(world, 1)["by_version"]) == {lkg}
+    # evidence sealed, verifiable
+    ev = json.loads((w / "evidence.json").read_text())
+    ok = subprocess.run([str(VENV_BIN / "aiir"), "verify", ev["bundle"]], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # every version re-verified: v4 tampered, the others intact; the decisions v4 served, per client
+    ver = json.loads((w / "verification.json").read_text())
+    assert ver["tampered"] == [v4] and lkg in ver["intact"], ver
+    aff = json.loads((w / "affected.json").read_text())
+    assert aff["versions"][v4]["decisions"] >= tampering["served"] > 0, aff
+    # the report names the model, the version and the changed file
+    html = (w / "report" / "report.html").read_text()
+    assert f"fraud-detector v{v4} does not match its signature" in html and "model.pkl" in html
+    assert "AML.T0010" in json.dumps(json.loads((w / "report" / "report.json").read_text()))
+    st = lifecycle.read_state(tampering["incident_id"])
+    assert st["state"] == "contained", st

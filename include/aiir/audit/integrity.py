@@ -24,6 +24,9 @@ from .signing import ArtifactCheck, signature_path, verify_artifact
 
 SIGNATURE_TAG = "aiir.signature"
 TRAIN_SIGNATURES_TAG = "aiir.train_signatures"
+# A registration signs the artifact, then records the tags one by one: a version younger than this without
+# its signature tag is still being registered (AIIR_ARTIFACT_REGISTRATION_GRACE_S, seconds).
+REGISTRATION_GRACE_S = 600.0
 _MODEL_REF = re.compile(r"^model:(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_.-]+))$")
 
 
@@ -66,26 +69,47 @@ def verify_model_version(name: str, version: str | None = None, *, alias: str | 
 
     mv = registry.get_version(name, version, alias=alias)
     out: dict[str, Any] = {"kind": "model", "model": name, "version": mv.version, "run_id": mv.run_id,
-                           "ok": False, "messages": []}
+                           "ok": False, "status": "tampered", "messages": []}
     rec = _tag_json(mv.tags, SIGNATURE_TAG)
+    out["model_signed"] = bool(rec)
     if mv.artifact_dir is None:
         raise BadInput(f"model:{name}/{mv.version}", "artifact is not on a local path (only local stores are verified)")
+    unsigned = None  # why the version has no signature to check, when it has none
     if not rec:
         out["model_check"] = None
-        out["messages"].append(f"UNSIGNED: {name} v{mv.version} has no '{SIGNATURE_TAG}' tag (registered before "
-                               "signing was in place? re-sign with `aiir sign model:NAME/V`)")
+        beside = signature_path(mv.artifact_dir)
+        age = _age_s(mv.created_ms)
+        if age is not None and age < _grace_s():
+            unsigned = "registering"
+            out["messages"].append(f"REGISTERING: {name} v{mv.version} was created {age:.0f} s ago and its "
+                                   f"signature is not recorded yet; checked on the next run")
+        elif beside.exists():
+            # the tag is gone but a signature lies beside the artifact: check the files against it
+            chk = verify_artifact(mv.artifact_dir, beside, kind="model", trusted_keys=trusted_keys,
+                                  trust_chain=trust_chain)
+            out["model_check"] = chk.to_dict()
+            out["messages"].append(f"model {name} v{mv.version}: SIGNATURE TAG MISSING: no '{SIGNATURE_TAG}' tag, "
+                                   f"checked against {beside.name} beside the artifact")
+            out["messages"] += [f"model {name} v{mv.version}: {m}" for m in chk.messages]
+            if chk.ok:
+                unsigned = "unsigned"
+        else:
+            unsigned = "unsigned"
+            out["messages"].append(f"UNSIGNED: {name} v{mv.version} has no '{SIGNATURE_TAG}' tag and no signature "
+                                   "beside its artifact (registered before signing was in place? sign it with "
+                                   f"`aiir sign model:{name}/{mv.version}`)")
     else:
         chk = verify_artifact(mv.artifact_dir, Path(rec["signature"]), kind="model",
                               expected_signature_sha256=rec.get("signature_sha256"),
                               trusted_keys=trusted_keys, trust_chain=trust_chain)
-        digest = mv.tags.get("aiir.artifact_sha256")
-        if digest and mv.artifact_dir.exists():
-            from aiir.hashing import tree_digest
-
-            now = tree_digest(mv.artifact_dir)
-            out["artifact_sha256"] = {"registered": digest, "now": now, "ok": now == digest}
         out["model_check"] = chk.to_dict()
         out["messages"] += [f"model {name} v{mv.version}: {m}" for m in chk.messages]
+    digest = mv.tags.get("aiir.artifact_sha256")
+    if digest and mv.artifact_dir.exists() and unsigned != "registering":  # signed or not, the digest must hold
+        from aiir.hashing import tree_digest
+
+        now = tree_digest(mv.artifact_dir)
+        out["artifact_sha256"] = {"registered": digest, "now": now, "ok": now == digest}
     ds_checks = []
     if datasets:
         for d in _tag_json(mv.tags, TRAIN_SIGNATURES_TAG) or []:
@@ -95,19 +119,48 @@ def verify_model_version(name: str, version: str | None = None, *, alias: str | 
             ds_checks.append(chk.to_dict())
             out["messages"] += [f"dataset {Path(d['path']).name}: {m}" for m in chk.messages]
         listed = {d["path"] for d in _tag_json(mv.tags, TRAIN_SIGNATURES_TAG) or []}
-        for f in _tag_json(mv.tags, "aiir.train_files") or []:
-            if f.get("path") not in listed:
-                out["messages"].append(f"UNSIGNED: training dataset {f.get('path')} has no recorded signature")
-                ds_checks.append({"path": f.get("path"), "kind": "dataset", "ok": False, "signature": None,
-                                  "messages": ["no recorded signature"]})
+        if unsigned != "registering":
+            for f in _tag_json(mv.tags, "aiir.train_files") or []:
+                if f.get("path") not in listed:
+                    out["messages"].append(f"UNSIGNED: training dataset {f.get('path')} has no recorded signature")
+                    ds_checks.append({"path": f.get("path"), "kind": "dataset", "ok": False, "signature": None,
+                                      "unsigned": True, "messages": ["no recorded signature"]})
     out["datasets"] = ds_checks
-    out["ok"] = bool(out.get("model_check") and out["model_check"]["ok"]
-                     and (out.get("artifact_sha256") or {"ok": True})["ok"]
+    digest_ok = (out.get("artifact_sha256") or {"ok": True})["ok"]
+    out["ok"] = bool(out.get("model_check") and out["model_check"]["ok"] and rec and digest_ok
                      and all(d["ok"] for d in ds_checks))
-    if out.get("artifact_sha256") and not out["artifact_sha256"]["ok"]:
+    if out.get("artifact_sha256") and not digest_ok:
         out["messages"].append(f"model {name} v{mv.version}: CHANGED: artifact tree digest "
                                f"{out['artifact_sha256']['now']}, registered {out['artifact_sha256']['registered']}")
+    # what a failure means: "tampered" (a recorded digest or signature does not hold, or the signature beside
+    # it fails), "unsigned" (nothing recorded to check: not evidence of tampering), "registering" (too young)
+    recorded_failed = (not digest_ok or (out["model_check"] is not None and not out["model_check"]["ok"])
+                       or any(not d["ok"] and not d.get("unsigned") for d in ds_checks))
+    if out["ok"]:
+        out["status"] = "intact"
+    elif recorded_failed:
+        out["status"] = "tampered"
+    else:
+        out["status"] = unsigned or "unsigned"
     return out
+
+
+def _grace_s() -> float:
+    import os
+
+    raw = os.environ.get("AIIR_ARTIFACT_REGISTRATION_GRACE_S")
+    if raw is None or raw == "":
+        return REGISTRATION_GRACE_S
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise BadInput("AIIR_ARTIFACT_REGISTRATION_GRACE_S", f"expected seconds, got {raw!r}") from None
+
+
+def _age_s(created_ms: int | None) -> float | None:
+    import time
+
+    return None if not created_ms else max(0.0, time.time() - created_ms / 1000.0)
 
 
 def verify_ref(arg: str, *, trusted_keys: list[str | Path] | None = None,
@@ -154,22 +207,37 @@ def verify_registered(model: str | None = None, *, trusted_keys: list[Any] | Non
     ``artifact_tampering``, ATLAS AML.T0010 / AML.T0018, OWASP ML06 / ML10)."""
     from aiir.registry import now_iso
 
-    results, findings = [], []
+    results, findings, unsigned, registering = [], [], [], []
     seen_datasets: dict[str, dict[str, Any]] = {}
     for name, version in registered_versions(model):
         r = verify_model_version(name, version, trusted_keys=trusted_keys)
         results.append(r)
+        if r["status"] == "registering":
+            registering.append({"model": name, "version": version, "message": r["messages"][0]})
+            continue
         mc = r.get("model_check")
-        if not r["ok"] and (mc is None or not mc["ok"] or not (r.get("artifact_sha256") or {"ok": True})["ok"]):
+        model_failed = (mc is not None and not mc["ok"]) or not (r.get("artifact_sha256") or {"ok": True})["ok"]
+        if model_failed:
             findings.append(_finding("model", f"{name} v{version}", r["messages"], name=name, version=version,
                                      check=mc))
+        elif not r["model_signed"]:
+            # nothing recorded to check against: a gap to close (`aiir sign`), not evidence of tampering
+            unsigned.append({"model": name, "version": version, "what": "model",
+                             "message": next((m for m in r["messages"] if "UNSIGNED" in m or "TAG MISSING" in m),
+                                             r["messages"][0] if r["messages"] else "unsigned"),
+                             "remedy": f"aiir sign model:{name}/{version}"})
         for d in r["datasets"]:
             if not d["ok"] and d["path"] not in seen_datasets:
                 seen_datasets[d["path"]] = d
-                findings.append(_finding("dataset", d["path"], d.get("messages", []), name=name, version=version,
-                                         check=d))
-    return {"checked_at": now_iso(), "versions": len(results), "ok": not findings, "findings": findings,
-            "results": results}
+                if d.get("unsigned"):
+                    unsigned.append({"model": name, "version": version, "what": "dataset", "path": d["path"],
+                                     "message": f"training dataset {d['path']} has no recorded signature",
+                                     "remedy": f"aiir sign model:{name}/{version}"})
+                else:
+                    findings.append(_finding("dataset", d["path"], d.get("messages", []), name=name,
+                                             version=version, check=d))
+    return {"checked_at": now_iso(), "versions": len(results), "ok": not findings and not unsigned,
+            "findings": findings, "unsigned": unsigned, "registering": registering, "results": results}
 
 
 def _finding(kind: str, what: str, messages: list[str], *, name: str, version: str,

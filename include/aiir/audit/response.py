@@ -52,14 +52,16 @@ def verify_artifacts(record: IncidentRecord) -> dict[str, Any]:
     rows = []
     for name, version in registered_versions(record.model_name):
         r = verify_model_version(name, version)
-        rows.append({"version": version, "ok": r["ok"],
+        rows.append({"version": version, "ok": r["ok"], "status": r["status"],
                      "model_ok": bool(r.get("model_check") and r["model_check"]["ok"]),
                      "datasets_failed": [d["path"] for d in r["datasets"] if not d["ok"]],
                      "messages": [m for m in r["messages"] if "INTACT" not in m and "NOTE" not in m][:20]})
-    tampered = [r["version"] for r in rows if not r["ok"]]
+    tampered = [r["version"] for r in rows if r["status"] == "tampered"]
     intact = [r["version"] for r in rows if r["ok"]]
+    # unsigned (nothing recorded) or still registering: neither proven intact nor evidence of tampering
+    unverified = [r["version"] for r in rows if not r["ok"] and r["status"] != "tampered"]
     res = {"incident_id": record.incident_id, "model": record.model_name, "checked_at": now_iso(),
-           "versions": rows, "tampered": tampered, "intact": intact,
+           "versions": rows, "tampered": tampered, "intact": intact, "unverified": unverified,
            "fallback_candidate": max(intact, key=int) if intact else None}
     _write(out, res)
     inc.add_event(record, "artifacts_verified", actor="aiir-audit",
