@@ -40,6 +40,11 @@ variable                   default                                    what lives
 ``AIIR_ARTIFACT_TRUST_CHAIN``  (``AIIR_ARTIFACT_CERT_CHAIN``)         CA certificates verification trusts
 ``AIIR_ARTIFACT_TRUSTED_KEYS`` (aiir's own artifact key)              more public keys verification trusts
 ``AIIR_ARTIFACT_INTEGRITY_SCHEDULE`` ``@daily``                       cron of artifact_integrity, or ``none``
+``AIIR_ARTIFACT_REGISTRATION_GRACE_S`` ``600``                        a version younger than this without its
+                                                                      signature tag is still being registered
+``AIIR_ALLOW_UNSIGNED_MODELS`` ``0``                                  ``1``: the verified loader accepts versions
+                                                                      with a digest but no signature (knowingly)
+``AIIR_ALLOW_UNRECORDED_MODELS`` ``0``                                ``1``: it accepts models with neither
 ``AIIR_DECISION_LOG_KEY``  (unset: features stored in clear)          AES-256 key of ``--encrypt-fields``
                                                                       (or ``AIIR_DECISION_LOG_KEY_FILE``)
 ``AIIR_AUDIT_ACCESS_LOG``  ``$AIIR_HOME/audit/access-log.jsonl``      who traced which decision, when

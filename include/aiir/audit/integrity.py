@@ -63,8 +63,11 @@ def _load_keys(trusted_keys: list[str | Path] | None):
 
 def verify_model_version(name: str, version: str | None = None, *, alias: str | None = None,
                          trusted_keys: list[Any] | None = None, trust_chain: list[Path] | None = None,
-                         datasets: bool = True) -> dict[str, Any]:
-    """The version's artifact and its training datasets against their recorded signatures."""
+                         datasets: bool = True, grace_s: float | None = None) -> dict[str, Any]:
+    """The version's artifact and its training datasets against their recorded signatures.
+
+    ``grace_s`` (the scheduled check): a version younger than this with no signature recorded yet is
+    ``registering`` (a registration signs first, then records its tags), not judged."""
     from aiir import registry
 
     mv = registry.get_version(name, version, alias=alias)
@@ -79,7 +82,7 @@ def verify_model_version(name: str, version: str | None = None, *, alias: str | 
         out["model_check"] = None
         beside = signature_path(mv.artifact_dir)
         age = _age_s(mv.created_ms)
-        if age is not None and age < _grace_s():
+        if grace_s is not None and age is not None and age < grace_s:
             unsigned = "registering"
             out["messages"].append(f"REGISTERING: {name} v{mv.version} was created {age:.0f} s ago and its "
                                    f"signature is not recorded yet; checked on the next run")
@@ -95,9 +98,10 @@ def verify_model_version(name: str, version: str | None = None, *, alias: str | 
                 unsigned = "unsigned"
         else:
             unsigned = "unsigned"
+            young = f"; it was created {age:.0f} s ago: still being registered?" if age is not None and age < 600 else ""
             out["messages"].append(f"UNSIGNED: {name} v{mv.version} has no '{SIGNATURE_TAG}' tag and no signature "
                                    "beside its artifact (registered before signing was in place? sign it with "
-                                   f"`aiir sign model:{name}/{mv.version}`)")
+                                   f"`aiir sign model:{name}/{mv.version}`{young})")
     else:
         chk = verify_artifact(mv.artifact_dir, Path(rec["signature"]), kind="model",
                               expected_signature_sha256=rec.get("signature_sha256"),
@@ -207,10 +211,11 @@ def verify_registered(model: str | None = None, *, trusted_keys: list[Any] | Non
     ``artifact_tampering``, ATLAS AML.T0010 / AML.T0018, OWASP ML06 / ML10)."""
     from aiir.registry import now_iso
 
+    grace = _grace_s()
     results, findings, unsigned, registering = [], [], [], []
     seen_datasets: dict[str, dict[str, Any]] = {}
     for name, version in registered_versions(model):
-        r = verify_model_version(name, version, trusted_keys=trusted_keys)
+        r = verify_model_version(name, version, trusted_keys=trusted_keys, grace_s=grace)
         results.append(r)
         if r["status"] == "registering":
             registering.append({"model": name, "version": version, "message": r["messages"][0]})
