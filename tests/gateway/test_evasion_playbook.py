@@ -41,7 +41,7 @@ def egw(egw_env, tmp_path_factory):
 def incident_env(egw, egw_env, mlflow_store, monkeypatch, tmp_path):
     egw.ok("/admin/restore", {"follow_alias": True, "reason": "test reset"})
     egw.ok("/admin/canary", {"version": None, "share": 0, "reason": "test reset"})
-    for k in ("AIIR_HOME", "AIIR_GATEWAY_DIR"):
+    for k in ("AIIR_HOME", "AIIR_GATEWAY_DIR", "AIIR_ARTIFACT_TRUSTED_KEYS"):  # trusted: the store's signing key
         monkeypatch.setenv(k, egw_env[k])
     monkeypatch.setenv("AIIR_GATEWAY_URL", egw.url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store["tracking_uri"])
