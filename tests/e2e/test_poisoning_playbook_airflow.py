@@ -438,7 +438,6 @@ def tampering(world, incident):
             "served": served["by_version"][v4.version], "workdir": world["home"] / "incidents" / str(iid)}
 
 
-@pytest.mark.unproven  # until its first green run (docs/audit.md)
 def test_tampering_detected_by_the_shipped_dag_and_the_playbook_triggered(world, tampering):
     s = tampering["summary"]
     assert tampering["run"]["state"] == "success", tampering["run"]
@@ -453,7 +452,6 @@ def test_tampering_detected_by_the_shipped_dag_and_the_playbook_triggered(world,
     assert tis == {"verify_registered_artifacts": "success", "trigger_incident_playbook": "success"}, tis
 
 
-@pytest.mark.unproven  # until its first green run (docs/audit.md)
 def test_tampering_playbook_contained_sealed_verified_and_reported(world, tampering):
     from aiir import lifecycle
 
