@@ -24,7 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 ## make test: the suite (unit, DAG integrity, real gateway, real Airflow end to end); the distributed
 ## setup's native proof is `make test-distributed` (CI runs both).
 test: venv
-	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m "not distributed and not unproven" $(PYTEST_ARGS)
+	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m "not distributed and not unproven" --durations=30 $(PYTEST_ARGS)
 
 ## make test-unproven: tests written this round that have not yet been seen passing (listed in the notes).
 test-unproven: venv
