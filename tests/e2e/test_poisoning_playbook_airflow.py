@@ -5,6 +5,12 @@ the batch's Asset event runs `data_integrity_check`, which opens an incident and
 `incident_data_poisoning`; the playbook contains, seals evidence, finds the poison and the blast radius,
 retrains from clean data, promotes, reports. Each phase's real effect is asserted.
 
+# --- the incident console in a real browser, on this world and incident: after the story's tests (they rely on its
+# end state), before the tampering ones below. The console's browser is started and stopped per test
+# (tests/ui/console_story.py), so the asyncio traffic replays of the tests after it still run.
+from tests.ui.conftest import artifacts, page_factory  # noqa: E402,F401
+from tests.ui.console_story import *  # noqa: E402,F401,F403
+
 The same run is also issue #10's scheduler fault test (sharing this module's Airflow keeps CI cheap): while
 `preserve_evidence` is writing the bundle, the scheduler and every process it spawned (LocalExecutor workers,
 task supervisors, the task processes, its log server) are killed with SIGKILL, then a new scheduler is started,
@@ -407,6 +413,11 @@ def test_clean_batch_opens_no_incident(world, incident):
     assert tis["trigger_incident_playbook"] == "skipped"
 
 
+# --- the incident console in a real browser, on this world and incident: after the story's tests (they rely on its
+# end state), before the tampering ones below. The console's browser is started and stopped per test
+# (tests/ui/console_story.py), so the asyncio traffic replays of the tests after it still run.
+from tests.ui.conftest import artifacts, page_factory  # noqa: E402,F401
+from tests.ui.console_story import *  # noqa: E402,F401,F403
 
 # ------------------------------------------------------------------------------------ artifact tampering (#14)
 # After the poisoning story, on the same Airflow and gateway: the next nightly deploy (v4, clean batch 004)

@@ -26,10 +26,8 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in this thread, so it
-    starts after the module's world (whose traffic replay uses asyncio.run) and stops with the module."""
+def launch_chromium():
+    """Debian's headless Chromium through Playwright's sync API (a generator: yields the browser, then stops)."""
     exe = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -45,6 +43,13 @@ def chromium():
                                      args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Module-scoped on purpose: Playwright's sync API keeps an event loop running in this thread, so it
+    starts after the module's world (whose traffic replay uses asyncio.run) and stops with the module."""
+    yield from launch_chromium()
 
 
 class Recorder:

@@ -1,8 +1,11 @@
 """The incident console in a real Airflow, driven by a real (headless Debian) Chromium.
 
-The world is the end-to-end test's (tests/e2e): a real gateway and ``airflow standalone`` (SimpleAuthManager,
-all admins), the poisoned nightly retrain, the batch's Asset event, the integrity check that opens the
-incident and the playbook that contains, seals, analyses, retrains and reports. Then, in the browser:
+These tests run inside tests/e2e/test_poisoning_playbook_airflow.py, on its world and its incident (one run of
+the whole story serves both; this file is not collected on its own): a real gateway and ``airflow standalone``
+(SimpleAuthManager, all admins), the poisoned nightly retrain, the batch's Asset event, the integrity check that
+opens the incident and the playbook that contains, seals, analyses, retrains and reports. They need the e2e
+module's fixtures ``world`` and ``incident`` and the browser fixtures of tests/ui/conftest.py, which that module
+imports. Then, in the browser:
 
 * the *Incidents* view (navigation) lists the incident with its state and next deadline;
 * the *Incident* tab of the playbook run shows the timeline;
@@ -25,67 +28,17 @@ import urllib.request
 import pytest
 
 from aiir.runtime import wait_until
-from tests.conftest import restore_env
-from tests.e2e.test_poisoning_playbook_airflow import _traffic
+from tests.ui.conftest import launch_chromium
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 #: the whole story under CI load can take far longer than on an idle machine
 TIMEOUT = float(os.environ.get("AIIR_UI_TIMEOUT", "2400"))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """The e2e test's world (real gateway, ``airflow standalone``), with load-tolerant start timeouts."""
-    home = tmp_path_factory.mktemp("ui") / "aiir-home"
-    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "AIIR_GATEWAY_URL")}
-    os.environ["AIIR_HOME"] = str(home)
-    from aiir import bootstrap, demo, runtime
-    from aiir.targets.local import LocalGatewayTarget
-
-    bootstrap.bootstrap()
-    services = []
-    try:
-        gw = runtime.start_gateway(bootstrap.FRAUD_MODEL, timeout=min(TIMEOUT, 600))
-        services.append(gw)
-        os.environ["AIIR_GATEWAY_URL"] = gw.url
-        af = runtime.Airflow(integrity_schedule="none")
-        af.start(timeout=min(TIMEOUT, 900))
-        services.append(af.service)
-        for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
-            af.wait_for_dag(d, timeout=min(TIMEOUT, 900))
-        yield {"home": home, "gw": gw, "af": af, "target": LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url),
-               "files": demo.DemoFiles(home / "data")}
-    finally:
-        for s in reversed(services):
-            s.stop()
-        restore_env(saved)
-
-
-@pytest.fixture(scope="module")
-def incident(world):
-    """The e2e story (tests/e2e): v2 retrained on the poisoned batch serves, the batch's Asset event runs the
-    check, the check opens the incident, the playbook runs to the end."""
-    from aiir import bootstrap
-
-    af, target = world["af"], world["target"]
-    _traffic(world, 2)
-    v2 = bootstrap.nightly_retrain([4, 5])
-    target.rollback(v2.version, reason="nightly deploy")
-    _traffic(world, 3)
-    batch = world["files"].fraud_batch(5)
-    asset = af.api("GET", "/assets?name_pattern=fraud_training_batches")["assets"][0]
-    af.api("POST", "/assets/events", {"asset_id": asset["id"], "extra": {"path": str(batch)}})
-    check = wait_until(lambda: next((r for r in af.runs("data_integrity_check")
-                                     if r["run_type"] == "asset_triggered"), None),
-                       timeout=300, what="an asset-triggered data_integrity_check run", service=af.service)
-    check = af.wait_for_run("data_integrity_check", check["dag_run_id"], timeout=TIMEOUT)
-    summary = af.xcom("data_integrity_check", check["dag_run_id"], "check")
-    incident_id = summary["incident"]["incident_id"]
-    run = af.wait_for_run("incident_data_poisoning", incident_id, timeout=TIMEOUT)
-    assert run["state"] == "success", run
-    return {"check_run": check, "incident_id": incident_id, "run": run,
-            "workdir": world["home"] / "incidents" / incident_id}
-
+@pytest.fixture
+def chromium():
+    """Started and stopped per test here: Playwright's sync API holds this thread's event loop while it runs,
+    and the tests after these in the e2e module replay traffic with asyncio.run."""
+    yield from launch_chromium()
 
 
 def _frame(page, title: str):
