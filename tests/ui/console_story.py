@@ -172,8 +172,8 @@ def test_reject_with_a_reason_promotes_nothing_and_is_on_record(world, incident,
     form = frame.locator("form.action", has=frame.locator("button.reject"))
     form.locator("button.reject").wait_for(timeout=30_000)
     form.locator("button.reject").click()  # no reason: refused, nothing sent
-    frame.locator("p.banner").wait_for(timeout=60_000)
-    assert "needs a reason" in frame.locator("body").inner_text()
+    frame.locator("p.banner.bad").wait_for(timeout=60_000)
+    assert "needs a reason" in frame.locator("p.banner.bad").inner_text()
     hitl_url = f"/dags/retrain_from_clean_data/dagRuns/{run_id}/taskInstances/await_approval/-1/hitlDetails"
     assert not af.api("GET", hitl_url)["response_received"]
     form = frame.locator("form.action", has=frame.locator("button.reject"))

@@ -48,7 +48,7 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base
 WHATS = ("incident", "findings", "drift_report", "evidence", "report")
 MESSAGES = {"approved": "Approval sent: Airflow resumes the playbook.",
             "rejected": "Rejection sent, with your reason: Airflow acts on it and the report records it.",
-            "approve-failed": "The approval was not accepted (see the error below).",
+            "approve-failed": "Your answer was not sent (see the error below).",
             "closed": "Incident closed.", "close-failed": "The incident was not closed (see the error below)."}
 
 
