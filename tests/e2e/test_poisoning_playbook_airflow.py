@@ -5,11 +5,8 @@ the batch's Asset event runs `data_integrity_check`, which opens an incident and
 `incident_data_poisoning`; the playbook contains, seals evidence, finds the poison and the blast radius,
 retrains from clean data, promotes, reports. Each phase's real effect is asserted.
 
-# --- the incident console in a real browser, on this world and incident: after the story's tests (they rely on its
-# end state), before the tampering ones below. The console's browser is started and stopped per test
-# (tests/ui/console_story.py), so the asyncio traffic replays of the tests after it still run.
-from tests.ui.conftest import artifacts, page_factory  # noqa: E402,F401
-from tests.ui.console_story import *  # noqa: E402,F401,F403
+The incident console's browser tests (tests/ui/console_story.py) run in this module too, on the same world and
+incident, after the story's tests: one run of the story (minutes through the scheduler) serves both.
 
 The same run is also issue #10's scheduler fault test (sharing this module's Airflow keeps CI cheap): while
 `preserve_evidence` is writing the bundle, the scheduler and every process it spawned (LocalExecutor workers,
