@@ -12,6 +12,13 @@ The same run is also issue #10's scheduler fault test (sharing this module's Air
 `preserve_evidence` is writing the bundle, the scheduler and every process it spawned (LocalExecutor workers,
 task supervisors, the task processes, its log server) are killed with SIGKILL, then a new scheduler is started,
 as systemd would. The run must still complete, the bundle verify, and nothing be sealed or added twice.
+
+Then, on the same Airflow and gateway (guard off), the story of issue #13 as users meet it: `scan_evasion` on
+its cron schedule (a one-minute cron here; the shipped default is every 15 minutes) while dozens of clean
+clients score; a real HopSkipJump attacker (ART) probes the fraud model over HTTP from one client id; the next
+scheduled scan opens one incident and triggers `incident_adversarial_evasion` with its defaults; its effects
+are asserted (attacker rate-limited at the gateway, clean clients served, sealed evidence, hardening gate,
+canary with the default rollback rule, report) and later scans report the incident as a duplicate.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,8 +44,9 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     home = tmp_path_factory.mktemp("e2e") / "aiir-home"
-    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "AIIR_GATEWAY_URL")}
+    saved = {k: os.environ.get(k) for k in ("AIIR_HOME", "AIIR_GATEWAY_URL", "AIIR_EVASION_SCHEDULE")}
     os.environ["AIIR_HOME"] = str(home)
+    os.environ["AIIR_EVASION_SCHEDULE"] = "* * * * *"  # the scheduled form users meet, once a minute
     from aiir import bootstrap, demo, runtime
     from aiir.targets.local import LocalGatewayTarget
 
@@ -50,8 +59,12 @@ def world(tmp_path_factory):
         af = runtime.Airflow(integrity_schedule="none")
         af.start()
         services.append(af.service)
-        for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data"):
+        for d in ("data_integrity_check", "incident_data_poisoning", "retrain_from_clean_data", "scan_evasion",
+                  "incident_adversarial_evasion"):
             af.wait_for_dag(d)
+        # the evasion scan is paused until its story (the poisoning story's traffic is clean, but its
+        # rate-limit would change what that story measures if a scan flagged a client)
+        af.api("PATCH", "/dags/scan_evasion", {"is_paused": True})
         yield {"home": home, "gw": gw, "af": af, "target": LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url),
                "files": demo.DemoFiles(home / "data"), "services": services}
     finally:
@@ -415,6 +428,292 @@ def test_clean_batch_opens_no_incident(world, incident):
 # (tests/ui/console_story.py), so the asyncio traffic replays of the tests after it still run.
 from tests.ui.conftest import artifacts, page_factory  # noqa: E402,F401
 from tests.ui.console_story import *  # noqa: E402,F401,F403
+
+# --- issue #13: adversarial evasion through the scheduled scan ---------------------------------------------
+ATTACKER = "mallory-7"
+CLEAN_CLIENTS = [f"shop-{i:02d}" for i in range(30)]
+
+
+class _CleanTraffic(threading.Thread):
+    """Thirty clean clients scoring fresh transactions (never a repeated row), one per request, ~8 req/s, for
+    the whole evasion story (the canary needs live traffic in its window)."""
+
+    def __init__(self, url: str, rate: float = 8.0):
+        super().__init__(daemon=True)
+        from aiir import demo
+
+        df = demo.fraud_frame(12_000, seed=913).drop(columns=["source", "batch", "is_fraud"])
+        self.url, self.rate, self.columns = url, rate, list(df.columns)
+        self.rows = df.astype(object).to_numpy().tolist()
+        self.halt = threading.Event()
+        self.status: dict[str, dict[int, int]] = {}
+        self.sent = 0
+
+    def run(self):
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            i = 0
+            while not self.halt.is_set() and i < len(self.rows):
+                client = CLEAN_CLIENTS[i % len(CLEAN_CLIENTS)]
+                body = json.dumps({"dataframe_split": {"columns": self.columns, "data": [self.rows[i]]}})
+                try:
+                    code = http.post("/invocations", content=body, headers={"Content-Type": "application/json",
+                                                                             "X-Client-Id": client}).status_code
+                except httpx.HTTPError:
+                    code = -1
+                by = self.status.setdefault(client, {})
+                by[code] = by.get(code, 0) + 1
+                self.sent += 1
+                i += 1
+                time.sleep(1.0 / self.rate)
+
+
+def _ts(iso: str | None) -> float | None:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+
+
+def _attack(url: str, files) -> dict:
+    """ART HopSkipJump (label-only) over HTTP from one client id: two fraud transactions the model declines,
+    the numeric features perturbed until they pass, the merchant category left as it is."""
+    import warnings
+
+    import pandas as pd
+
+    from aiir import demo
+    from aiir.evasion import attacks
+    from aiir.evasion.profile import fit_profile
+
+    num = [c for c in demo.FEATURES if c not in demo.CATEGORICAL]
+    ref = pd.read_parquet(files.fraud_reference)
+    prof = fit_profile(ref[num].to_numpy(float), num)  # what an attacker estimates from public statistics
+    bounds = attacks.clip_bounds(prof.standardise(ref[num].to_numpy(float)))
+    own = demo.fraud_frame(400, seed=77)
+    own = own[demo.fraud_pattern_mask(own) & (own["merchant_category"] == "electronics")]
+    cat = {"merchant_category": "electronics"}
+    oracle = attacks.HttpModel(url, num, mean=prof.mean, std=prof.std, clients=[ATTACKER], fixed=cat,
+                               max_queries=4000)
+    t_first = time.time()
+    declined = oracle.labels_raw(own[num].to_numpy(float))  # the attacker's own fraud: which ones are declined
+    rows = own[num].to_numpy(float)[declined == 1][:2]
+    assert len(rows) == 2, declined
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Zadv = attacks.hop_skip_jump(oracle.predict, prof.standardise(rows), bounds, max_iter=3, max_eval=100,
+                                     init_eval=20, seed=3)
+    passed = oracle.labels_raw(prof.mean + Zadv * prof.std)
+    oracle.close()
+    return {"t_first": t_first, "t_last": oracle.log.t[-1], "queries": oracle.log.n,
+            "requests": oracle._turn, "evaded": int((passed == 0).sum()), "rows": len(rows),
+            "statuses": sorted(set(oracle.log.status))}
+
+
+def _scheduled_scans(af, after: float) -> list[dict]:
+    runs = [r for r in af.runs("scan_evasion") if r["run_type"] == "scheduled"
+            and (_ts(r.get("start_date")) or 0) >= after]
+    return sorted(runs, key=lambda r: r["start_date"])
+
+
+@pytest.fixture(scope="module")
+def evasion(world):
+    from aiir.runtime import wait_until
+
+    af, gw = world["af"], world["gw"]
+    clean = _CleanTraffic(gw.url)
+    clean.start()
+    contained: dict = {}
+
+    def watch():  # when the attacker's rate limit is in force at the gateway, seen from outside
+        from aiir import bootstrap
+        from aiir.targets.local import LocalGatewayTarget
+
+        tgt = LocalGatewayTarget(bootstrap.FRAUD_MODEL, url=gw.url)
+        while "at" not in contained and not clean.halt.is_set():
+            try:
+                st = tgt.describe()
+                if ATTACKER in st.rate_limits or ATTACKER in st.blocked_clients:
+                    contained["at"] = time.time()
+            except Exception:  # noqa: BLE001 - polling
+                pass
+            time.sleep(0.2)
+        tgt.close()
+
+    try:
+        t_unpause = time.time()
+        time.sleep(2)
+        af.api("PATCH", "/dags/scan_evasion", {"is_paused": False})
+
+        # 1. the cron scan over clean traffic only
+        def first_scan():
+            done = [r for r in _scheduled_scans(af, t_unpause) if r["state"] in ("success", "failed")]
+            return done[0] if done else None
+
+        clean_run = wait_until(first_scan, timeout=240, interval=2, what="a scheduled scan_evasion run",
+                               service=af.service)
+        clean_summary = af.xcom("scan_evasion", clean_run["dag_run_id"], "scan")
+        # 2. the attack, right after a scan (the worst case for a cron: it waits the whole interval)
+        threading.Thread(target=watch, daemon=True).start()
+        atk = _attack(gw.url, world["files"])
+
+        def opening_scan():
+            for r in _scheduled_scans(af, atk["t_first"]):
+                if r["state"] == "success":
+                    s = af.xcom("scan_evasion", r["dag_run_id"], "scan")
+                    if s and s.get("incident"):
+                        return r, s
+                elif r["state"] == "failed":
+                    raise AssertionError(f"scan_evasion run {r['dag_run_id']} failed")
+            return None
+
+        scan_run, summary = wait_until(opening_scan, timeout=300, interval=2,
+                                       what="a scheduled scan to open an evasion incident", service=af.service)
+        iid = summary["incident"]["incident_id"]
+        run = af.wait_for_run("incident_adversarial_evasion", iid, timeout=1200)
+        # 3. later scans of the same traffic (at least one starting after the playbook ended)
+        t_end = _ts(run.get("end_date")) or time.time()
+
+        def later_scan():
+            done = [r for r in _scheduled_scans(af, t_end) if r["state"] in ("success", "failed")]
+            return done[0] if done else None
+
+        wait_until(later_scan, timeout=240, interval=2, what="a scheduled scan after the playbook", service=af.service)
+        later = [r for r in _scheduled_scans(af, _ts(scan_run["start_date"]) + 1)
+                 if r["state"] in ("success", "failed")]
+        yield {"clean": clean, "clean_run": clean_run, "clean_summary": clean_summary, "attack": atk,
+               "scan_run": scan_run, "summary": summary, "incident_id": iid, "run": run, "later": later,
+               "contained_seen_at": contained.get("at"), "workdir": world["home"] / "incidents" / iid}
+    finally:
+        clean.halt.set()
+        clean.join(30)
+        try:
+            af.api("PATCH", "/dags/scan_evasion", {"is_paused": True})
+        except Exception:  # noqa: BLE001 - Airflow may already be gone
+            pass
+
+
+def test_evasion_cron_scan_of_clean_traffic_opens_nothing(evasion):
+    s = evasion["clean_summary"]
+    assert evasion["clean_run"]["state"] == "success"
+    assert s["status"] == "clean" and s["incident"] is None and s["suspect_clients"] == [], s
+
+
+def test_evasion_scheduled_scan_opens_one_incident_naming_the_attacker(world, evasion):
+    s = evasion["summary"]
+    assert s["status"] == "incident" and s["suspect_clients"] == [ATTACKER], s
+    assert s["playbook_dag_id"] == "incident_adversarial_evasion"
+    runs = world["af"].runs("incident_adversarial_evasion")
+    assert [r["dag_run_id"] for r in runs] == [evasion["incident_id"]]  # one incident, one playbook run
+    record = json.loads((evasion["workdir"] / "incident.json").read_text())
+    assert record["opened_by"] == "scan_evasion" and ATTACKER in record["suspect_sources"]
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("scan_evasion",
+                                                                        evasion["scan_run"]["dag_run_id"])}
+    assert tis["trigger_incident_playbook"] == "success", tis
+
+
+def test_evasion_playbook_ran_every_task(world, evasion):
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("incident_adversarial_evasion",
+                                                                         evasion["incident_id"])}
+    assert evasion["run"]["state"] == "success", tis
+    assert set(tis) == {"contain_clients", "open_incident", "triage", "preserve_evidence", "harden",
+                        "canary_redeploy", "report"} and set(tis.values()) == {"success"}, tis
+
+
+def test_evasion_attacker_rate_limited_and_clean_clients_served(world, evasion):
+    import httpx
+
+    contain = json.loads((evasion["workdir"] / "contain.json").read_text())
+    assert contain["clients"] == [ATTACKER] and contain["action"] == "rate_limit 1/s", contain
+    clean = evasion["clean"]
+    body = {"dataframe_split": {"columns": clean.columns, "data": [clean.rows[-1]]}}
+    codes = [httpx.post(f"{world['gw'].url}/invocations", json=body, headers={"X-Client-Id": ATTACKER},
+                        timeout=10).status_code for _ in range(4)]
+    assert 429 in codes and set(codes) <= {200, 429}, codes
+    r = httpx.post(f"{world['gw'].url}/invocations", json=body, headers={"X-Client-Id": CLEAN_CLIENTS[0]}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert clean.sent > 500 and set(clean.status) == set(CLEAN_CLIENTS), clean.status
+    assert {c for by in clean.status.values() for c in by} == {200}, clean.status  # never refused
+
+
+def test_evasion_triage_and_evidence(world, evasion, tmp_path):
+    t = json.loads((evasion["workdir"] / "triage.json").read_text())
+    assert t["confirmed"] and t["suspects_found"] == [ATTACKER], t
+    a = t["attack"][ATTACKER]
+    assert a["queries"] == evasion["attack"]["queries"] and a["perturbation_rms"]["median"] < 0.2, a
+    ev = json.loads((evasion["workdir"] / "evidence.json").read_text())
+    ok = subprocess.run([str(VENV_BIN / "aiir"), "verify", ev["bundle"]], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = (evasion["workdir"] / "suspect_decisions.jsonl").read_text().splitlines()
+    assert len(lines) == evasion["attack"]["queries"]
+    assert {json.loads(x)["client_id"] for x in lines} == {ATTACKER}
+
+
+def test_evasion_harden_gate_and_canary_with_default_rule(world, evasion):
+    h = json.loads((evasion["workdir"] / "harden.json").read_text())
+    rd = json.loads((evasion["workdir"] / "redeploy.json").read_text())
+    print("harden:", json.dumps({k: h.get(k) for k in ("before", "after", "gate", "held_out_rows", "method",
+                                                        "hardened_version")}, default=str))
+    print("redeploy:", json.dumps({k: rd.get(k) for k in ("outcome", "problem", "stats", "seconds")}))
+    assert not h.get("skipped"), h  # the demo's fraud model (a categorical merchant category) is hardened
+    assert h["held_out_rows"]["hsj"] > 0 and h["before"]["robust_accuracy_hsj"] == 0.0, h
+    g = h["gate"]
+    assert g["passed"] is (g["gain"] >= 0.2 and h["after"]["robust_accuracy_hsj"] >= 0.5
+                           and g["clean_drop"] <= 0.05), g
+    if not g["passed"]:
+        assert h["hardened_version"] is None and rd["outcome"] == "skipped", (h, rd)
+        return
+    st = rd["stats"]
+    assert rd["outcome"] in ("promoted", "rolled_back") and st["canary_decisions"] >= 20, rd
+    shift = abs(st["canary_positive_rate"] - st["primary_positive_rate"])
+    assert (rd["outcome"] == "rolled_back") is (shift > 0.25 or rd["problem"] is not None), rd
+    state = world["target"].describe()
+    if rd["outcome"] == "promoted":
+        assert state.serving_versions == [h["hardened_version"]], state.to_dict()
+    else:
+        assert h["hardened_version"] not in state.serving_versions, state.to_dict()
+
+
+def test_evasion_report_names_the_attacker(evasion):
+    w = evasion["workdir"] / "report"
+    html = (w / "report.html").read_text()
+    assert ATTACKER in html and "AML.T0015" in html
+    doc = json.loads((w / "report.json").read_text())
+    assert doc["kind"] == "adversarial_evasion" and "ML01" in {o["id"] for o in doc["owasp"]}
+
+
+def test_evasion_later_scans_report_a_duplicate(world, evasion):
+    af = world["af"]
+    assert evasion["later"], "no scheduled scan after the incident's"
+    for r in evasion["later"]:
+        s = af.xcom("scan_evasion", r["dag_run_id"], "scan")
+        assert r["state"] == "success" and s["status"] == "duplicate", (r, s)
+        assert s["duplicate_of"] == evasion["incident_id"] and s["incident"] is None, s
+        tis = {t["task_id"]: t["state"] for t in af.task_instances("scan_evasion", r["dag_run_id"])}
+        assert tis["trigger_incident_playbook"] == "skipped", tis
+    assert [r["dag_run_id"] for r in af.runs("incident_adversarial_evasion")] == [evasion["incident_id"]]
+
+
+def test_evasion_seconds_to_containment_by_the_playbook(evasion, tmp_path_factory):
+    """First attack query → rate limit in force, by the scheduled scan and the playbook (recorded in
+    docs/benchmarks.md). With a one-minute cron the wait for the next tick dominates; the playbook's own part
+    (the tick → in force) is what a user adds to their schedule's interval."""
+    contain = json.loads((evasion["workdir"] / "contain.json").read_text())
+    t_first, at = evasion["attack"]["t_first"], _ts(contain["effective_at"])
+    tick = _ts(evasion["scan_run"].get("run_after") or evasion["scan_run"]["logical_date"])
+    fig = {"attack_queries": evasion["attack"]["queries"], "attack_requests": evasion["attack"]["requests"],
+           "attack_seconds": round(evasion["attack"]["t_last"] - t_first, 2),
+           "evaded_rows": evasion["attack"]["evaded"], "first_query_to_contained_s": round(at - t_first, 2),
+           "tick_to_contained_s": round(at - tick, 2),
+           "scan_task_s": round(_ts(evasion["scan_run"]["end_date"]) - _ts(evasion["scan_run"]["start_date"]), 2),
+           "seen_at_gateway_after_first_query_s": (round(evasion["contained_seen_at"] - t_first, 2)
+                                                   if evasion["contained_seen_at"] else None),
+           "playbook_run_s": round(_ts(evasion["run"]["end_date"]) - _ts(evasion["run"]["start_date"]), 1),
+           "clean_requests": evasion["clean"].sent, "loadavg": os.getloadavg()}
+    print("evasion containment:", json.dumps(fig))
+    (tmp_path_factory.getbasetemp() / "evasion-containment.json").write_text(json.dumps(fig, indent=2))
+    assert 0 < fig["tick_to_contained_s"] < 300 and at > evasion["attack"]["t_first"], fig
+
 
 # ------------------------------------------------------------------------------------ artifact tampering (#14)
 # After the poisoning story, on the same Airflow and gateway: the next nightly deploy (v4, clean batch 004)

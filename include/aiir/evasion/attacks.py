@@ -2,7 +2,7 @@
 
 * :class:`HttpModel` — the served model as the attacker sees it: every query is a real ``POST /invocations``
   to a gateway, under one client id / API key or rotating over many (a "slow" attacker spreading its
-  queries). It records each query (time, client, HTTP status, whether the guard answered) so containment
+  queries); columns it does not perturb (a categorical feature) go unchanged with every row (``fixed``). It records each query (time, client, HTTP status, whether the guard answered) so containment
   can be measured from the first attack query. Refused queries (403/429) read as the positive class — the
   transaction is declined, which is what the attacker observes.
 * :func:`hop_skip_jump` — ART's HopSkipJump (decision-based, label-only) through a ``BlackBoxClassifier``.
@@ -63,11 +63,13 @@ class HttpModel:
 
     def __init__(self, url: str, columns: list[str], *, mean: np.ndarray, std: np.ndarray,
                  clients: list[str] | None = None, api_keys: list[str] | None = None, rows_per_request: int = 64,
-                 positive_class: Any = 1, timeout: float = 20.0, max_queries: int = 3000):
+                 positive_class: Any = 1, timeout: float = 20.0, max_queries: int = 3000,
+                 fixed: dict[str, Any] | None = None):
         import httpx
 
         self.url = url.rstrip("/")
         self.columns = list(columns)
+        self.fixed = dict(fixed or {})  # columns sent unchanged with every row (e.g. a merchant category)
         self.mean, self.std = np.asarray(mean, float), np.asarray(std, float)
         self.ids = list(api_keys or clients or ["attacker"])
         self.use_keys = api_keys is not None
@@ -95,8 +97,11 @@ class HttpModel:
             chunk = X[k:k + self.rows_per_request]
             ident = self.ids[self._turn % len(self.ids)]
             self._turn += 1
-            body = json.dumps({"dataframe_split": {"columns": self.columns,
-                                                   "data": np.round(chunk, 6).tolist()}})
+            data = np.round(chunk, 6).tolist()
+            if self.fixed:
+                data = [row + list(self.fixed.values()) for row in data]
+            body = json.dumps({"dataframe_split": {"columns": self.columns + list(self.fixed),
+                                                   "data": data}})
             r = self.http.post("/invocations", content=body, headers=self._headers(ident))
             t = time.time()
             who = ident if not self.use_keys else ident.split("_")[1]

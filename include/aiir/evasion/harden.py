@@ -222,12 +222,30 @@ def register_hardened(model, *, name: str, X_example, tracking_uri: str | None =
     return v
 
 
-def hsj_examples(model, X: np.ndarray, profile, *, rows: int = 40, attacked_class: int = 1, max_iter: int = 5,
-                 seed: int = 0, columns: list[str] | None = None) -> np.ndarray:
+def _one_thread():
+    """Native thread pools (OpenMP, BLAS) limited to one thread: a query-based attack calls the model on one to
+    a few dozen rows at a time, thousands of times, and a HistGradientBoosting pipeline starting its OpenMP team
+    on each call took 107 ms per single-row prediction vs 10 ms on one thread (2 busy cores)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
+def hsj_examples(model, X, profile, *, rows: int = 40, attacked_class: int = 1, max_iter: int = 5,
+                 seed: int = 0, columns: list[str] | None = None):
     """Adversarial rows ART's HopSkipJump finds against ``model`` (in-process, label-only) for up to ``rows``
-    rows it predicts as ``attacked_class`` — the same attack the gateway saw, for any scikit-learn model."""
+    rows it predicts as ``attacked_class`` — the same attack the gateway saw, for any scikit-learn model.
+
+    ``X`` is an array of the profile's numeric features (``columns`` names them for the model), or a
+    DataFrame with every column the model takes: then only the profile's (numeric) columns are perturbed and
+    the others — a categorical merchant category, say — keep each attacked row's own values (the attack is run
+    once per combination of them); a DataFrame of the same columns comes back."""
+    import pandas as pd
+
     from aiir.evasion.attacks import clip_bounds, hop_skip_jump
 
+    if isinstance(X, pd.DataFrame):
+        return _hsj_frame(model, X, profile, rows=rows, attacked_class=attacked_class, max_iter=max_iter, seed=seed)
     X = np.asarray(X, float)
     pred = _predict_cols(model, X, columns)
     pool = X[pred == attacked_class][:rows]
@@ -239,43 +257,87 @@ def hsj_examples(model, X: np.ndarray, profile, *, rows: int = 40, attacked_clas
         p = _predict_cols(model, Xq, columns)
         return np.eye(2)[np.asarray(p, int)]
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_thread():
         warnings.simplefilter("ignore")
         Z = hop_skip_jump(oracle, profile.standardise(pool), clip_bounds(profile.standardise(X)), max_iter=max_iter,
                           max_eval=200, init_eval=20, seed=seed)
     return profile.mean + Z * profile.std
 
 
+def _hsj_frame(model, X, profile, *, rows: int, attacked_class: int, max_iter: int, seed: int):
+    """:func:`hsj_examples` on a DataFrame: the profile's columns perturbed, the other columns held per row."""
+    import pandas as pd
+
+    from aiir.evasion.attacks import clip_bounds, hop_skip_jump
+
+    num = list(profile.columns)
+    missing = [c for c in num if c not in X.columns]
+    if missing:
+        raise BadInput("training data", f"columns {', '.join(missing)} of the profile are not in the data")
+    fixed = [c for c in X.columns if c not in num]
+    pool = X[_predict(model, X) == attacked_class].head(rows)
+    if len(pool) == 0:
+        return X.head(0).copy()
+    bounds = clip_bounds(profile.standardise(X[num].to_numpy(float)))
+    groups = pool.groupby(fixed, sort=True, dropna=False) if fixed else [((), pool)]
+    out = []
+    for values, part in groups:
+        values = values if isinstance(values, tuple) else (values,)
+
+        def frame(Z, values=values):
+            Zs = np.asarray(Z, float).reshape(len(Z), -1)
+            q = pd.DataFrame(profile.mean + Zs * profile.std, columns=num)
+            for c, v in zip(fixed, values, strict=True):
+                q[c] = v
+            return q[list(X.columns)]
+
+        def oracle(Z, frame=frame):
+            return np.eye(2)[_predict(model, frame(Z))]
+
+        with warnings.catch_warnings(), _one_thread():
+            warnings.simplefilter("ignore")
+            Z = hop_skip_jump(oracle, profile.standardise(part[num].to_numpy(float)), bounds, max_iter=max_iter,
+                              max_eval=200, init_eval=20, seed=seed)
+        out.append(frame(Z).set_index(part.index))
+    return pd.concat(out).loc[pool.index]
+
+
 def _predict_cols(model, X, columns):
     import pandas as pd
 
+    if isinstance(X, pd.DataFrame):
+        return _predict(model, X)
     if columns is not None:
         X = pd.DataFrame(np.asarray(X, float), columns=columns)
     return _predict(model, X)
 
 
-def augment_retrain(model, X: np.ndarray, y: np.ndarray, profile, *, columns: list[str], rows: int = 60,
+def augment_retrain(model, X, y: np.ndarray, profile, *, columns: list[str] | None = None, rows: int = 60,
                     rounds: int = 2, attacked_class: int = 1, seed: int = 0,
                     progress: Callable[[str], None] | None = None):
     """Adversarial data augmentation for any scikit-learn estimator: a clone of ``model`` (same recipe, same
     hyper-parameters) refitted on the training rows plus HopSkipJump examples crafted against the current
-    candidate, labelled with their true class, for ``rounds`` rounds."""
+    candidate, labelled with their true class, for ``rounds`` rounds. ``X`` as in :func:`hsj_examples` (an
+    array of numeric features named by ``columns``, or a DataFrame of every model column)."""
     import pandas as pd
     from sklearn.base import clone
 
     say = progress or (lambda _m: None)
-    X = np.asarray(X, float)
+    frame = isinstance(X, pd.DataFrame)
+    if not frame:
+        X = np.asarray(X, float)
     y = np.asarray(y, int)
     cand, Xa, ya = model, X, y
     added = 0
     for r in range(rounds):
         adv = hsj_examples(cand, X, profile, rows=rows, attacked_class=attacked_class, seed=seed + r, columns=columns)
         adv = adv[_predict_cols(cand, adv, columns) != attacked_class] if len(adv) else adv  # the ones that evade
-        Xa = np.vstack([Xa, adv])
+        Xa = pd.concat([Xa, adv], ignore_index=True) if frame else np.vstack([Xa, adv])
         ya = np.concatenate([ya, np.full(len(adv), attacked_class)])
         added += len(adv)
-        cand = clone(model).fit(pd.DataFrame(Xa, columns=columns), ya)
+        cand = clone(model).fit(Xa if frame else pd.DataFrame(Xa, columns=columns), ya)
         say(f"augmentation round {r + 1}/{rounds}: {len(adv)} evading HopSkipJump rows added")
     return cand, {"method": "adversarial data augmentation (ART HopSkipJump against the candidate, same recipe)",
                   "rounds": rounds, "rows_attacked_per_round": rows, "adversarial_rows": added,
-                  "attacked_class": attacked_class, "estimator": type(model).__name__}
+                  "attacked_class": attacked_class, "estimator": type(model).__name__,
+                  **({"held_fixed": [c for c in X.columns if c not in profile.columns]} if frame else {})}
