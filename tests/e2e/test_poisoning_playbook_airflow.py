@@ -593,10 +593,13 @@ def evasion(world):
             pass
 
 
-def test_evasion_cron_scan_of_clean_traffic_opens_nothing(evasion):
+def test_evasion_cron_scan_of_clean_traffic_opens_nothing(world, evasion):
     s = evasion["clean_summary"]
     assert evasion["clean_run"]["state"] == "success"
     assert s["status"] == "clean" and s["incident"] is None and s["suspect_clients"] == [], s
+    tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("scan_evasion",
+                                                                        evasion["clean_run"]["dag_run_id"])}
+    assert tis["trigger_incident_playbook"] == "skipped", tis
 
 
 def test_evasion_scheduled_scan_opens_one_incident_naming_the_attacker(world, evasion):
