@@ -26,8 +26,8 @@ from aiir.incident import IncidentRecord, add_event, now_iso
 TRIAGE_WINDOW_H = 6.0  # hours of decisions before the detection that triage re-scans
 RATE_LIMIT_PER_S = 1.0
 # hardening a model on a data frame with categorical columns: attacked rows held out / added per round
-FRAME_HELD_OUT_ROWS = 20
-FRAME_AUGMENT_ROWS = 40
+FRAME_HELD_OUT_ROWS = 12
+FRAME_AUGMENT_ROWS = 20
 
 
 def _read(path: Path) -> Any:
@@ -293,37 +293,38 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
             training = (df[cols].reset_index(drop=True), df[label].to_numpy(int), list(cols))
         else:
             training = (df[cols].to_numpy(float), df[label].to_numpy(int), list(cols))
-    X, y, cols = training
-    y = np.asarray(y, int)
-    rng = np.random.default_rng(0)
-    idx = rng.permutation(len(X))
-    cut = int(0.7 * len(X))
-    tr, ho = idx[:cut], idx[cut:]
-    if isinstance(X, pd.DataFrame):  # categorical columns held fixed per row by the attacks
-        num = [c for c in cols if pd.api.types.is_numeric_dtype(X[c])]
-        Xtr, Xho = X.iloc[tr].reset_index(drop=True), X.iloc[ho].reset_index(drop=True)
-        profile = fit_profile(Xtr[num].to_numpy(float), num)
-        # fewer attacked rows than the array path: each HopSkipJump row costs ~70 calls of the full pipeline
-        # (column transformer + model, ~25 ms each on 2 busy cores)
-        X_hsj = hz.hsj_examples(model, Xho, profile, rows=FRAME_HELD_OUT_ROWS, seed=1)
-        X_hsj = X_hsj[hz._predict(model, X_hsj) == 0] if len(X_hsj) else X_hsj
-        hardened, info = hz.augment_retrain(model, Xtr, y[tr], profile, rows=FRAME_AUGMENT_ROWS, rounds=2)
-        held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
-        before = hz.robust_accuracy(model, Xho, y[ho], held_out=held)
-        after = hz.robust_accuracy(hardened, Xho, y[ho], held_out=held)
-        X_example = Xtr.head(50)
-    else:
-        X = np.asarray(X, float)
-        profile = fit_profile(X[tr], cols)
-        # held-out attacks: HopSkipJump against the attacked model on held-out rows
-        X_hsj = hz.hsj_examples(model, X[ho], profile, rows=30, columns=cols, seed=1)
-        X_hsj = X_hsj[hz._predict_cols(model, X_hsj, cols) == 0] if len(X_hsj) else X_hsj
-        held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
-        hardened, info = hz.augment_retrain(model, X[tr], y[tr], profile, columns=cols, rows=60, rounds=2)
-        held_df = {k: (pd.DataFrame(a, columns=cols), b) for k, (a, b) in held.items()}
-        before = hz.robust_accuracy(model, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
-        after = hz.robust_accuracy(hardened, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
-        X_example = pd.DataFrame(X[tr][:50], columns=cols)
+    with hz._one_thread():  # see hz._one_thread: on 2 busy cores an HGB refit took 5-11 s threaded, 0.9 s on one
+        X, y, cols = training
+        y = np.asarray(y, int)
+        rng = np.random.default_rng(0)
+        idx = rng.permutation(len(X))
+        cut = int(0.7 * len(X))
+        tr, ho = idx[:cut], idx[cut:]
+        if isinstance(X, pd.DataFrame):  # categorical columns held fixed per row by the attacks
+            num = [c for c in cols if pd.api.types.is_numeric_dtype(X[c])]
+            Xtr, Xho = X.iloc[tr].reset_index(drop=True), X.iloc[ho].reset_index(drop=True)
+            profile = fit_profile(Xtr[num].to_numpy(float), num)
+            # fewer attacked rows than the array path: each HopSkipJump row costs ~70 calls of the whole
+            # pipeline (column transformer + model, ~30 ms each on 2 busy cores: ~2 s a row)
+            X_hsj = hz.hsj_examples(model, Xho, profile, rows=FRAME_HELD_OUT_ROWS, seed=1)
+            X_hsj = X_hsj[hz._predict(model, X_hsj) == 0] if len(X_hsj) else X_hsj
+            hardened, info = hz.augment_retrain(model, Xtr, y[tr], profile, rows=FRAME_AUGMENT_ROWS, rounds=2)
+            held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
+            before = hz.robust_accuracy(model, Xho, y[ho], held_out=held)
+            after = hz.robust_accuracy(hardened, Xho, y[ho], held_out=held)
+            X_example = Xtr.head(50)
+        else:
+            X = np.asarray(X, float)
+            profile = fit_profile(X[tr], cols)
+            # held-out attacks: HopSkipJump against the attacked model on held-out rows
+            X_hsj = hz.hsj_examples(model, X[ho], profile, rows=30, columns=cols, seed=1)
+            X_hsj = X_hsj[hz._predict_cols(model, X_hsj, cols) == 0] if len(X_hsj) else X_hsj
+            held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
+            hardened, info = hz.augment_retrain(model, X[tr], y[tr], profile, columns=cols, rows=60, rounds=2)
+            held_df = {k: (pd.DataFrame(a, columns=cols), b) for k, (a, b) in held.items()}
+            before = hz.robust_accuracy(model, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
+            after = hz.robust_accuracy(hardened, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
+            X_example = pd.DataFrame(X[tr][:50], columns=cols)
     g = hz.gate(before, after, on="hsj", min_gain=min_gain, max_clean_drop=max_clean_drop)
     new_version = None
     if g["passed"] and not record.dry_run:
