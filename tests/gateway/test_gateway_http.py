@@ -18,6 +18,13 @@ def test_ping(gw):
                         "identity": "header", "identity_trusting": True}
 
 
+def test_native_thread_pools_are_one_thread(gw):
+    """The served model's native pools (OpenMP, BLAS) run one thread: a HistGradientBoosting pipeline starting
+    its OpenMP team per request answered single rows ~6x slower on 2 busy cores (docs/gateway.md)."""
+    pools = gw.ok("/admin/state")["extra"]["native_threads"]
+    assert pools and set(pools.values()) == {1}, pools
+
+
 @pytest.mark.parametrize("fmt", ["split", "split_no_columns", "records", "inputs_records", "inputs_columns",
                                  "instances", "csv_header", "csv_sagemaker"])
 def test_scoring_formats(gw, fmt):

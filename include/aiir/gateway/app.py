@@ -369,6 +369,7 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         d["extra"]["guard"] = guard.describe() if guard is not None else {"enabled": False}
         if trigger is not None:
             d["extra"]["guard"]["playbook_trigger"] = trigger.describe()
+        d["extra"]["native_threads"] = native_threads()
         return d
 
     async def op_isolate(request, body, actor):
@@ -507,6 +508,31 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed}, lifespan=lifespan)
 
 
+def _one_native_thread() -> None:
+    """Native thread pools (OpenMP, BLAS) of the loaded model libraries limited to one thread for the server's
+    life. A request scores one to a few hundred rows; a HistGradientBoosting pipeline (the demo's fraud model)
+    starting its OpenMP team on every call answered a single row in ~107 ms instead of ~10 ms on 2 cores shared
+    with other work, and the gateway's concurrency comes from serving requests side by side anyway. Called once
+    the serving versions are loaded (threadpoolctl limits the libraries loaded at that point)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        return
+    threadpool_limits(1)
+
+
+def native_threads() -> dict[str, int]:
+    """Threads of each native pool loaded in this process (``openmp``, ``openblas``, ...): 1 in a server."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return {}
+    out: dict[str, int] = {}
+    for lib in threadpool_info():
+        out[lib.get("internal_api", "?")] = max(out.get(lib.get("internal_api", "?"), 0), int(lib["num_threads"]))
+    return out
+
+
 def run_server(*, model: str, alias: str = "champion", fallback_alias: str | None = "last-known-good",
                host: str = "127.0.0.1", port: int = 8080, state_dir: str | Path | None = None,
                tracking_uri: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
@@ -546,6 +572,7 @@ def run_server(*, model: str, alias: str = "champion", fallback_alias: str | Non
         raise TargetError(f"gateway for '{model}' cannot start: {exc.message}") from None
     for w in ctl.warnings:
         progress(f"warning: {w}")
+    _one_native_thread()
     log = writer = encryptor = None
     if encrypt_fields:
         from aiir.audit.fieldcrypt import FieldEncryptor, load_key
