@@ -239,9 +239,28 @@ def main() -> int:
             if tlog.guarded[i] or tlog.status[i] in (403, 429):
                 t_cont = {"queries_after_recon": i - 300 + 1, "seconds": round(tlog.t[i] - tlog.t[300], 3)}
                 break
+        # why the transfer attacker is hard to see: the signals measured on its crafted rows vs clean traffic
+        from aiir.evasion.config import load_config
+
+        sig = load_config()["signals"]
+        Zt_std = prof.standardise(Xt)
+        nn = np.sqrt(((Zt_std[:, None, :] - Zt_std[None, :, :]) ** 2).mean(axis=2))
+        np.fill_diagonal(nn, np.inf)
+        s_t = served.predict_proba(Xt)[:, 1]
+        s_c = served.predict_proba(Xc.to_numpy()[300:3300])[:, 1]
+        ood_c = prof.mahalanobis2(prof.standardise(Xc.to_numpy()[300:3300])) > prof.ood_threshold
+        tt = np.sort(np.asarray(tlog.t))
+        why = {"crafted_ood": int((prof.mahalanobis2(Zt_std) > prof.ood_threshold).sum()),
+               "clean_ood_share": round(float(ood_c.mean()), 4),
+               "crafted_boundary": int((np.abs(s_t - sig["decision_threshold"]) < sig["boundary_band"]).sum()),
+               "clean_boundary_share": round(float((np.abs(s_c - sig["decision_threshold"]) < sig["boundary_band"]).mean()), 4),
+               "crafted_nn_rms_median": round(float(np.median(nn.min(axis=1))), 3),
+               "near_dup_rms": sig["near_dup_rms"],
+               "peak_queries_per_min": int((np.searchsorted(tt, tt + 60.0) - np.arange(len(tt))).max()),
+               "perturbation_l2_std": round(float(np.median(np.linalg.norm(Zt_std - prof.standardise(tgt), axis=1))), 3)}
         per_attacker.append({"attacker": "transfer-1", "kind": "transfer", "queries": tlog.n, "containment": t_cont,
                              "evaded_rows_plain_model": int((served.predict(Xt) == 0).sum()),
-                             "evaded_rows_as_answered": int((got == 0).sum()), "rows": len(tgt)})
+                             "evaded_rows_as_answered": int((got == 0).sum()), "rows": len(tgt), "signals": why})
         time.sleep(1.5)
         clean.halt.set()
         clean.join(30)
@@ -252,6 +271,8 @@ def main() -> int:
         trips = [e for e in guard.get("events", []) if e.get("event") == "guard_trip"]
         attacking = set(atk_keys) | {k for ks in spread_keys for k in ks} | {"transfer-1"}
         caught = tripped & attacking
+        kinds = {"single key": set(atk_keys), "spread over keys": {k for ks in spread_keys for k in ks},
+                 "transfer": {"transfer-1"}}
         clean_flagged = sorted(t for t in tripped if t.startswith("merchant-"))
         single = [a for a in per_attacker if a["kind"] != "transfer"]
         cq = [a["containment"]["queries"] for a in single if a["containment"]]
@@ -326,6 +347,7 @@ def main() -> int:
             "guard": {"attacking_identities": len(attacking), "caught": len(caught),
                       "caught_share": round(len(caught) / len(attacking), 4),
                       "missed": sorted(attacking - caught),
+                      "by_kind": {k: {"caught": len(ids & caught), "of": len(ids)} for k, ids in kinds.items()},
                       "clean_flagged": clean_flagged, "clean_flagged_share": len(clean_flagged) / args.clean_clients,
                       "containment_queries": {"median": statistics.median(cq) if cq else None, "max": max(cq) if cq else None,
                                               "all": cq},
@@ -344,6 +366,7 @@ def main() -> int:
                       "trips": len(trips)},
             "attackers": per_attacker,
             "scan": {"caught": len(scan_caught), "caught_share": round(len(scan_caught) / len(attacking), 4),
+                     "by_kind": {k: {"caught": len(ids & scan_caught), "of": len(ids)} for k, ids in kinds.items()},
                      "missed": sorted(attacking - scan_caught), "clean_flagged": scan_clean,
                      "decisions": res.report["decisions"], "scan_seconds": round(t_scan, 3),
                      "contain_seconds": round(t_block, 3), "status": res.status},
@@ -422,9 +445,18 @@ def markdown(r: dict) -> str:
         f"| attacked fraud rows that evaded, through the guard / without it | {g['evaded_rows_through_guard']}/"
         f"{g['attacked_rows']} / {b['evaded_rows']}/{b['rows']} (without: {b['queries_per_row']} queries per row, "
         f"{100 * b['boundary_share']:.0f} % near the boundary) | |",
+        *(["| caught by kind, guard / scan | " + "; ".join(
+            f"{k} {g['by_kind'][k]['caught']}/{g['by_kind'][k]['of']} / {s['by_kind'][k]['caught']}/{s['by_kind'][k]['of']}"
+            for k in g["by_kind"]) + " | ≥ 90 % each |"] if g.get("by_kind") and s.get("by_kind") else []),
         f"| transfer attacker ({tr['rows']} PGD rows crafted on its surrogate, one per request) | evaded the plain "
         f"model with {tr['evaded_rows_plain_model']}/{tr['rows']}; guard "
         f"{'contained it after ' + str(tr['containment']['queries_after_recon']) + ' crafted rows' if tr['containment'] else 'did not trip (no near-duplicates, no probing: single in-distribution queries)'} | |",
+        *([f"| why the transfer attacker is not seen (its crafted rows vs clean traffic) | out of distribution "
+           f"{w['crafted_ood']}/{tr['rows']} (clean {100 * w['clean_ood_share']:.2f} %); near the boundary "
+           f"{w['crafted_boundary']}/{tr['rows']} (clean {100 * w['clean_boundary_share']:.0f} %); nearest other crafted "
+           f"row at RMS {w['crafted_nn_rms_median']} (near-duplicate < {w['near_dup_rms']}); perturbation L2 "
+           f"{w['perturbation_l2_std']} std; peak {w['peak_queries_per_min']} queries/min (extraction needs > 600) | |"]
+          if (w := tr.get("signals")) else []),
         f"| `aiir scan-evasion` over the decision log afterwards: caught / clean flagged | {s['caught']}/"
         f"{g['attacking_identities']} / {len(s['clean_flagged'])}/{p['clean_clients']} "
         f"({s['decisions']:,} decisions, {s['scan_seconds']} s) | |",
