@@ -490,7 +490,7 @@ def _attack(url: str, files) -> dict:
     ref = pd.read_parquet(files.fraud_reference)
     prof = fit_profile(ref[num].to_numpy(float), num)  # what an attacker estimates from public statistics
     bounds = attacks.clip_bounds(prof.standardise(ref[num].to_numpy(float)))
-    own = demo.fraud_frame(400, seed=77)
+    own = demo.fraud_frame(2000, seed=77)
     own = own[demo.fraud_pattern_mask(own) & (own["merchant_category"] == "electronics")]
     cat = {"merchant_category": "electronics"}
     oracle = attacks.HttpModel(url, num, mean=prof.mean, std=prof.std, clients=[ATTACKER], fixed=cat,
