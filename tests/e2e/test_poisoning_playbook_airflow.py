@@ -581,6 +581,10 @@ def evasion(world):
         wait_until(later_scan, timeout=240, interval=2, what="a scheduled scan after the playbook", service=af.service)
         later = [r for r in _scheduled_scans(af, _ts(scan_run["start_date"]) + 1)
                  if r["state"] in ("success", "failed")]
+        # the story is over: the module's later stories run without its traffic and schedule
+        clean.halt.set()
+        clean.join(30)
+        af.api("PATCH", "/dags/scan_evasion", {"is_paused": True})
         yield {"clean": clean, "clean_run": clean_run, "clean_summary": clean_summary, "attack": atk,
                "scan_run": scan_run, "summary": summary, "incident_id": iid, "run": run, "later": later,
                "contained_seen_at": contained.get("at"), "workdir": world["home"] / "incidents" / iid}
