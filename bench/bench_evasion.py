@@ -414,6 +414,28 @@ class _Oracle:
         return np.eye(2)[(p >= 0.5).astype(int)]
 
 
+def _verdict(r: dict) -> str:
+    """The goals per attack kind, in words, from the figures (nothing hand-written to go stale)."""
+    g, s = r["guard"], r["scan"]
+    kind_of = {"single key": "hsj_single", "spread over keys": "hsj_spread"}
+    parts = []
+    for k, v in g["by_kind"].items():
+        cont = [a["containment"] for a in r["attackers"] if a["kind"] == kind_of.get(k) and a["containment"]]
+        cq = max((c["queries"] for c in cont), default=None)
+        cs = max((c["seconds"] for c in cont), default=None)
+        share = v["caught"] / v["of"] if v["of"] else 0.0
+        met = share >= 0.9 and (k == "transfer" or (cq is not None and cq <= 50 and cs is not None and cs <= 1.0))
+        parts.append(f"{k}: {'met' if met else 'MISSED'} ({v['caught']}/{v['of']} by the guard, "
+                     f"{s['by_kind'][k]['caught']}/{s['by_kind'][k]['of']} by the scan"
+                     + (f"; contained within {cq} queries and {cs:.2f} s at most" if k != "transfer" and cq else "") + ")")
+    clean = "met" if g["clean_flagged_share"] <= 0.01 and not s["clean_flagged"] else "MISSED"
+    return ("**Goals per attack kind** (≥ 90 % caught; HopSkipJump within 50 queries and 1 s): " + "; ".join(parts)
+            + f". Clean clients flagged ≤ 1 %: {clean}. The transfer attacker is missed by construction of the "
+            "signals: its crafted rows are single, in-distribution, mostly far from the boundary and far from each "
+            "other (row above), its recon looks like a busy clean client; robustness (hardening) is what reduces "
+            "its success, and only a little here.")
+
+
 def markdown(r: dict) -> str:
     g, s, hz, c, b = r["guard"], r["scan"], r["hardening"], r["canary"], r["baseline_without_guard"]
     tr = next(a for a in r["attackers"] if a["kind"] == "transfer")
@@ -485,6 +507,7 @@ def markdown(r: dict) -> str:
         f"**{c['hardened_version']['outcome']}** after {c['hardened_version']['seconds']} s.",
         "",
         f"Whole run {r['seconds']} s. Raw results: `bench/results/evasion-*.json`.",
+        *(["", _verdict(r)] if g.get("by_kind") else []),
     ]
     return "\n".join(lines)
 
