@@ -80,3 +80,23 @@ def test_a_model_without_numeric_features_is_reported_not_hardened(aiir_home, tm
     monkeypatch.setattr("aiir.playbook.profile", lambda name: {"reference": str(ref), "label": "label"})
     h = ep.harden(record, model=Model())
     assert h["skipped"] and "no numeric feature" in h["reason"] and h["gate"]["passed"] is False
+
+
+def test_a_hardened_histgradientboosting_pipeline_registers_signed_and_loads(demo_home):
+    """The demo's fraud model (HistGradientBoosting behind a column transformer) registered as a hardened
+    version: MLflow 3.17's default skops format refused its TreePredictor ("untrusted types"), which failed
+    the harden step through Airflow; it is stored as aiir's registrations are (cloudpickle, integer columns
+    as doubles), digest-tagged, signed, and the verified loader loads it."""
+    import pandas as pd
+
+    from aiir import config, playbook
+    from aiir.models import load_verified
+
+    v1 = load_verified("fraud-detector", "1").raw
+    ref = pd.read_parquet(playbook.profile("fraud-detector")["reference"])
+    X = ref[list(v1.feature_names_in_)].head(50)
+    v = hz.register_hardened(v1, name="fraud-detector", X_example=X, tracking_uri=config.paths().mlflow_tracking_uri,
+                             tags={"aiir.hardened_from": "1"}, source_version="1")
+    again = load_verified("fraud-detector", v).raw
+    rows = X.astype({c: "float64" for c in X.columns if str(X[c].dtype).startswith("int")})
+    assert (again.predict(rows) == v1.predict(X)).all()

@@ -201,9 +201,17 @@ def register_hardened(model, *, name: str, X_example, tracking_uri: str | None =
         from aiir.errors import BadInput
 
         raise BadInput("model_name", f"model '{name}' has no version with a run to register the hardened model beside")
+    import pandas as pd
+
+    if isinstance(X_example, pd.DataFrame):  # integer columns as doubles, as aiir.registry registers them
+        X_example = X_example.astype({c: "float64" for c in X_example.columns
+                                      if str(X_example[c].dtype).startswith(("int", "uint"))})
     with mlflow.start_run(experiment_id=exp_id, run_name=f"{name}-hardened", tags=tags or {}):
+        # cloudpickle as aiir.registry: MLflow 3.17's default (skops) refuses HistGradientBoosting's TreePredictor
+        # ("untrusted types"), which failed the harden step on the demo's fraud model through Airflow
         info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X_example, model.predict(X_example)),
-                                        registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"])
+                                        registered_model_name=name, pip_requirements=["scikit-learn", "pandas", "numpy"],
+                                        serialization_format="cloudpickle")
     v = str(info.registered_model_version)
     # record the artifact digest and sign it as every aiir registration does: the verified loader (gateway,
     # triage) refuses a version without either (signing key: aiir's artifact key, AIIR_ARTIFACT_KEY/_CERT)
