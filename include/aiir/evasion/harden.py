@@ -230,6 +230,9 @@ def register_hardened(model, *, name: str, X_example, tracking_uri: str | None =
     return v
 
 
+FRAME_MAX_CALLS_PER_ROW = 150  # model calls HopSkipJump may spend on one row of a frame (see _hsj_frame)
+
+
 def _one_thread():
     """Native thread pools (OpenMP, BLAS) limited to one thread: a query-based attack calls the model on one to
     a few dozen rows at a time, thousands of times, and a HistGradientBoosting pipeline starting its OpenMP team
@@ -273,11 +276,17 @@ def hsj_examples(model, X, profile, *, rows: int = 40, attacked_class: int = 1, 
     return profile.mean + Z * profile.std
 
 
-def _hsj_frame(model, X, profile, *, rows: int, attacked_class: int, max_iter: int, seed: int):
-    """:func:`hsj_examples` on a DataFrame: the profile's columns perturbed, the other columns held per row."""
+def _hsj_frame(model, X, profile, *, rows: int, attacked_class: int, max_iter: int, seed: int,
+               max_calls_per_row: int | None = FRAME_MAX_CALLS_PER_ROW):
+    """:func:`hsj_examples` on a DataFrame: the profile's columns perturbed, the other columns held per row.
+
+    Each row is attacked on its own with at most ``max_calls_per_row`` model calls: a row whose attack needs more
+    stays as it was (a failed attack, filtered out by the callers). On the demo's fraud model a row took ~70
+    calls; on a version retrained on more batches ART's HopSkipJump went on for minutes per row (its step
+    searches on a tree ensemble's plateaus), which held the playbook's harden step for over 25 minutes."""
     import pandas as pd
 
-    from aiir.evasion.attacks import clip_bounds, hop_skip_jump
+    from aiir.evasion.attacks import QueryBudgetExhausted, clip_bounds, hop_skip_jump
 
     num = list(profile.columns)
     missing = [c for c in num if c not in X.columns]
@@ -288,10 +297,11 @@ def _hsj_frame(model, X, profile, *, rows: int, attacked_class: int, max_iter: i
     if len(pool) == 0:
         return X.head(0).copy()
     bounds = clip_bounds(profile.standardise(X[num].to_numpy(float)))
-    groups = pool.groupby(fixed, sort=True, dropna=False) if fixed else [((), pool)]
     out = []
-    for values, part in groups:
-        values = values if isinstance(values, tuple) else (values,)
+    for i in range(len(pool)):
+        part = pool.iloc[i:i + 1]
+        values = tuple(part[c].iloc[0] for c in fixed)
+        calls = [0]
 
         def frame(Z, values=values):
             Zs = np.asarray(Z, float).reshape(len(Z), -1)
@@ -300,13 +310,16 @@ def _hsj_frame(model, X, profile, *, rows: int, attacked_class: int, max_iter: i
                 q[c] = v
             return q[list(X.columns)]
 
-        def oracle(Z, frame=frame):
+        def oracle(Z, frame=frame, calls=calls):
+            calls[0] += 1
+            if max_calls_per_row is not None and calls[0] > max_calls_per_row:
+                raise QueryBudgetExhausted(f"{max_calls_per_row} model calls for one row")
             return np.eye(2)[_predict(model, frame(Z))]
 
         with warnings.catch_warnings(), _one_thread():
             warnings.simplefilter("ignore")
             Z = hop_skip_jump(oracle, profile.standardise(part[num].to_numpy(float)), bounds, max_iter=max_iter,
-                              max_eval=200, init_eval=20, seed=seed)
+                              max_eval=200, init_eval=20, seed=seed + i)
         out.append(frame(Z).set_index(part.index))
     return pd.concat(out).loc[pool.index]
 
