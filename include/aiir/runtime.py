@@ -277,9 +277,46 @@ class Airflow:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
 
+    def wait_for_input(self, dag_id: str, run_id: str, task_id: str, *, timeout: float = 600,
+                       settle_s: float = 2.0) -> dict:
+        """Wait until a human-in-the-loop task waits for a person *and* its paused try has been handed back:
+        the task instance is ``awaiting_input`` and no local process still carries its id. Airflow 3.3.2
+        marks a task answered before the scheduler has received the executor's event for its pause
+        ``up_for_retry``, and the retry asks again with the answer cleared (docs/playbooks.md, known limits);
+        under load that event can lag the pause by several seconds. ``settle_s`` covers one scheduler loop."""
+        def ti():
+            return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+        def paused_and_released():
+            t = ti()
+            if t.get("state") != "awaiting_input":
+                return None
+            return t if not _processes_with(str(t.get("id") or "")) else None
+
+        t = wait_until(paused_and_released, timeout=timeout, interval=0.5,
+                       what=f"{dag_id}/{run_id}/{task_id} to wait for a person", service=self.service)
+        time.sleep(settle_s)
+        return t
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         out = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return out.get("value")
+
+
+def _processes_with(text: str) -> list[int]:
+    """Local process ids whose command line contains ``text`` (Linux /proc; none elsewhere)."""
+    if not text or not os.path.isdir("/proc"):
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if text.encode() in fh.read():
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
 
 
 def start_gateway(model: str, *, port: int | None = None, extra: list[str] | None = None,

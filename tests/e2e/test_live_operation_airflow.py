@@ -80,10 +80,10 @@ def _wait_state(af, dag, run, task, states, timeout=900):
 
 
 def _answer(af, dag, run, task, option, reason=""):
-    # A person answers seconds after the request appears, not within one: Airflow 3.3.2 retries a HITL task
-    # answered while the executor's event for its pause is still in flight, and the retry asks again with the
-    # answer cleared (seen twice here; docs/playbooks.md, known limits).
-    time.sleep(3)
+    # A person answers once the request is really waiting: Airflow 3.3.2 retries a HITL task answered while
+    # the executor's event for its pause is still in flight, and the retry asks again with the answer cleared
+    # (seen here at load 8 with the answer 6.5 s after the pause; docs/playbooks.md, known limits).
+    af.wait_for_input(dag, run, task)
     return af.api("PATCH", f"/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails",
                   {"chosen_options": [option], "params_input": {"reason": reason} if reason else {}})
 

@@ -157,6 +157,7 @@ def _retrain_waiting_for_approval(world, incident, run_id):
         return ti if ti and ti["state"] in ("awaiting_input", "deferred") else None
 
     wait_until(waiting, timeout=TIMEOUT, interval=2, what="await_approval to wait for a person", service=af.service)
+    af.wait_for_input("retrain_from_clean_data", run_id, "await_approval", timeout=TIMEOUT)  # the pause handed back
 
 
 def test_reject_with_a_reason_promotes_nothing_and_is_on_record(world, incident, page_factory, artifacts):
