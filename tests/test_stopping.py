@@ -96,6 +96,32 @@ def _read_until(fd: int, needle: bytes, timeout: float, buf: bytearray) -> bool:
     return False
 
 
+class _InterruptedWhileWriting:
+    """A stdout whose write is where the SIGINT lands: the reader saw the message and pressed Ctrl-C before
+    the demo had finished printing it (round 4's CI: the demo then exited 130 instead of 0)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        raise KeyboardInterrupt
+
+    def flush(self) -> None:
+        pass
+
+
+def test_ctrl_c_while_the_keep_running_message_is_printed_still_ends_the_wait(monkeypatch):
+    out = _InterruptedWhileWriting()
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        runtime.hold_until_interrupted("keep running; Ctrl-C stops them")  # must return, not raise
+    except KeyboardInterrupt:
+        monkeypatch.undo()
+        pytest.fail("the Ctrl-C escaped the wait: `aiir demo run --keep-running` would exit 130")
+    assert "Ctrl-C stops them" in out.text
+
+
 @pytest.mark.airflow
 @pytest.mark.slow
 def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):

@@ -122,6 +122,20 @@ class Service:
             return ""
 
 
+def hold_until_interrupted(message: str) -> None:
+    """Print ``message`` and wait until Ctrl-C (or a signal handler raising KeyboardInterrupt).
+
+    The message sits inside the ``try``: whoever reads it (a person, a test on the terminal) may press
+    Ctrl-C at once, and an interrupt landing while the message is still being written must end the wait
+    as cleanly as one landing in the sleep — not escape as exit 130."""
+    try:
+        print(message, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the live processes in session ``sid`` (each service is the leader of its own session)."""
     out = []

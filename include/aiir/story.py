@@ -111,12 +111,8 @@ def run(*, keep_running: bool = False, gateway_port: int | None = None, airflow_
         print(json.dumps(out, indent=2, default=str), flush=True)
         print(f"\nOpen the report: {out['report']}\nVerify the evidence: aiir verify {out['evidence_bundle']}")
         if keep_running:
-            print(f"\nAirflow {af.url} and the gateway {gw.url} keep running; Ctrl-C stops them.", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            runtime.hold_until_interrupted(f"\nAirflow {af.url} and the gateway {gw.url} keep running; "
+                                           "Ctrl-C stops them.")
         return out
     finally:
         # all at once, within ~4 s; a second Ctrl-C must not cut the cleanup short

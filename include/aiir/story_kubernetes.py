@@ -146,13 +146,11 @@ def run(*, keep_running: bool = False, log: Callable[[str], None] = _say, **_ign
         print(json.dumps(out, indent=2, default=str), flush=True)
         print(f"\nWhat this demo cannot show: {LIMITS}.", flush=True)
         if keep_running:
-            print(f"\nThe cluster keeps running: KUBECONFIG={cluster.kubeconfig} kubectl -n {NAMESPACE} get "
-                  "deploy,rs,svc,virtualservices,networkpolicies\nCtrl-C stops it.", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            from aiir import runtime
+
+            runtime.hold_until_interrupted(f"\nThe cluster keeps running: KUBECONFIG={cluster.kubeconfig} kubectl "
+                                           f"-n {NAMESPACE} get deploy,rs,svc,virtualservices,networkpolicies\n"
+                                           "Ctrl-C stops it.")
         return out
     finally:
         if target is not None:

@@ -197,13 +197,8 @@ def run(*, keep_running: bool = False, log: Callable[[str], None] = _say, airflo
         log("done")
         print(json.dumps(out, indent=2, default=str), flush=True)
         if keep_running:
-            print(f"\nAirflow {af.url}, the AWS simulator {sim.url} and the model servers keep running; "
-                  "Ctrl-C stops them.")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            runtime.hold_until_interrupted(f"\nAirflow {af.url}, the AWS simulator {sim.url} and the model "
+                                           "servers keep running; Ctrl-C stops them.")
         return out
     finally:
         for svc in reversed(services):
