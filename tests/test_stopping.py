@@ -133,6 +133,9 @@ def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):
     env.update(AIIR_HOME=str(home), GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
     pid, fd = pty.fork()  # the child gets a controlling terminal and is its foreground process group
     if pid == 0:
+        # as a terminal's shell starts it: a pytest started in the background (`cmd &` in a script) ignores
+        # SIGINT, and an ignored SIGINT would be inherited through exec — Python then installs no Ctrl-C handler
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execve(str(VENV_BIN / "aiir"), [str(VENV_BIN / "aiir"), "demo", "run", "--keep-running",
                                            "--gateway-port", str(runtime.free_port()),
                                            "--airflow-port", str(runtime.free_port())], env)
