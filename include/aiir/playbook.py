@@ -36,14 +36,20 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, obj: Any) -> Any:
-    from aiir.jsonio import write_json
+    """Write ``obj`` as JSON; returns what was written (NaN/inf as None, numpy as Python), which is what a
+    retry reads back."""
+    from aiir.jsonio import jsonable, write_json
 
+    obj = jsonable(obj)
     write_json(path, obj)
     return obj
 
 
 def once(path: Path, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """A step's output: the file's content when it exists, else ``build()`` written atomically."""
+    """A step's output: the file's content when it exists, else ``build()`` written atomically. Either way
+    the JSON form is returned, so the first try and a retry return the same value (a first try returning a
+    raw NaN — CBPE's precision of a model that predicts no positive — failed its XCom push, which Airflow's
+    API refuses as "Out of range float values are not JSON compliant", while the retry read null)."""
     existing = _read(path)
     if existing is not None:
         return existing

@@ -39,13 +39,17 @@ def _wait_worker_ready(cluster, name: str) -> None:
 
 
 def _wait_task(af, run_id: str, task_id: str, states=("success",), timeout: float = 600) -> dict:
+    """Wait until the task is in one of ``states``; fail at once when it ends in another (it cannot get
+    there any more)."""
     from aiir.runtime import wait_until
 
     def done():
         ti = _tis(af, DAG, run_id)[task_id]
-        if ti["state"] in ("failed", "upstream_failed"):
-            raise AssertionError(f"{task_id} ended {ti['state']}")
-        return ti if ti["state"] in states else None
+        if ti["state"] in states:
+            return ti
+        if ti["state"] in ("success", "failed", "upstream_failed", "skipped"):
+            raise AssertionError(f"{task_id} ended {ti['state']} while waiting for {states}")
+        return None
 
     return wait_until(done, timeout=timeout, interval=0.5, what=f"{task_id} to reach {states}")
 
@@ -85,6 +89,7 @@ def faults(world):
     assert _tis(af, DAG, run_id)["isolate_endpoint"]["hostname"] == victim
     ti = _wait_task(af, run_id, "isolate_endpoint")
     obs["isolate"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[0].outcome,
+                      "retry_started_s": round(_ts(ti["start_date"]) - killed_at, 1),
                       "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1),
                       "trigger_to_contained_s": round(_ts(ti["end_date"]) - t0, 1)}
     # (b) kill -9 the worker running preserve_evidence while it snapshots the target (armed before the
@@ -100,19 +105,24 @@ def faults(world):
     assert _tis(af, DAG, run_id)["preserve_evidence"]["hostname"] == victim
     ti = _wait_task(af, run_id, "preserve_evidence")
     obs["preserve"] = {"try_number": ti["try_number"], "node": ti["hostname"], "held": proxy.held[1].outcome,
+                       "retry_started_s": round(_ts(ti["start_date"]) - killed_at, 1),
                        "recovered_s": round(_ts(ti["end_date"]) - killed_at, 1)}
     cluster.revive(victim)
     _wait_worker_ready(cluster, victim)
     obs["workers_alive_after"] = sorted(n for n in WORKERS if cluster.procs[n].alive())
 
-    # (c) restart PostgreSQL while the run waits on its clean retrain
-    _wait_task(af, run_id, "retrain_from_clean_data", states=("deferred", "running"), timeout=600)
+    # (c) restart PostgreSQL while the run waits on its clean retrain: the task is deferred (the triggerer
+    # watches the child run) and the child run exists
+    _wait_task(af, run_id, "retrain_from_clean_data", states=("deferred",), timeout=600)
+    child = af.api("GET", f"/dags/retrain_from_clean_data/dagRuns/{run_id}-retrain")
     pg = cluster.restart_postgres(down_seconds=5)
-    obs["postgres"] = {"down_s": round(pg["ready_at"] - pg["stopped_at"], 1),
-                       "restarted_services": [e["service"] for e in cluster.events
-                                              if e["event"] == "restarted" and e["at"] >= pg["stopped_at"]]}
+    obs["postgres"] = {"down_s": round(pg["ready_at"] - pg["stopped_at"], 1), "child_state_at_stop": child["state"],
+                       "ready_at": pg["ready_at"]}
     run = af.wait_for_run(DAG, run_id, timeout=1200)
     obs["postgres"]["run_done_after_restart_s"] = round(time.time() - pg["ready_at"], 1)
+    # the components that exited on losing the database and were restarted (compose's restart: always)
+    obs["postgres"]["restarted_services"] = sorted({e["service"] for e in cluster.events
+                                                     if e["event"] == "restarted" and e["at"] >= pg["stopped_at"]})
     obs["run"] = run
     obs["run_s"] = round(_ts(run["end_date"]) - _ts(run["start_date"]), 1) if run.get("end_date") else None
     obs["workdir"] = world["home"] / "incidents" / run_id
@@ -139,7 +149,7 @@ def test_run_with_faults_succeeded_and_contained_to_last_known_good(world, fault
     assert faults["run"]["state"] == "success", states
     assert {st for t, st in states.items() if not t.startswith("confirm_")} == {"success"}, states
     contain = json.loads((faults["workdir"] / "contain.json").read_text())
-    assert contain["before"]["serving_versions"] == [faults["bad"]]
+    assert [r["version"] for r in contain["before"]["routes"]] == [faults["bad"]], contain["before"]
     assert contain["after"]["mode"] == "isolated"
     assert contain["after"]["routes"][0]["version"] == faults["good"]
 
@@ -163,3 +173,5 @@ def test_run_resumed_after_postgres_restart(faults):
     pg = faults["postgres"]
     assert faults["run"]["state"] == "success"
     assert pg["down_s"] >= 5
+    assert pg["child_state_at_stop"] in ("queued", "running"), pg  # the run was waiting on its retrain
+    assert _ts(faults["run"]["end_date"]) > pg["ready_at"], pg  # ... and finished after PostgreSQL was back
