@@ -597,7 +597,6 @@ def evasion(world):
             pass
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_cron_scan_of_clean_traffic_opens_nothing(world, evasion):
     s = evasion["clean_summary"]
     assert evasion["clean_run"]["state"] == "success"
@@ -607,7 +606,6 @@ def test_evasion_cron_scan_of_clean_traffic_opens_nothing(world, evasion):
     assert tis["trigger_incident_playbook"] == "skipped", tis
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_scheduled_scan_opens_one_incident_naming_the_attacker(world, evasion):
     s = evasion["summary"]
     assert s["status"] == "incident" and s["suspect_clients"] == [ATTACKER], s
@@ -621,7 +619,6 @@ def test_evasion_scheduled_scan_opens_one_incident_naming_the_attacker(world, ev
     assert tis["trigger_incident_playbook"] == "success", tis
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_playbook_ran_every_task(world, evasion):
     tis = {t["task_id"]: t["state"] for t in world["af"].task_instances("incident_adversarial_evasion",
                                                                          evasion["incident_id"])}
@@ -630,7 +627,6 @@ def test_evasion_playbook_ran_every_task(world, evasion):
                         "canary_redeploy", "report"} and set(tis.values()) == {"success"}, tis
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_attacker_rate_limited_and_clean_clients_served(world, evasion):
     import httpx
 
@@ -647,7 +643,6 @@ def test_evasion_attacker_rate_limited_and_clean_clients_served(world, evasion):
     assert {c for by in clean.status.values() for c in by} == {200}, clean.status  # never refused
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_triage_and_evidence(world, evasion, tmp_path):
     t = json.loads((evasion["workdir"] / "triage.json").read_text())
     assert t["confirmed"] and t["suspects_found"] == [ATTACKER], t
@@ -661,7 +656,6 @@ def test_evasion_triage_and_evidence(world, evasion, tmp_path):
     assert {json.loads(x)["client_id"] for x in lines} == {ATTACKER}
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_harden_gate_and_canary_with_default_rule(world, evasion):
     h = json.loads((evasion["workdir"] / "harden.json").read_text())
     rd = json.loads((evasion["workdir"] / "redeploy.json").read_text())
@@ -687,7 +681,6 @@ def test_evasion_harden_gate_and_canary_with_default_rule(world, evasion):
         assert h["hardened_version"] not in state.serving_versions, state.to_dict()
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_report_names_the_attacker(evasion):
     w = evasion["workdir"] / "report"
     html = (w / "report.html").read_text()
@@ -696,7 +689,6 @@ def test_evasion_report_names_the_attacker(evasion):
     assert doc["kind"] == "adversarial_evasion" and "ML01" in {o["id"] for o in doc["owasp"]}
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_later_scans_report_a_duplicate(world, evasion):
     af = world["af"]
     assert evasion["later"], "no scheduled scan after the incident's"
@@ -709,7 +701,6 @@ def test_evasion_later_scans_report_a_duplicate(world, evasion):
     assert [r["dag_run_id"] for r in af.runs("incident_adversarial_evasion")] == [evasion["incident_id"]]
 
 
-@pytest.mark.unproven  # until its first green run through Airflow (docs/evasion.md)
 def test_evasion_seconds_to_containment_by_the_playbook(evasion, tmp_path_factory):
     """First attack query → rate limit in force, by the scheduled scan and the playbook (recorded in
     docs/benchmarks.md). With a one-minute cron the wait for the next tick dominates; the playbook's own part
