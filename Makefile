@@ -22,9 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 ## make test: the suite (unit, DAG integrity, real gateway, real Airflow end to end); the distributed
-## setup's native proof is `make test-distributed` (CI runs both).
+## setup's native proof is `make test-distributed` (CI runs both). The tests that start a real Airflow and
+## the rest run side by side (scripts/test_split.py: Airflow modules mostly wait); AIIR_TEST_SERIAL=1 runs
+## them one after the other.
 test: venv
-	GX_ANALYTICS_ENABLED=false $(PY) -m pytest -m "not distributed and not unproven" --durations=30 $(PYTEST_ARGS)
+	GX_ANALYTICS_ENABLED=false $(PY) scripts/test_split.py -m "not distributed and not unproven" --durations=30 $(PYTEST_ARGS)
 
 ## make test-unproven: tests written this round that have not yet been seen passing (listed in the notes).
 test-unproven: venv
