@@ -18,16 +18,18 @@ client gets conservative answers (positive class when score >= ``fallback_thresh
 and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
 the admin controller and triggers the playbook, both in the background.
 
-Cost (docs/benchmarks.md, "Inline evasion guard overhead"): a few microseconds of CPU per clean row, the
-same per row for single rows and batches. The per-row arithmetic is one generated function per column layout
-(scaling, projection and grid scale as constants; one subtraction, multiplication and floor per feature): the
-three shifted grids' cell indices are ``(floor(3 q) + k) // 3`` and a cell's key is the hash of its index
-tuple, computed once. A grid cell holding one query stores the entry itself (no per-row container); the
-outlier test is decided for ~all clean rows by eigenvalue bounds on ``|z|^2`` (the quadratic form only
-between them); per-client windows are a ring of flag bytes with running sums; and the significance lookups
-run only on a request that added a hit (critical counts never fall as the window grows, so a request without
-a new hit cannot make a client significant). The grids live in two generations of ``global_window`` queries:
-the older is dropped whole (no sweep), with the clusters and union-find links nothing live can reach.
+Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), ~41k per
+single-row request and ~24k per row of a 10-row request — about 1 % / 5 % of what the gateway spends on such a
+request. The per-row arithmetic is one generated function per column layout, looping over the request's rows
+(scaling, projection and grid scale as constants; one subtraction and multiplication per feature, one floor per
+hashed dimension, whose table entry gives the three shifted grids' cell indices ``(floor(3 q) + k) // 3``); a
+cell's key is the hash of its index tuple, computed once, with an offset that keeps typical indices small cached
+ints. A grid cell holding one query stores the entry itself (no per-row container); the outlier test is decided
+for ~all clean rows by eigenvalue bounds on ``|z|^2`` (the quadratic form only between them); a client's window
+keeps only its queries that raised a signal (a clean query only counts); and the significance lookups run only on
+a request that added a hit (critical counts never fall as the window grows, so a request without a new hit cannot
+make a client significant). The grids live in two generations of ``global_window`` queries: the older is dropped
+whole (no sweep), with the clusters and union-find links nothing live can reach.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ BUCKET = 32  # most recent queries kept per grid cell
 GRIDS = 3  # three grids, each shifted by a third of a cell
 BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
+_SIMPLE = frozenset((int, str, bool))  # prediction types the guard compares as they are
+GRID_OFFSET = 70  # added to every grid cell index: typical indices are small non-negative (cached) ints
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 
 
@@ -59,18 +63,23 @@ def _utc(t: float | None = None) -> str:
 
 
 class _Client:
-    """A client's last ``w`` queries: their signal flags in a ring of bytes, with running sums per signal."""
+    """A client's last ``w`` queries: the ones that raised a signal (their index among the client's queries and
+    their flag bits, oldest first) and running sums per signal; a clean query only counts in ``seen``."""
 
-    __slots__ = ("ring", "pos", "n", "sums", "seen", "first_seen", "ids")
+    __slots__ = ("w", "hits", "sums", "seen", "first_seen", "ids")
 
     def __init__(self, w: int, now: float):
-        self.ring = bytearray(w)
-        self.pos = 0
-        self.n = 0  # queries in the window (<= w)
+        self.w = w
+        self.hits: deque[tuple[int, int]] = deque()  # (index of the query among the client's, flag bits)
         self.sums = [0, 0, 0, 0]  # near_dup, boundary, flip, ood (the order of BIT)
         self.seen = 0
         self.first_seen = now
         self.ids: deque[str] = deque(maxlen=w)
+
+    @property
+    def n(self) -> int:
+        """Queries in the window (<= w)."""
+        return self.seen if self.seen < self.w else self.w
 
     def window(self) -> dict[str, int]:
         return dict(zip(BIT, self.sums, strict=True))
@@ -142,9 +151,8 @@ class Guard:
         self._meanl: list[float] | None = None
         self._invl: list[list[float]] | None = None
         self._ood_lo = self._ood_hi = math.inf
-        self._feat_fns: dict[tuple, Any] = {}
+        self._fns: dict[tuple, Any] = {}  # column layout -> its generated rows function
         self.new_trips: list[dict[str, Any]] = []
-        self._next_cluster = 1
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
         self._lock = threading.Lock()
@@ -240,18 +248,37 @@ class Guard:
             ev = self.tripped.get(client)
             if ev is not None:
                 return ev
-            idx = self._columns(cols, rows)
-            if self._meanl is None:  # scaling not fixed yet (learning it without a profile), or the first request
-                X = self._matrix(idx, rows)
-                if X is None:
+            fn = self._fns.get(tuple(cols)) if self._meanl is not None else None
+            if fn is None:  # a new column layout, or the scaling is not fixed yet
+                idx = self._columns(cols, rows)
+                if self._meanl is None:  # learning the scale without a profile, or the first request
+                    X = self._matrix(idx, rows)
+                    if X is None:
+                        self.stats["skipped_rows"] += len(rows)
+                        return None
+                    if not self._learn(X):
+                        self.stats["rows"] += len(rows)
+                        return None
+                    self._prepare(len(X[0]))
+                if not idx:  # the request lacks profiled features: not scored by the guard
                     self.stats["skipped_rows"] += len(rows)
                     return None
-                if not self._learn(X):
-                    self.stats["rows"] += len(rows)
-                    return None
-                self._prepare(len(X[0]))
-            feats = self._rows_py(idx, rows)
-            if feats is None:
+                fn = self._fns[tuple(cols)] = self._rows_fn(idx)
+            try:
+                try:  # numbers as sent (int, float, bool) ...
+                    feats = fn(rows)
+                except TypeError:  # ... or anything float() reads, as the model's schema does
+                    idx = self._col_idx[tuple(cols)][0]
+                    conv = []
+                    for r in rows:
+                        rr = list(r)
+                        for i in idx:
+                            rr[i] = float(r[i])
+                        conv.append(rr)
+                    feats = fn(conv)
+            except (TypeError, ValueError, IndexError, OverflowError):  # NaN / infinite values fail the floor
+                feats = None
+            if feats is None:  # a value missing, not a number or not finite: the request is not scored
                 self.stats["skipped_rows"] += len(rows)
                 return None
             return self._observe(client, key_id, feats, preds, scores, ids)
@@ -272,113 +299,104 @@ class Guard:
             q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
             self._proj = [[float(v) for v in col] for col in q.T]
 
-    def _feature_fn(self, idx: list[int]):
-        """A function row -> (z, grid keys, |z|^2) for rows whose guard features sit at ``idx``, with the
-        scaling, the projection and the grid scale as constants (generated once per column layout: straight-line
-        arithmetic, no loops; calls: one floor per dimension and three hashes). Only integers and float reprs go into
-        the generated source."""
-        fn = self._feat_fns.get(tuple(idx))
-        if fn is not None:
-            return fn
+    def _m2(self, z: tuple[float, ...]) -> float:
+        """The outlier model's quadratic form z' inv z (rows between the eigenvalue bounds only)."""
+        m2 = 0.0
+        for a, row in zip(z, self._invl, strict=True):
+            m2 += a * math.fsum([b * c for b, c in zip(row, z, strict=True)])
+        return m2
+
+    def _rows_fn(self, idx: list[int]):
+        """A function rows -> [(z, grid key 0, 1, 2, ood bit), ...] for rows whose guard features sit at ``idx``
+        (``None`` when a row is not finite), with the scaling, the projection and the grid scale as constants:
+        generated once per column layout, one loop of straight-line arithmetic (one floor per dimension, three
+        hashes per row). Only integers and float reprs go into the generated source."""
         d = len(idx)
-        lines = ["def feat(r):"]
-        lines += [f"    x{k} = r[{int(i)}]" for k, i in enumerate(idx)]
-        lines += [f"    z{k} = (x{k} - {self._meanl[k]!r}) * {self._stdinv[k]!r}" for k in range(d)]
+        lines = ["def feats(rows):", "    out = []", "    add = out.append", "    for r in rows:"]
+        lines += [f"        z{k} = (r[{int(i)}] - {self._meanl[k]!r}) * {self._stdinv[k]!r}" for k, i in enumerate(idx)]
         if self._proj is None:
             hs = [f"z{k}" for k in range(d)]
         else:
             for j, col in enumerate(self._proj):
-                lines.append(f"    h{j} = " + " + ".join(f"{c!r} * z{k}" for k, c in enumerate(col)))
+                lines.append(f"        h{j} = " + " + ".join(f"{c!r} * z{k}" for k, c in enumerate(col)))
             hs = [f"h{j}" for j in range(len(self._proj))]
         # grid k's cell index along a dimension is floor(q + k/3) = (floor(3 q) + k) // 3, q = h / cell width:
         # one floor per dimension, the rest small-int arithmetic. A cell's key is the hash of its index tuple,
-        # computed once here instead of on every dict operation. The indices carry an offset of 2**27 (folded
-        # into the additions; still a single-digit int for CPython's fast paths) so none is -1, whose hash
-        # equals -2's; cells sharing a hash would only share candidates, which are compared exactly.
+        # computed once here instead of on every dict operation. The indices carry an offset of GRID_OFFSET
+        # (3 * GRID_OFFSET added to floor(3 q)): typical indices are then small non-negative ints, which
+        # CPython keeps cached (no allocation per addition or division), and none is -1, whose hash equals -2's
+        # (cells sharing a hash would only share candidates, which are compared exactly).
         s3 = 3.0 * self._cell_inv
-        lines += [f"    f{j} = floor({h} * {s3!r})" for j, h in enumerate(hs)]
+        off = 3 * GRID_OFFSET
         tup = lambda items: "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"  # noqa: E731
-        off = 3 << 27
-        keys = ", ".join("hash(" + tup([f"(f{j} + {off + k}) // 3" for j in range(len(hs))]) + ")"
-                         for k in range(GRIDS))
-        lines.append("    return (" + tup([f"z{k}" for k in range(d)]) + ", (" + keys + "), "
-                     + " + ".join(f"z{k} * z{k}" for k in range(d)) + ")")
-        ns: dict[str, Any] = {"floor": math.floor}
+        m = len(hs)
+        lines.append("        n2 = " + " + ".join(f"z{k} * z{k}" for k in range(d)))
+        lines.append("        if n2 - n2 != 0.0:  # NaN or infinite")
+        lines.append("            return None")
+        # |h| <= |z| = sqrt(n2) (h: z or its orthonormal projection): below `nb` every floor(h * s3) + off lies
+        # inside the table of (g // 3, (g + 1) // 3, (g + 2) // 3), one lookup per dimension for the three grids
+        nb = ((off - 1) / s3) ** 2
+        lines.append(f"        if n2 < {nb!r}:")
+        lines += [f"            a{j}, b{j}, c{j} = T[floor({h} * {s3!r}) + {off}]" for j, h in enumerate(hs)]
+        lines.append("            k0, k1, k2 = " + ", ".join(
+            "hash(" + tup([f"{v}{j}" for j in range(m)]) + ")" for v in "abc"))
+        lines.append("        else:")
+        lines += [f"            g{j} = floor({h} * {s3!r}) + {off}" for j, h in enumerate(hs)]
+        lines.append("            k0, k1, k2 = " + ", ".join(
+            "hash(" + tup([f"(g{j} + {k}) // 3" if k else f"g{j} // 3" for j in range(m)]) + ")"
+            for k in range(GRIDS)))
+        lines.append("        z = " + tup([f"z{k}" for k in range(d)]))
+        lines.append("        if type(z0) is not float:")
+        lines.append("            z = tuple([float(v) for v in z])")
+        lines.append("        add((z, k0, k1, k2, (8 if n2 > hi or m2(z) > thr else 0) if n2 > lo else 0))")
+        lines.append("    return out")
+        table = tuple((g // 3, (g + 1) // 3, (g + 2) // 3) for g in range(2 * off + 2))
+        ns: dict[str, Any] = {"floor": math.floor, "T": table, "lo": self._ood_lo, "hi": self._ood_hi, "m2": self._m2,
+                              "thr": self._ood_thr}
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
-        fn = self._feat_fns[tuple(idx)] = ns["feat"]
-        return fn
-
-    def _rows_py(self, idx: list[int], rows: list[list[Any]]):
-        """Per row: standardised features (tuple), the three grid keys, out-of-distribution flag. ``None``
-        when a value is missing, not a number, or not finite (the request is not scored by the guard)."""
-        if not idx:
-            return None
-        feat = self._feature_fn(idx)
-        lo, hi = self._ood_lo, self._ood_hi
-        out = []
-        try:
-            for r in rows:
-                try:  # numbers as sent (int, float, bool) ...
-                    z, keys, n2 = feat(r)
-                except TypeError:  # ... or anything float() reads, as the model's schema does
-                    rr = list(r)
-                    for i in idx:
-                        rr[i] = float(r[i])
-                    z, keys, n2 = feat(rr)
-                if n2 - n2 != 0.0:  # NaN or infinite
-                    return None
-                if type(z[0]) is not float:
-                    z = tuple([float(v) for v in z])
-                ood = False
-                if n2 > lo:
-                    if n2 > hi:
-                        ood = True
-                    else:
-                        m2 = 0.0
-                        for a, row in zip(z, self._invl, strict=True):
-                            m2 += a * math.fsum([b * c for b, c in zip(row, z, strict=True)])
-                        ood = m2 > self._ood_thr
-                out.append((z, keys, ood))
-        except (TypeError, ValueError, IndexError, OverflowError):  # NaN / infinite values fail the floor
-            return None
-        return out
+        return ns["feats"]
 
     def _observe(self, client, key_id, feats, preds, scores, ids) -> dict[str, Any] | None:
+        n_rows = len(feats)
+        if scores is None:
+            scores = [None] * n_rows
+        if len(preds) != n_rows or len(scores) != n_rows:
+            raise ValueError(f"guard: {n_rows} rows, {len(preds)} predictions, {len(scores)} scores")
         now = time.time()
-        r = self._r
-        horizon = self.gw
-        w = self.w
-        thr, band = self.thr, self.band
-        dist = math.dist
         c = self.clients.get(client)
         if c is None:
-            c = self.clients[client] = _Client(w, now)
+            c = self.clients[client] = _Client(self.w, now)
             if len(self.clients) > MAX_CLIENTS:
                 self.clients.popitem(last=False)
         else:
             self.clients.move_to_end(client)
+        r = self._r
+        horizon = self.gw
+        thr, band = self.thr, self.band
+        dist = math.dist
+        seq = self._seq
+        rot_at = self._gen_start + horizon  # the next generation starts at this query
+        (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
+        sums, hits = c.sums, c.hits
+        cs0 = c.seen - seq  # + seq: the query's index among the client's
         trip_cluster = None
-        sums, ring = c.sums, c.ring
         added = 0  # signal bits this request added to the client's window
-        for i, (z, keys, ood) in enumerate(feats):
-            seq = self._seq
-            if seq - self._gen_start >= horizon:
-                self._rotate()
-            (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
-            pv = preds[i]
-            tp = type(pv)
-            p = pv if tp is int or tp is str or tp is bool else hash(json.dumps(pv, default=str))
-            s = scores[i] if scores is not None else None
-            flags = 8 if ood else 0
+        if not _SIMPLE.issuperset(map(type, preds)):  # predictions compared by value through their JSON form
+            preds = [pv if type(pv) in _SIMPLE else hash(json.dumps(pv, default=str)) for pv in preds]
+        for (z, k0, k1, k2, flags), p, s in zip(feats, preds, scores):  # noqa: B905 (lengths checked above; a keyword costs an argument parse per request)
+            if seq >= rot_at:
+                self._rotate(seq)
+                rot_at = seq + horizon
+                (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
             if s is not None and abs(s - thr) < band:
                 flags |= 2
-            k0, k1, k2 = keys
             b0, b1, b2 = t0.get(k0), t1.get(k1), t2.get(k2)
             q0, q1, q2 = o0.get(k0), o1.get(k1), o2.get(k2)
-            best, bestd, cflip = None, r, False
-            others = None
+            best = None
             if (b0 is not None or b1 is not None or b2 is not None
                     or q0 is not None or q1 is not None or q2 is not None):
+                bestd, cflip = r, False
+                others = None
                 old = seq - horizon
                 cands: list = []
                 for b, q in ((b0, q0), (b1, q1), (b2, q2)):
@@ -418,16 +436,15 @@ class Guard:
                             others.add(e[3])
                         if dd < bestd:
                             best, bestd = e, dd
-            if best is not None:
+            if best is None:
+                entry = (seq, client, p, seq, z)  # a query of its own cluster (id = its sequence number)
+            else:
                 cid = self._find(best[3])
                 for o in others:
                     ro = self._find(o)
                     if ro != cid:
                         cid = self._union(cid, ro, seq)
-            else:
-                cid = self._next_cluster
-                self._next_cluster += 1
-            entry = (seq, client, p, cid, z)
+                entry = (seq, client, p, cid, z)
             # into the current generation; a cell of one query holds the entry itself
             if b0 is None:
                 t0[k0] = entry
@@ -441,26 +458,10 @@ class Guard:
                 t2[k2] = entry
             else:
                 _push(t2, k2, b2, entry)
-            self._seq = seq + 1
-            # the client's window: a ring of flag bytes and running sums
-            pos = c.pos
-            if c.n == w:
-                gone = ring[pos]
-                if gone:
-                    if gone & 1:
-                        sums[0] -= 1
-                    if gone & 2:
-                        sums[1] -= 1
-                    if gone & 4:
-                        sums[2] -= 1
-                    if gone & 8:
-                        sums[3] -= 1
-            else:
-                c.n += 1
-            ring[pos] = flags
-            c.pos = pos + 1 if pos + 1 < w else 0
+            # the client's window: the queries with a signal, and running sums
             if flags:
                 added |= flags
+                hits.append((cs0 + seq, flags))
                 if flags & 1:
                     sums[0] += 1
                 if flags & 2:
@@ -469,9 +470,6 @@ class Guard:
                     sums[2] += 1
                 if flags & 8:
                     sums[3] += 1
-            c.seen += 1
-            if i < len(ids):
-                c.ids.append(ids[i])
             # cluster statistics (a cluster exists from its second query on)
             if best is not None:
                 cl = self.clusters.get(cid)
@@ -491,7 +489,23 @@ class Guard:
                     cl.tripped = True
                     trip_cluster = cid
                     self._trip_members(cl, cid, now, exclude=client)
-        self.stats["rows"] += len(feats)
+            seq += 1
+        self._seq = seq
+        c.seen = cs = cs0 + seq
+        if hits and hits[0][0] <= cs - self.w:  # queries that left the window take their hits along
+            lim = cs - self.w
+            while hits and hits[0][0] <= lim:
+                gone = hits.popleft()[1]
+                if gone & 1:
+                    sums[0] -= 1
+                if gone & 2:
+                    sums[1] -= 1
+                if gone & 4:
+                    sums[2] -= 1
+                if gone & 8:
+                    sums[3] -= 1
+        c.ids.extend(ids if len(ids) <= n_rows else ids[:n_rows])
+        self.stats["rows"] += n_rows
         if not added and trip_cluster is None:
             # the critical counts never fall as the window grows and the sums only grow by new hits: a request
             # that added no hit cannot make a clean client significant
@@ -541,15 +555,15 @@ class Guard:
             del self.clusters[b]
         return a
 
-    def _rotate(self) -> None:
+    def _rotate(self, seq: int) -> None:
         """Every ``global_window`` queries the current grid generation becomes the previous one and the
         previous one is dropped whole (its queries are all older than the horizon), with the clusters nobody
         has joined within the horizon and the union-find links no live query can reach: O(1) per query, no
         sweep over the grids."""
         self._prev = self._cur
         self._cur = tuple({} for _ in range(GRIDS))
-        self._gen_start = self._seq
-        old = self._seq - self.gw
+        self._gen_start = seq
+        old = seq - self.gw
         self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or v.last_seq >= old}
         # a cluster merged away at seq t is referenced only by queries older than t (later ones get its root)
         # and by links made before t: once t is past the horizon nothing live reaches it
