@@ -333,11 +333,12 @@ class Guard:
         lines.append("        n2 = " + " + ".join(f"z{k} * z{k}" for k in range(d)))
         lines.append("        if n2 - n2 != 0.0:  # NaN or infinite")
         lines.append("            return None")
-        # |h| <= |z| = sqrt(n2) (h: z or its orthonormal projection): below `nb` every floor(h * s3) + off lies
-        # inside the table of (g // 3, (g + 1) // 3, (g + 2) // 3), one lookup per dimension for the three grids
+        # |h| <= |z| = sqrt(n2) (h: z or its orthonormal projection): below `nb` every f = floor(h * s3) lies in
+        # [-off, off), where the table T[f] (a negative f indexing from its end) holds the three grids' indices
+        # ((f + off) // 3, (f + off + 1) // 3, (f + off + 2) // 3): one lookup per dimension
         nb = ((off - 1) / s3) ** 2
         lines.append(f"        if n2 < {nb!r}:")
-        lines += [f"            a{j}, b{j}, c{j} = T[floor({h} * {s3!r}) + {off}]" for j, h in enumerate(hs)]
+        lines += [f"            a{j}, b{j}, c{j} = T[floor({h} * {s3!r})]" for j, h in enumerate(hs)]
         lines.append("            k0, k1, k2 = " + ", ".join(
             "hash(" + tup([f"{v}{j}" for j in range(m)]) + ")" for v in "abc"))
         lines.append("        else:")
@@ -350,7 +351,8 @@ class Guard:
         lines.append("            z = tuple([float(v) for v in z])")
         lines.append("        add((z, k0, k1, k2, (8 if n2 > hi or m2(z) > thr else 0) if n2 > lo else 0))")
         lines.append("    return out")
-        table = tuple((g // 3, (g + 1) // 3, (g + 2) // 3) for g in range(2 * off + 2))
+        table = tuple(((f + off) // 3, (f + off + 1) // 3, (f + off + 2) // 3)
+                      for f in (*range(off), *range(-off, 0)))
         ns: dict[str, Any] = {"floor": math.floor, "T": table, "lo": self._ood_lo, "hi": self._ood_hi, "m2": self._m2,
                               "thr": self._ood_thr}
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
