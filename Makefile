@@ -34,12 +34,13 @@ test-unproven: venv
 
 ## make test-distributed: docker-compose.yaml checks, then the same services natively — PostgreSQL and
 ## Redis (Debian packages, installed when absent), Airflow on Celery with two workers, MLflow, gateway —
-## and the poisoning story plus worker kills and a PostgreSQL restart through them.
+## and, on that one cluster, the poisoning story, then the faults: kill -9 a Celery worker mid-isolate and
+## mid-preserve, restart PostgreSQL mid-run (CI runs this target).
 test-distributed: venv distributed-deps
-	GX_ANALYTICS_ENABLED=false $(PY) -m pytest tests/distributed -m "not faults and not unproven" $(PYTEST_ARGS)
+	GX_ANALYTICS_ENABLED=false $(PY) -m pytest tests/distributed -m "not unproven" --durations=10 $(PYTEST_ARGS)
 
-## make test-distributed-faults: kill -9 a Celery worker mid-isolate and mid-preserve, restart PostgreSQL
-## mid-run, on the same native cluster (not yet part of CI: see docs/distributed.md).
+## make test-distributed-faults: only the fault tests (worker kills, PostgreSQL restart) on a cluster of
+## their own — to re-run them without the story.
 test-distributed-faults: venv distributed-deps
 	GX_ANALYTICS_ENABLED=false $(PY) -m pytest tests/distributed -m faults $(PYTEST_ARGS)
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.conftest import DAG, FIGURES, WORKERS, FaultProxy, _custody, _tis, _traffic, _verify
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed, pytest.mark.faults, pytest.mark.unproven]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.distributed, pytest.mark.faults]
 
 
 def _wait_held(proxy: FaultProxy, n: int, timeout: float) -> None:
@@ -120,6 +120,10 @@ def faults(world):
                        "ready_at": pg["ready_at"]}
     run = af.wait_for_run(DAG, run_id, timeout=1200)
     obs["postgres"]["run_done_after_restart_s"] = round(time.time() - pg["ready_at"], 1)
+    # work resumed: the first task (of the run or its child) that started after PostgreSQL was back
+    starts = [_ts(t["start_date"]) for d, r in ((DAG, run_id), ("retrain_from_clean_data", f"{run_id}-retrain"))
+              for t in af.task_instances(d, r) if t.get("start_date") and _ts(t["start_date"]) > pg["ready_at"]]
+    obs["postgres"]["first_task_started_after_restart_s"] = round(min(starts) - pg["ready_at"], 1) if starts else None
     # the components that exited on losing the database and were restarted (compose's restart: always)
     obs["postgres"]["restarted_services"] = sorted({e["service"] for e in cluster.events
                                                      if e["event"] == "restarted" and e["at"] >= pg["stopped_at"]})
