@@ -160,6 +160,7 @@ class NativeCluster:
         self.settings = deploy.shared_settings()
         self.procs: dict[str, _Proc] = {}
         self.timings: dict[str, float] = {}
+        self.stop_timings: dict[str, float] = {}  # seconds from the start of stop() until each was down
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -431,7 +432,13 @@ class NativeCluster:
         # warm shutdown or the api-server's workers take seconds each, one after the other ~25 s), then the
         # stores they were using
         services = [p for n, p in self.procs.items() if n not in ("postgres", "redis")]
-        threads = [threading.Thread(target=p.stop, name=f"stop-{p.name}", daemon=True) for p in services]
+        t0 = time.perf_counter()
+
+        def stop(proc: _Proc) -> None:
+            proc.stop()
+            self.stop_timings[proc.name] = round(time.perf_counter() - t0, 1)
+
+        threads = [threading.Thread(target=stop, args=(p,), name=f"stop-{p.name}", daemon=True) for p in services]
         for t in threads:
             t.start()
         for t in threads:
@@ -441,7 +448,7 @@ class NativeCluster:
                 proc.kill()
         for name in ("redis", "postgres"):
             if name in self.procs:
-                self.procs[name].stop()
+                stop(self.procs[name])
         shutil.rmtree(self.pg_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ REST client

@@ -54,6 +54,7 @@ def world(tmp_path_factory):
             shutil.copytree(root / "logs", Path(keep) / "logs", dirs_exist_ok=True)
         cluster.stop()
         proxy.close()
+        FIGURES["stop_s"] = cluster.stop_timings
         _write_figures()
         for k, v in saved.items():
             if v is None:
