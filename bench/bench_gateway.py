@@ -398,9 +398,54 @@ def guard_cpu_per_row(ref: Path, baseline_rev: str | None, reps: int = 5) -> dic
     return {"us_per_row": out, "baseline_rev": baseline_rev, "rows": len(rows), "reps": reps}
 
 
+async def _read_response(reader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    low = head.lower()
+    h = low.find(b"content-length:")
+    if h >= 0:
+        await reader.readexactly(int(low[h + 15:low.find(b"\r\n", h)]))
+    else:  # chunked
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return int(head[9:12]), low
+
+
+async def _timed_worker(port: int, reqs: list[bytes], start_at: float, deadline: float, out: dict) -> None:
+    """Send ``reqs`` one after the other on one keep-alive connection from ``start_at`` until ``deadline``;
+    counts the answers completed inside the window (and whether the connection ran out of fresh rows)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        i = 0
+        while time.perf_counter() < deadline:
+            if i == len(reqs):
+                out["exhausted"] += 1
+                break
+            writer.write(reqs[i])
+            i += 1
+            status, _ = await _read_response(reader)
+            if time.perf_counter() <= deadline:
+                out["done"] += 1
+                out["errors"] += status != 200
+    finally:
+        writer.close()
+
+
+def _callgrind_available() -> bool:
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
 def guard_only(args) -> int:
-    """`aiir serve --guard --guard-reference` vs `aiir serve`, both logging, same load, interleaved rounds, with
-    fresh rows from 8 clients (so the guard's grids see realistic, non-repeating traffic)."""
+    """`aiir serve --guard --guard-reference` vs `aiir serve`, both logging, same load, with fresh rows from 8
+    clients (so the guard's grids see realistic, non-repeating traffic), and a second plain `aiir serve` as a
+    control (its 'overhead' against the first is the noise floor of the same measurement). Two designs in the
+    same command: (1) interleaved rounds, one server loaded at a time, the order rotating; (2) concurrent windows,
+    the three servers loaded at the same time for ``--window`` seconds, so each meets the same contention from the
+    rest of the machine (the servers' throughput ratios are then their CPU cost ratios). Optionally (3) the
+    instructions each server executes per request under callgrind (same request stream), which no other load moves."""
     from _common import write_section
 
     from aiir.gateway.synthetic import FEATURES, build_store, synthetic_frame
@@ -411,6 +456,7 @@ def guard_only(args) -> int:
     env = {**os.environ, "MLFLOW_TRACKING_URI": info["tracking_uri"], "AIIR_HOME": str(tmp / "home"),
            "AIIR_ARTIFACT_TRUSTED_KEYS": info["trusted_key"],  # the store's signing key
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore"}
+    env.pop("AIIR_AIRFLOW_URL", None)  # no playbook trigger from the bench's gateways
     ref = tmp / "reference.csv"
     synthetic_frame()[0].to_csv(ref, index=False)
     ref_keep = Path(tempfile.mkdtemp(prefix="aiir-bench-guard-ref-")) / "reference.csv"
@@ -418,130 +464,254 @@ def guard_only(args) -> int:
     # Fresh rows only: no connection sends a row twice to a server during the run (a client replaying the same
     # rows every few hundred requests is not clean traffic: two near-identical borderline rows replayed ten
     # times form a cluster the guard trips on). Each measurement of a server continues where its previous one
-    # stopped; both servers get the same rows in the same order.
+    # stopped; every server gets the same rows in the same order.
     C = args.connections
-    quota = {"single_row": -(-3 * max(200, args.requests) // (2 * C))}  # requests per connection per measurement
-    quota[f"batch_{args.batch}"] = quota["single_row"]
-    calls = 1 + args.rounds
-    per_conn = {"single_row": calls * quota["single_row"], f"batch_{args.batch}": calls * quota["single_row"] * args.batch}
+    B = args.batch
+    scens = ["single_row", f"batch_{B}"]
+    width = {"single_row": 1, f"batch_{B}": B}
+    quota = -(-3 * max(200, args.requests) // (2 * C))  # requests per connection per sequential measurement
+    seq_reqs = (1 + args.rounds) * quota  # per connection and scenario (warm-up + rounds)
+    cap = int(args.window * 150) + 50  # requests per connection per concurrent window (up to 150 req/s each)
+    conc_reqs = args.concurrent_rounds * cap
+    cg_reqs = -(-(args.callgrind + 300) // C) if args.callgrind else 0
+    per_conn = {s: (seq_reqs + conc_reqs + cg_reqs) * width[s] for s in scens}
     X, _ = synthetic_frame(C * sum(per_conn.values()), seed=7)
     rows = X[FEATURES].values.round(4).tolist()
-    aiir_bin = str(VENV_BIN / "aiir")
-    ports = {"aiir": free_port(), "aiir_guard": free_port()}
-    procs = {}
-    runs: dict = {"single_row": {n: [] for n in ports}, f"batch_{args.batch}": {n: [] for n in ports}}
-    base = {"single_row": 0, f"batch_{args.batch}": C * per_conn["single_row"]}
+    base = {scens[0]: 0, scens[1]: C * per_conn[scens[0]]}
     all_bodies: dict = {}
-    pos: dict = {}
 
     def bodies(k: int, scen: str) -> list[bytes]:
-        """Connection k's requests for the whole run: its own fresh rows, one or `batch` per request."""
+        """Connection k's requests for the whole run: its own fresh rows, one or `batch` per request: first the
+        sequential rounds' share, then the concurrent windows', then the callgrind stream's."""
         if (k, scen) not in all_bodies:
-            n = 1 if scen == "single_row" else args.batch
+            n = width[scen]
             start = base[scen] + k * per_conn[scen]
             mine = rows[start:start + per_conn[scen]]
             all_bodies[(k, scen)] = [json.dumps({"dataframe_split": {"columns": FEATURES, "data": mine[j:j + n]}}
                                                 ).encode() for j in range(0, len(mine) - n + 1, n)]
         return all_bodies[(k, scen)]
 
-    async def load_many(port: int, scen: str, n: int, name: str) -> tuple[float, list, int]:
-        budget, lat, bad = [n], [], [0]
-        reqs = []
+    aiir_bin = str(VENV_BIN / "aiir")
+    names = ["aiir", "aiir_guard", "aiir_control"]
+    ports = {n: free_port() for n in names}
+    procs: dict = {}
+    seq_runs: dict = {s: {n: [] for n in names} for s in scens}
+    conc_runs: dict = {s: {n: [] for n in names} for s in scens}
+    pos: dict = {}
+
+    def take(name: str, scen: str, k: int, n: int) -> list[bytes]:
+        at = pos.get((name, scen, k), 0)
+        pos[(name, scen, k)] = at + n
+        return [request_bytes(ports[name], b, f"bench-{k}") for b in bodies(k, scen)[at:at + n]]
+
+    def seek(name: str, scen: str, at: int) -> None:
         for k in range(C):
-            at = pos.get((name, scen, k), 0)
-            pos[(name, scen, k)] = at + quota[scen]
-            reqs.append([request_bytes(port, b, f"bench-{k}") for b in bodies(k, scen)[at:at + quota[scen]]])
-        t0 = time.perf_counter()
-        await asyncio.gather(*(_conn_worker(port, reqs[k], budget, lat, bad, {}) for k in range(C)))
-        return time.perf_counter() - t0, lat, bad[0]
+            pos[(name, scen, k)] = at
 
     def load(name: str, scen: str, n: int) -> dict:
+        async def go():
+            budget, lat, bad = [n], [], [0]
+            reqs = [take(name, scen, k, quota) for k in range(C)]
+            t0 = time.perf_counter()
+            await asyncio.gather(*(_conn_worker(ports[name], reqs[k], budget, lat, bad, {}) for k in range(C)))
+            return time.perf_counter() - t0, lat, bad[0]
         cpu0 = cpu_seconds(procs[name].pid)
-        el, lat, bad = asyncio.run(load_many(ports[name], scen, n, name))
+        el, lat, bad = asyncio.run(go())
         cpu = cpu_seconds(procs[name].pid) - cpu0
-        return {"rps": round(len(lat) / el, 1), "errors": bad, "cpu_ms_per_request": round(cpu * 1000 / max(1, len(lat)), 4)}
+        return {"rps": round(len(lat) / el, 1), "errors": bad,
+                "cpu_ms_per_request": round(cpu * 1000 / max(1, len(lat)), 4)}
 
+    def window(scen: str, rnd: int) -> dict:
+        """The three servers under load at the same time for args.window seconds."""
+        async def go():
+            outs = {n: {"done": 0, "errors": 0, "exhausted": 0} for n in names}
+            reqs = {n: [take(n, scen, k, cap) for k in range(C)] for n in names}
+            t0 = time.perf_counter() + 0.3
+            t1 = t0 + args.window
+            cpu0 = {n: cpu_seconds(procs[n].pid) for n in names}
+            await asyncio.gather(*(_timed_worker(ports[n], reqs[n][k], t0, t1, outs[n]) for n in names for k in range(C)))
+            cpu = {n: cpu_seconds(procs[n].pid) - cpu0[n] for n in names}
+            return outs, cpu, time.perf_counter() - t0
+        for n in names:  # each window starts at its own block of fresh rows
+            seek(n, scen, seq_reqs + rnd * cap)
+        outs, cpu, _ = asyncio.run(go())
+        return {n: {"rps": round(outs[n]["done"] / args.window, 1), "errors": outs[n]["errors"],
+                    "exhausted_connections": outs[n]["exhausted"],
+                    "cpu_ms_per_request": round(cpu[n] * 1000 / max(1, outs[n]["done"]), 4)} for n in names}
+
+    def serve_cmd(name: str, port: int, state: Path) -> list[str]:
+        cmd = [aiir_bin, "serve", "--model", MODEL, "--port", str(port), "--state-dir", str(state)]
+        return cmd + (["--guard", "--guard-reference", str(ref)] if name == "aiir_guard" else [])
+
+    guard_state: dict = {}
+    instr: dict | None = None
     try:
-        procs["aiir"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir"]), "--state-dir",
-                               str(tmp / "gw")], env, ports["aiir"], tmp / "aiir.log")
-        procs["aiir_guard"] = start([aiir_bin, "serve", "--model", MODEL, "--port", str(ports["aiir_guard"]),
-                                     "--state-dir", str(tmp / "gw-guard"), "--guard", "--guard-reference", str(ref)],
-                                    env, ports["aiir_guard"], tmp / "aiir-guard.log")
-        for name in ports:
-            for scen in runs:
-                load(name, scen, 200)
+        for n in names:
+            procs[n] = start(serve_cmd(n, ports[n], tmp / f"gw-{n}"), env, ports[n], tmp / f"{n}.log")
+        for n in names:  # warm-up (one quota per connection)
+            for scen in scens:
+                load(n, scen, 200)
         for rnd in range(args.rounds):
-            for scen in runs:
-                for name in (list(ports) if rnd % 2 == 0 else list(reversed(ports))):
-                    r = load(name, scen, args.requests)
-                    runs[scen][name].append(r)
-                    print(f"· round {rnd + 1} {scen:>10} {name:>10}: {r['rps']:8.1f} req/s cpu "
+            order = names[rnd % 3:] + names[:rnd % 3]
+            for scen in scens:
+                for n in (order if rnd % 2 == 0 else order[::-1]):
+                    r = load(n, scen, args.requests)
+                    seq_runs[scen][n].append(r)
+                    print(f"· interleaved round {rnd + 1} {scen:>10} {n:>12}: {r['rps']:8.1f} req/s cpu "
                           f"{r['cpu_ms_per_request']:.3f} ms/req errors {r['errors']}", file=sys.stderr)
+        for rnd in range(args.concurrent_rounds):
+            for scen in scens:
+                w = window(scen, rnd)
+                for n in names:
+                    conc_runs[scen][n].append(w[n])
+                print(f"· concurrent window {rnd + 1} {scen:>10}: " + "  ".join(
+                    f"{n} {w[n]['rps']:.1f} req/s cpu {w[n]['cpu_ms_per_request']:.3f}" for n in names),
+                    file=sys.stderr)
         import urllib.request
 
-        tok = (tmp / "gw-guard" / "admin.token").read_text().strip()
+        tok = (tmp / "gw-aiir_guard" / "admin.token").read_text().strip()
         req = urllib.request.Request(f"http://127.0.0.1:{ports['aiir_guard']}/admin/guard",
                                      headers={"Authorization": f"Bearer {tok}"})
         guard_state = json.loads(urllib.request.urlopen(req, timeout=30).read())
     finally:
         for p in procs.values():
             stop(p)
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.callgrind:
+        try:
+            instr = callgrind_instructions(args, env, serve_cmd, take, seek, ports, procs, tmp, scens,
+                                           seq_reqs + conc_reqs)
+        finally:
+            for p in procs.values():
+                stop(p)
+    shutil.rmtree(tmp, ignore_errors=True)
     inproc = guard_cpu_per_row(ref_keep, args.guard_baseline_rev or None) if not args.skip_inprocess else None
     shutil.rmtree(ref_keep.parent, ignore_errors=True)
-    summary = {}
-    for scen, by in runs.items():
+
+    def summarise(by: dict) -> dict:
         med = {n: statistics.median(r["rps"] for r in rs) for n, rs in by.items()}
         cpu = {n: statistics.median(r["cpu_ms_per_request"] for r in rs) for n, rs in by.items()}
-        # per round: the guard's run against the plain run next to it (same round, adjacent in time)
-        pairs = [1 - g["rps"] / a["rps"] for a, g in zip(by["aiir"], by["aiir_guard"], strict=True)]
-        cpairs = [g["cpu_ms_per_request"] / a["cpu_ms_per_request"] - 1
-                  for a, g in zip(by["aiir"], by["aiir_guard"], strict=True)]
-        summary[scen] = {"rps_aiir": med["aiir"], "rps_guard": med["aiir_guard"],
-                         "cpu_ms_aiir": cpu["aiir"], "cpu_ms_guard": cpu["aiir_guard"],
-                         "throughput_overhead": round(1 - med["aiir_guard"] / med["aiir"], 4),
-                         "cpu_overhead": round(cpu["aiir_guard"] / cpu["aiir"] - 1, 4),
-                         "throughput_overhead_per_round": [round(x, 4) for x in pairs],
-                         "cpu_overhead_per_round": [round(x, 4) for x in cpairs],
-                         "errors": sum(r["errors"] for rs in by.values() for r in rs)}
+        out = {"rps": med, "cpu_ms_per_request": cpu,
+               "errors": sum(r["errors"] for rs in by.values() for r in rs)}
+        for n in ("aiir_guard", "aiir_control"):
+            # per round: the server's run against the plain run of the same round (adjacent or simultaneous)
+            out[f"{n}_throughput_overhead_per_round"] = [round(1 - g["rps"] / a["rps"], 4)
+                                                         for a, g in zip(by["aiir"], by[n], strict=True)]
+            out[f"{n}_cpu_overhead_per_round"] = [round(g["cpu_ms_per_request"] / a["cpu_ms_per_request"] - 1, 4)
+                                                  for a, g in zip(by["aiir"], by[n], strict=True)]
+            out[f"{n}_throughput_overhead"] = round(statistics.median(out[f"{n}_throughput_overhead_per_round"]), 4)
+            out[f"{n}_cpu_overhead"] = round(statistics.median(out[f"{n}_cpu_overhead_per_round"]), 4)
+        return out
+
+    summary = {"interleaved": {s: summarise(seq_runs[s]) for s in scens},
+               "concurrent": {s: summarise(conc_runs[s]) for s in scens}}
     res = {"benchmark": "gateway-guard", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
            "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(platform.processor()),
                        "python": platform.python_version()},
            "loadavg_1m_before": round(load_before[0], 2), "loadavg_1m_after": round(os.getloadavg()[0], 2),
-           "params": {"requests": args.requests, "connections": args.connections, "rounds": args.rounds,
-                      "batch": args.batch}, "summary": summary, "runs": runs, "in_process": inproc,
+           "params": {"requests": args.requests, "connections": C, "rounds": args.rounds, "batch": B,
+                      "window_s": args.window, "concurrent_rounds": args.concurrent_rounds,
+                      "callgrind_requests": args.callgrind},
+           "summary": summary, "runs": {"interleaved": seq_runs, "concurrent": conc_runs}, "in_process": inproc,
+           "instructions": instr,
            "guard_after_run": {k: guard_state.get(k) for k in ("stats", "tripped", "tracked_clients")}}
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"gateway-guard-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json").write_text(json.dumps(res, indent=2))
+    pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
     lines = [f"Load average (1 min) {res['loadavg_1m_before']} before → {res['loadavg_1m_after']} after (shared "
-             "machine: throughput is noisy, server CPU per request is the steadier number).", "",
-             f"`aiir serve --guard --guard-reference` vs `aiir serve` (both with decision logging), same model and "
-             f"load: {args.requests:,} requests per measurement over {args.connections} keep-alive connections, each "
-             f"connection its own client sending only fresh rows (none twice), {args.rounds} interleaved rounds "
-             "(the order alternates every round), medians; per-round pairs in the JSON.", "",
-             "| scenario | req/s aiir | req/s aiir --guard | throughput overhead (goal ≤ 5 %) | server CPU ms/req aiir | "
-             "aiir --guard | CPU overhead | CPU overhead per round |", "|---|---|---|---|---|---|---|---|"]
-    for scen, v in summary.items():
-        lines.append(f"| {scen.replace('_', ' ')} | {v['rps_aiir']:,.1f} | {v['rps_guard']:,.1f} | "
-                     f"**{100 * v['throughput_overhead']:.1f} %** | {v['cpu_ms_aiir']:.3f} | {v['cpu_ms_guard']:.3f} | "
-                     f"{100 * v['cpu_overhead']:.1f} % | "
-                     + ", ".join(f"{100 * x:.0f} %" for x in v["cpu_overhead_per_round"]) + " |")
+             "machine, other sessions' Airflow and test suites running).", "",
+             f"`aiir serve --guard --guard-reference` vs `aiir serve`, both with decision logging (child-process "
+             f"writer), same model and rows, and a second plain `aiir serve` as a control: its difference from the "
+             f"first is the noise floor of the same measurement. Each server is one uvicorn process (one event loop "
+             f"thread; native pools limited to one thread) plus its log-writer process; the load is {C} keep-alive "
+             f"connections per server from one asyncio client process, each connection its own client sending only "
+             f"fresh rows (none twice). Interleaved: {args.rounds} rounds of {args.requests:,} requests per server, "
+             f"one server loaded at a time, the order rotating. Concurrent: {args.concurrent_rounds} windows of "
+             f"{args.window:g} s with the three servers loaded at the same time (each meets the same contention; "
+             "on a CPU-bound server, throughput ratio = inverse CPU cost ratio). Medians of the per-round ratios; "
+             "per-round values in the JSON.", "",
+             "| design | scenario | req/s aiir | req/s aiir --guard | **guard throughput overhead** (goal ≤ 5 %) | "
+             "control (A/A) | guard CPU/req overhead | control CPU/req | guard overhead per round |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for design, by in summary.items():
+        for scen, v in by.items():
+            lines.append(
+                f"| {design} | {scen.replace('_', ' ')} | {v['rps']['aiir']:,.1f} | {v['rps']['aiir_guard']:,.1f} | "
+                f"**{pct(v['aiir_guard_throughput_overhead'])}** | {pct(v['aiir_control_throughput_overhead'])} | "
+                f"{pct(v['aiir_guard_cpu_overhead'])} | {pct(v['aiir_control_cpu_overhead'])} | "
+                + ", ".join(f"{100 * x:.0f}" for x in v["aiir_guard_throughput_overhead_per_round"]) + " % |")
+    if instr:
+        lines += ["", f"Instructions per request under callgrind (valgrind {instr['valgrind']}, the same "
+                      f"{instr['requests']:,} fresh requests per scenario to each server after a 300-request warm-up, "
+                      "gateway process only; counts do not depend on the machine's load):", "",
+                  "| scenario | aiir | aiir --guard | guard overhead |", "|---|---|---|---|"]
+        for scen, v in instr["per_request"].items():
+            lines.append(f"| {scen.replace('_', ' ')} | {v['aiir']:,.0f} | {v['aiir_guard']:,.0f} | "
+                         f"**{pct(v['overhead'])}** |")
     st = res["guard_after_run"]
     lines += ["", f"The guard scored {st['stats']['rows']:,} rows during the run and tripped on "
-                  f"{len(st['tripped'] or {})} of the {args.connections} clean clients."]
+                  f"{len(st['tripped'] or {})} of the {C} clean clients."]
     if inproc:
         u = inproc["us_per_row"]
-        base = f" vs **{u['single_row']['baseline']:.1f}** / {u['batch_10']['baseline']:.1f} µs for the guard of " \
-               f"`{inproc['baseline_rev']}`" if inproc["baseline_rev"] else ""
+        base_txt = f" vs **{u['single_row']['baseline']:.1f}** / {u['batch_10']['baseline']:.1f} µs for the guard of " \
+                   f"`{inproc['baseline_rev']}`" if inproc["baseline_rev"] else ""
         lines += ["", f"The guard alone, in-process (`time.process_time`, GC on, best of {inproc['reps']}, 60 clients "
                       f"× 400 fresh rows, same reference profile): **{u['single_row']['current']:.1f} µs** of CPU per "
                       f"row in single-row requests and {u['batch_10']['current']:.1f} µs per row in 10-row requests"
-                      f"{base} (same process, alternating)."]
+                      f"{base_txt} (same process, alternating)."]
     if not args.no_doc:
         write_section(GUARD_SECTION, "\n".join(lines))
-    print(json.dumps({"summary": res["summary"], "in_process": inproc}, indent=2))
+    print(json.dumps({"summary": summary, "instructions": instr, "in_process": inproc}, indent=2))
     return 0
+
+
+def callgrind_instructions(args, env, serve_cmd, take, seek, ports, procs, tmp, scens, offset) -> dict:
+    """Instructions per request of `aiir serve` and `aiir serve --guard` on the same request stream: both servers
+    under `valgrind --tool=callgrind --instr-atstart=no` (started side by side per scenario), counting switched on
+    (callgrind_control) only around each one's measured requests, one server at a time."""
+    if not _callgrind_available():
+        raise SystemExit("--callgrind needs valgrind (Debian package valgrind)")
+    ver = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    C, n = args.connections, args.callgrind
+    per_req: dict = {s: {} for s in scens}
+    pair = ("aiir", "aiir_guard")
+    for scen in scens:
+        outs = {}
+        for name in pair:
+            outs[name] = tmp / f"{name}-{scen}.callgrind"
+            ports[name] = free_port()
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={outs[name]}"]
+            cmd += serve_cmd(name, ports[name], tmp / f"cg-{name}-{scen}")
+            fh = open(tmp / f"cg-{name}-{scen}.log", "w")
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        for name in pair:
+            wait_ping(ports[name], procs[name], timeout=900)
+        done = {}
+        for name in pair:
+            p, port = procs[name], ports[name]
+            seek(name, scen, offset)  # its own block of fresh rows, the same for both servers
+
+            async def go(m: int, name=name, port=port, scen=scen):
+                budget, lat, bad = [m], [], [0]
+                reqs = [take(name, scen, k, -(-m // C)) for k in range(C)]
+                await asyncio.gather(*(_conn_worker(port, reqs[k], budget, lat, bad, {}) for k in range(C)))
+                return len(lat), bad[0]
+            asyncio.run(go(300))
+            subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True, capture_output=True)
+            done[name], bad = asyncio.run(go(n))
+            subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True, capture_output=True)
+            if bad:
+                raise RuntimeError(f"callgrind run of {name}: {bad} errors")
+        for name in pair:
+            stop(procs[name])
+            total = next(int(line.split()[1]) for line in outs[name].read_text().splitlines()
+                         if line.startswith("totals:"))
+            per_req[scen][name] = total / done[name]
+            print(f"· callgrind {scen:>10} {name:>10}: {total / done[name]:,.0f} instructions per request "
+                  f"({done[name]} requests)", file=sys.stderr)
+    for v in per_req.values():
+        v["overhead"] = round(v["aiir_guard"] / v["aiir"] - 1, 4)
+    return {"valgrind": ver, "requests": n, "per_request": per_req}
 
 
 def main() -> int:
@@ -556,6 +726,10 @@ def main() -> int:
     ap.add_argument("--guard-baseline-rev", default=GUARD_BASELINE_REV,
                     help="--guard-only: the revision whose guard the in-process measurement compares with ('' for none)")
     ap.add_argument("--skip-inprocess", action="store_true", help="--guard-only: no in-process measurement")
+    ap.add_argument("--window", type=float, default=3.0, help="--guard-only: seconds per concurrent window")
+    ap.add_argument("--concurrent-rounds", type=int, default=8, help="--guard-only: concurrent windows per scenario")
+    ap.add_argument("--callgrind", type=int, default=0, metavar="N",
+                    help="--guard-only: also count instructions per request under callgrind over N requests")
     ap.add_argument("--guard-only", action="store_true",
                     help="only `aiir --guard` vs `aiir` (the inline evasion guard's overhead), its own docs section")
     args = ap.parse_args()
