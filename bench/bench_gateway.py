@@ -641,7 +641,7 @@ def guard_only(args) -> int:
                 f"{pct(v['aiir_guard_cpu_overhead'])} | {pct(v['aiir_control_cpu_overhead'])} | "
                 + ", ".join(f"{100 * x:.0f}" for x in v["aiir_guard_throughput_overhead_per_round"]) + " % |")
     if instr:
-        lines += ["", f"Instructions per request under callgrind (valgrind {instr['valgrind']}, the same "
+        lines += ["", f"Instructions per request under callgrind ({instr['valgrind']}, the same "
                       f"{instr['requests']:,} fresh requests per scenario to each server after a 300-request warm-up, "
                       "gateway process only; counts do not depend on the machine's load):", "",
                   "| scenario | aiir | aiir --guard | guard overhead |", "|---|---|---|---|"]
