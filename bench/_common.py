@@ -32,6 +32,22 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {total} RAM, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
 
 
+def module_at_revision(rev: str, path: str, name: str):
+    """The module at ``path`` (relative to the repository) as it was at git revision ``rev``, imported under
+    ``name`` from a temporary copy: a benchmark's baseline is an earlier revision's code, run beside this one."""
+    import importlib.util
+    import tempfile
+
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{path}"], capture_output=True, text=True,
+                         check=True).stdout
+    copy = Path(tempfile.mkdtemp(prefix=f"aiir-{name}-")) / f"{name}.py"
+    copy.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, copy)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def save_json(name: str, obj: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, module_at_revision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -100,6 +100,21 @@ def request_bytes(port: int, body: bytes, client: str) -> bytes:
     return head + body
 
 
+async def _read_response(reader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    low = head.lower()
+    h = low.find(b"content-length:")
+    if h >= 0:
+        await reader.readexactly(int(low[h + 15:low.find(b"\r\n", h)]))
+    else:  # chunked
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return int(head[9:12]), low
+
+
 async def _conn_worker(port: int, req: bytes, budget: list[int], lat: list[float], bad: list[int],
                        versions: dict) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -111,19 +126,7 @@ async def _conn_worker(port: int, req: bytes, budget: list[int], lat: list[float
             t0 = time.perf_counter()
             writer.write(reqs[i % len(reqs)])
             i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            low = head.lower()
-            h = low.find(b"content-length:")  # (not `i`: that is the request cycle's index)
-            if h >= 0:
-                n = int(low[h + 15:low.find(b"\r\n", h)])
-                await reader.readexactly(n)
-            else:  # chunked
-                while True:
-                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                    await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
+            status, low = await _read_response(reader)
             lat.append(time.perf_counter() - t0)
             if status != 200:
                 bad[0] += 1
@@ -357,7 +360,6 @@ def guard_cpu_per_row(ref: Path, baseline_rev: str | None, reps: int = 5) -> dic
     """The guard alone, in this process: CPU microseconds per clean row (60 clients x 400 fresh rows, single-row
     and 10-row requests, best of ``reps``, GC on), this code and the guard of ``baseline_rev`` alternating."""
     import gc
-    import importlib.util
 
     from sklearn.linear_model import LogisticRegression
 
@@ -366,13 +368,7 @@ def guard_cpu_per_row(ref: Path, baseline_rev: str | None, reps: int = 5) -> dic
 
     impls = {"current": lambda: guard_from_options(reference=str(ref), thresholds=None, columns=FEATURES)}
     if baseline_rev:
-        src = subprocess.run(["git", "-C", str(REPO), "show", f"{baseline_rev}:include/aiir/evasion/guard.py"],
-                             capture_output=True, text=True, check=True).stdout
-        path = Path(tempfile.mkdtemp(prefix="aiir-guard-base-")) / "guard_baseline.py"
-        path.write_text(src)
-        spec = importlib.util.spec_from_file_location("guard_baseline", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = module_at_revision(baseline_rev, "include/aiir/evasion/guard.py", "guard_baseline")
         impls["baseline"] = lambda: mod.guard_from_options(reference=str(ref), thresholds=None, columns=FEATURES)
     Xt, yt = synthetic_frame()
     model = LogisticRegression(C=0.3, max_iter=500).fit(Xt.to_numpy(), yt)
@@ -396,21 +392,6 @@ def guard_cpu_per_row(ref: Path, baseline_rev: str | None, reps: int = 5) -> dic
                 assert not g.tripped, f"{name}: clean traffic tripped {sorted(g.tripped)[:5]}"
         out[f"{'single_row' if batch == 1 else f'batch_{batch}'}"] = {n: round(min(v), 2) for n, v in got.items()}
     return {"us_per_row": out, "baseline_rev": baseline_rev, "rows": len(rows), "reps": reps}
-
-
-async def _read_response(reader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    low = head.lower()
-    h = low.find(b"content-length:")
-    if h >= 0:
-        await reader.readexactly(int(low[h + 15:low.find(b"\r\n", h)]))
-    else:  # chunked
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    return int(head[9:12]), low
 
 
 async def _timed_worker(port: int, reqs: list[bytes], start_at: float, deadline: float, out: dict) -> None:

@@ -8,11 +8,8 @@ without a reference profile, global_window 4096 and 512 (generation rotations), 
     .venv/bin/python bench/check_guard_equivalence.py [--rev 4dd7445]
 """
 import argparse
-import importlib.util
 import random
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +19,7 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--rev", default="4dd7445", help="the revision whose guard is the reference")
 args = ap.parse_args()
 import numpy as np  # noqa: E402
+from _common import module_at_revision  # noqa: E402
 
 from aiir.evasion.config import load_config  # noqa: E402
 from aiir.evasion.guard import Guard as New  # noqa: E402
@@ -29,14 +27,7 @@ from aiir.evasion.profile import fit_profile  # noqa: E402
 from aiir.gateway.synthetic import FEATURES  # noqa: E402
 from tests.evasion import evkit  # noqa: E402
 
-old_src = subprocess.run(["git", "-C", str(REPO), "show", f"{args.rev}:include/aiir/evasion/guard.py"],
-                         capture_output=True, text=True, check=True).stdout
-old_path = Path(tempfile.mkdtemp(prefix="aiir-guard-ref-")) / "guard_reference.py"
-old_path.write_text(old_src)
-spec = importlib.util.spec_from_file_location("guard_reference", old_path)
-old = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(old)
-Old = old.Guard
+Old = module_at_revision(args.rev, "include/aiir/evasion/guard.py", "guard_reference").Guard
 
 
 
