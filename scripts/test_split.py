@@ -18,6 +18,7 @@ core idle for most of the suite, so this runs them side by side:
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -53,13 +54,17 @@ def part_command(part: str, marks: list[str], rest: list[str], basetemp: Path) -
     return [sys.executable, "-m", "pytest", "-m", expr, f"--basetemp={basetemp / part}", *rest]
 
 
+PROGRESS = re.compile(r"^(?:\S+\.py )?([.FEsxX]+)\s*(?:\[\s*\d+%\])?$")
+
+
 def _progress(log: Path) -> str:
+    """How many tests the part has reported, from pytest's progress lines (`path.py ..F.  [ 40%]`)."""
     try:
-        text = log.read_text(errors="replace")
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return "no output yet"
-    done = sum(text.count(c) for c in ".FEsx")  # pytest -q progress characters (approximate)
-    return f"~{done} progress marks so far"
+    done = sum(len(m.group(1)) for line in lines if (m := PROGRESS.match(line.strip())))
+    return f"{done} tests reported so far"
 
 
 def main(argv: list[str]) -> int:

@@ -76,3 +76,13 @@ def test_a_part_with_no_tests_counts_as_passed(tmp_path):
                        capture_output=True, text=True, timeout=300, env={**os.environ, "AIIR_TEST_SERIAL": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "one after the other: rest exit 0" in r.stdout and "airflow exit 5" in r.stdout, r.stdout
+
+
+def test_the_heartbeat_counts_tests_from_pytest_progress_lines(tmp_path):
+    log = tmp_path / "airflow.log"
+    log.write_text("platform linux -- Python 3.11.7, pytest-8\nrootdir: /x.y\ncollected 9 items\n\n"
+                   "tests/e2e/test_a.py ..F.                                    [ 40%]\n"
+                   "..s                                                         [ 70%]\n"
+                   "tests/test_b.py E.x\n")
+    assert test_split._progress(log) == "10 tests reported so far"
+    assert test_split._progress(tmp_path / "none.log") == "no output yet"
