@@ -32,9 +32,9 @@ def main() -> int:
     Xtr, ytr = synthetic_frame()
     served = LogisticRegression(C=0.3, max_iter=500).fit(Xtr, ytr)  # the benchmark store's champion (v2)
     prof = fit_profile(Xtr.to_numpy(), FEATURES)
-    bounds = attacks.clip_bounds(prof.standardise(Xtr.to_numpy()))
-    Xc = synthetic_frame(60000, seed=7)[0].to_numpy()
     Zref = prof.standardise(Xtr.to_numpy())
+    bounds = attacks.clip_bounds(Zref)
+    Xc = synthetic_frame(60000, seed=7)[0].to_numpy()
     Sinv = np.linalg.inv(np.cov(Zref, rowvar=False))
     s_pop = served.predict_proba(Xc[:20000])[:, 1]
 
