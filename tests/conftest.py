@@ -10,6 +10,8 @@ import pytest
 
 from tests.k8skit import k8s  # noqa: F401  (the session's one Kubernetes control plane, started on first use)
 
+pytest_plugins = ["tests.costkit"]  # CPU and wall seconds per module, printed at the end of every run
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
