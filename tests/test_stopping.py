@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aiir import runtime
+from aiir import procfs, runtime
 from tests.conftest import VENV_BIN
 
 STUBBORN = r"""
@@ -33,33 +33,6 @@ time.sleep(600)
 """
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                with open(f"/proc/{e}/stat", "rb") as fh:
-                    ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(e))
-    out, todo = set(), [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
 def test_stop_all_kills_stubborn_groups_and_stragglers_fast(tmp_path):
     services, kids = [], []
     for i in range(3):
@@ -71,12 +44,12 @@ def test_stop_all_kills_stubborn_groups_and_stragglers_fast(tmp_path):
         while time.time() < deadline and not (tmp_path / f"s{i}.log").read_text().strip():
             time.sleep(0.05)
         kids += [int(p) for p in (tmp_path / f"s{i}.log").read_text().split()]
-    assert len(kids) == 6 and all(alive(k) for k in kids)
+    assert len(kids) == 6 and all(procfs.alive(k) for k in kids)
     took = runtime.stop_all(services, grace=1.0)
     assert took < 3.0
     time.sleep(0.2)
     assert not any(svc.alive() for svc in services)
-    assert [k for k in kids if alive(k)] == []
+    assert [k for k in kids if procfs.alive(k)] == []
 
 
 def _read_until(fd: int, needle: bytes, timeout: float, buf: bytearray) -> bool:
@@ -144,14 +117,14 @@ def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):
     try:
         ready = _read_until(fd, b"keep running; Ctrl-C stops them", 1500, buf)
         assert ready, buf[-4000:].decode(errors="replace")
-        started = descendants(pid)
+        started = procfs.descendants(pid)
         assert len(started) >= 3, started  # gateway, airflow standalone and its components
         t0 = time.monotonic()
         os.write(fd, b"\x03")  # the terminal driver turns it into SIGINT to the foreground process group
         _read_until(fd, b"stopped ", 10, buf)
         done, status, gone_after = 0, 0, None
         while time.monotonic() - t0 < 10:
-            if gone_after is None and not any(alive(p) for p in started):
+            if gone_after is None and not any(procfs.alive(p) for p in started):
                 gone_after = time.monotonic() - t0
             if not done:
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -161,7 +134,7 @@ def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):
         took = time.monotonic() - t0
         tail = buf[-2000:].decode(errors="replace")
         assert done, f"demo still running after {took:.1f} s:\n" + tail
-        left = [p for p in started if alive(p)]
+        left = [p for p in started if procfs.alive(p)]
         # what Ctrl-C promises: every service it started gone (ports free, no orphan) within 5 s; the demo's
         # own interpreter then exits (its teardown took 2.6 s more at load 10 on 2 cores: bounded at 10 s above)
         assert gone_after is not None and gone_after < 5.0 and not left, (gone_after, left, tail)
@@ -172,7 +145,7 @@ def test_demo_keep_running_stops_within_5s_on_ctrl_c(tmp_path):
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-        for p in started | descendants(pid):
+        for p in started | procfs.descendants(pid):
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:

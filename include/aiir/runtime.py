@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiir import config
+from aiir import config, procfs
 from aiir.errors import AiirError
 
 VENV_BIN = Path(sys.executable).parent
@@ -136,23 +136,6 @@ def hold_until_interrupted(message: str) -> None:
         pass
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids of the live processes in session ``sid`` (each service is the leader of its own session)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # after "comm)": state ppid pgrp session ...; zombies (Z) are already dead
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            out.append(int(entry))
-    return out
-
-
 def stop_all(services: list[Service], *, grace: float = 3.0) -> float:
     """Stop every service at once: SIGTERM to each process group, up to ``grace`` seconds for all of them
     together, then SIGKILL to every group (also sweeping children that outlived their leader). Returns
@@ -168,7 +151,7 @@ def stop_all(services: list[Service], *, grace: float = 3.0) -> float:
     for svc in services:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(svc.proc.pid, signal.SIGKILL)
-        for pid in session_members(svc.proc.pid):  # children that moved to a process group of their own
+        for pid in procfs.session_members(svc.proc.pid):  # children that moved to a process group of their own
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
     for svc in services:
@@ -305,7 +288,7 @@ class Airflow:
             t = ti()
             if t.get("state") != "awaiting_input":
                 return None
-            return t if not _processes_with(str(t.get("id") or "")) else None
+            return t if not procfs.with_text(str(t.get("id") or "")) else None
 
         t = wait_until(paused_and_released, timeout=timeout, interval=0.5,
                        what=f"{dag_id}/{run_id}/{task_id} to wait for a person", service=self.service)
@@ -315,22 +298,6 @@ class Airflow:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         out = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return out.get("value")
-
-
-def _processes_with(text: str) -> list[int]:
-    """Local process ids whose command line contains ``text`` (Linux /proc; none elsewhere)."""
-    if not text or not os.path.isdir("/proc"):
-        return []
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if text.encode() in fh.read():
-                        out.append(int(entry))
-            except OSError:
-                continue
-    return out
 
 
 def start_gateway(model: str, *, port: int | None = None, extra: list[str] | None = None,

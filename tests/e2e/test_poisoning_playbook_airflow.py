@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from aiir import procfs
 from tests.conftest import VENV_BIN, restore_env
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -113,49 +114,10 @@ def incident(world):
 
 
 # --- the scheduler fault (issue #10) ---------------------------------------------------------------------
-def _proc_stat(pid: int) -> list[bytes] | None:
-    """Fields after "comm)" of /proc/PID/stat: state, ppid, ... (None once the process is gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _gone(pid: int) -> bool:
-    st = _proc_stat(pid)
-    return st is None or st[0] in (b"Z", b"X")
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _proc_stat(int(entry))) is not None:
-            kids.setdefault(int(st[1]), []).append(int(entry))
-    return kids
-
-
-def _tree(root: int, kids: dict[int, list[int]] | None = None) -> list[int]:
-    """``root`` and all its live descendants."""
-    kids, out, todo = kids if kids is not None else _children(), [], [root]
-    while todo:
-        pid = todo.pop()
-        if not _gone(pid):
-            out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def _scheduler_of(standalone_pid: int) -> int:
     """The `airflow scheduler` that `airflow standalone` runs (its siblings: dag-processor, api-server, triggerer)."""
-    for pid in _children().get(standalone_pid, []):
-        if "scheduler" in _cmdline(pid).split():
+    for pid in procfs.children().get(standalone_pid, []):
+        if "scheduler" in procfs.command(pid).split():
             return pid
     raise AssertionError(f"no scheduler process under airflow standalone (pid {standalone_pid})")
 
@@ -174,7 +136,7 @@ def _stop(pids) -> None:
             os.kill(pid, signal.SIGSTOP)
     for pid in pids:
         deadline = time.monotonic() + 10
-        while (st := _proc_stat(pid)) is not None and st[0] not in (b"T", b"t", b"Z", b"X"):
+        while (st := procfs.stat(pid)) is not None and st[0] not in (b"T", b"t", b"Z", b"X"):
             if time.monotonic() > deadline:
                 raise AssertionError(f"process {pid} did not stop")
             time.sleep(0.001)
@@ -202,9 +164,9 @@ def _kill_scheduler_while_preserving(world, incident_id: str) -> dict:
                        service=af.service)
 
     def running_it() -> set[int]:
-        kids = _children()
-        holders = [p for p in _tree(scheduler, kids) if ti_id in _cmdline(p)]
-        return set().union(*(_tree(p, kids) for p in holders)) if holders else set()
+        kids = procfs.children()
+        holders = [p for p in procfs.tree(scheduler, kids) if ti_id in procfs.command(p)]
+        return set().union(*(procfs.tree(p, kids) for p in holders)) if holders else set()
 
     wait_until(running_it, timeout=900, interval=0.05, what="a process running preserve_evidence",
                service=af.service)
@@ -222,13 +184,13 @@ def _kill_scheduler_while_preserving(world, incident_id: str) -> dict:
         time.sleep(0.01)
     assert "sealed" not in acts, f"preserve_evidence sealed before the fault could be injected: {acts}"
     stopped: set[int] = set(group)
-    while (new := set(_tree(scheduler)) - stopped):
+    while (new := set(procfs.tree(scheduler)) - stopped):
         _stop(new)
         stopped |= new
     at_kill = _custody(bundle)  # nothing of the tree can write any more: this is the bundle at the fault
     for pid in stopped:
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: all(_gone(p) for p in stopped), timeout=30, what="the killed processes to die")
+    wait_until(lambda: all(not procfs.alive(p) for p in stopped), timeout=30, what="the killed processes to die")
     t_kill = time.monotonic()
     # a new scheduler, as systemd/supervisord would start; it resets the tasks the dead one had running
     # (queued_by a SchedulerJob whose heartbeat is older than scheduler_health_check_threshold, 30 s) at
@@ -346,7 +308,7 @@ def test_scheduler_killed_mid_preserve_the_run_completes_and_nothing_is_sealed_t
     at_kill = Counter(e["action"] for e in fault["custody_at_kill"])
     assert at_kill["opened"] == 1 and at_kill["added"] >= 1 and at_kill["sealed"] == 0, at_kill
     assert len(fault["killed"]) > 1, fault["killed"]  # the scheduler and at least its worker/task processes
-    assert all(_gone(p) for p in fault["killed"])
+    assert all(not procfs.alive(p) for p in fault["killed"])
     assert fault["restarted"].alive(), fault["restarted"].tail()
     af = world["af"]
     tis = {t["task_id"]: t for t in af.task_instances("incident_data_poisoning", incident["incident_id"])}
