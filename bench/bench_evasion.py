@@ -180,7 +180,7 @@ def main() -> int:
         Xh, yh = synthetic_frame(3000, seed=3)  # held-out rows (attack targets, evaluation)
         Xh_np = Xh.to_numpy()
         fraud_pool = Xh_np[served.predict(Xh) == 1]
-        Xc, _ = synthetic_frame(6000, seed=11)
+        Xc, yc = synthetic_frame(6000, seed=11)
         clean = Clean(url, clean_keys, Xc.to_numpy().round(4).tolist(), args.clean_rate)
         clean.cols = FEATURES
         clean.start()
@@ -293,6 +293,10 @@ def main() -> int:
         scan_caught = set(sus) & attacking
         scan_clean = sorted(s for s in sus if s.startswith("merchant-"))
 
+        # ---- after the labels arrive: the same scan with the true label of every decision (chargebacks,
+        # analyst review; days later in a real deployment: the delay is the label feed's, not the scan's)
+        lab_res = _scan_with_labels(scan, target, tmp, ref, Xc.to_numpy(), yc, attacking, kinds, set(sus))
+
         hz_res = canary_res = None
         if not args.quick:
             # ---- hardening: adversarial retraining, robust accuracy on held-out attacks, gate
@@ -370,6 +374,7 @@ def main() -> int:
                      "missed": sorted(attacking - scan_caught), "clean_flagged": scan_clean,
                      "decisions": res.report["decisions"], "scan_seconds": round(t_scan, 3),
                      "contain_seconds": round(t_block, 3), "status": res.status},
+            "scan_labels": lab_res,
             "hardening": hz_res, "canary": canary_res,
             "seconds": round(time.time() - t_start, 1),
         }
@@ -395,6 +400,78 @@ def main() -> int:
     return 0
 
 
+def _scan_with_labels(scan, target, tmp: Path, ref: Path, Xc: np.ndarray, yc: np.ndarray, attacking: set,
+                      kinds: dict, input_suspects: set) -> dict:
+    """``aiir scan-evasion --labels`` over the same decisions, with the true label of each: clean clients' and the
+    transfer attacker's recon rows their own (rows of the clean pool), every crafted or probing row fraud (1).
+    Also with ``labels.window = 0`` (whole client only), to show what the windows add."""
+    import pandas as pd
+
+    from aiir.gateway.synthetic import FEATURES
+
+    truth = {tuple(np.round(x, 4)): int(t) for x, t in zip(Xc, yc, strict=True)}
+    rows = target.decisions(None, None)
+    ids, lab = [], []
+    for d in rows:
+        key = tuple(round(float(d["features"][c]), 4) for c in FEATURES)
+        c = d["client_id"]
+        if c.startswith("merchant-") or (c == "transfer-1" and key in truth):
+            if key not in truth:
+                continue
+            lab.append(truth[key])
+        else:
+            lab.append(1)  # a HopSkipJump probe of a fraud row, or a row crafted on the surrogate from one
+        ids.append(d["decision_id"])
+    path = tmp / "labels.parquet"
+    pd.DataFrame({"decision_id": ids, "label": lab}).to_parquet(path)
+    out = {"labelled": len(ids), "positives": int(sum(lab)),
+           "note": "after the labels arrive: the delay is the label feed's (chargebacks take days), not the scan's"}
+    for name, thr in (("windows", None), ("whole_client_only", {"labels": {"window": 0}})):
+        t0 = time.perf_counter()
+        r = scan.scan_target(target, tmp / f"scan-labels-{name}", reference=ref, labels=path, thresholds=thr)
+        sus = {s["client_id"]: s for s in r.report["suspect_clients"]}
+        caught = set(sus) & attacking
+        sig = _label_tests(path, rows, thr, input_suspects)
+        clean_sus = sorted(c for c in sus if c.startswith("merchant-"))
+        out[name] = {"caught": len(caught), "by_kind": {k: {"caught": len(ids_ & caught), "of": len(ids_)}
+                                                        for k, ids_ in kinds.items()},
+                     "clean_flagged": clean_sus, "transfer_label_signals": sig,
+                     "label_reasons": {c: [x for x in s["reasons"] if x.startswith("label")] for c, s in sus.items()
+                                       if any(x.startswith("label") for x in s["reasons"])},
+                     "labels": {k: r.report["labels"][k] for k in ("matched", "unmatched", "labelled_positive",
+                                                                   "let_through_positive", "baseline_miss_rate_all")},
+                     "scan_seconds": round(time.perf_counter() - t0, 3)}
+    return out
+
+
+def _label_tests(path: Path, rows: list[dict], thr, input_suspects: set) -> dict:
+    """The label tests of transfer-1 and the smallest p-value among clean clients (findings.json has the tests
+    of suspect clients only): the same functions the scan calls, over the decisions sorted as it sorts them."""
+    from aiir.evasion import labels as lb
+    from aiir.evasion.config import load_config
+    from aiir.evasion.profile import finite
+
+    cfg = load_config(thr)
+    rows = sorted(rows, key=lambda d: (str(d.get("ts") or ""), str(d.get("decision_id") or "")))
+    scores = np.array([finite(d.get("score")) if finite(d.get("score")) is not None else np.nan for d in rows])
+    lab = lb.prepare(path, rows, scores, cfg)
+    clients = np.array([d["client_id"] for d in rows], dtype=object)
+    # as the scan: the model's answers (not the guard's) of clients no input signal names
+    base = lb.Baseline(lab, cfg, lab.labelled & ~lab.guard & ~np.isin(clients, sorted(input_suspects)))
+    out: dict = {"transfer-1": {}, "clean_min_p": {}}
+    for c in sorted(set(clients.tolist())):
+        ii = np.flatnonzero(clients == c)
+        t = lb.tests_for(ii, base, cfg)
+        t.pop("baseline", None)
+        if c == "transfer-1":
+            out[c] = {k: {"hits": v["hits"], "n": v["n"], "expected": v["expected"], "p_value": v["p_value"],
+                          "segment": v["segment"], "significant": v["significant"]} for k, v in t.items()}
+        elif c.startswith("merchant-"):
+            for k, v in t.items():
+                out["clean_min_p"][k] = min(out["clean_min_p"].get(k, 1.0), v["p_value"])
+    return out
+
+
 def _spread(xs: list[float]) -> dict | None:
     return {"median": statistics.median(xs), "max": max(xs), "n": len(xs)} if xs else None
 
@@ -412,6 +489,11 @@ class _Oracle:
         p = self.model.predict_proba(X)[:, 1]
         self.q += p.tolist()
         return np.eye(2)[(p >= 0.5).astype(int)]
+
+
+def _p(d: dict, key: str | None, direct: str | None = None) -> str:
+    v = (d.get(direct) if direct else (d.get(key) or {}).get("p_value")) if isinstance(d, dict) else None
+    return f"{v:.1e}" if isinstance(v, int | float) else "—"
 
 
 def _verdict(r: dict) -> str:
@@ -482,6 +564,16 @@ def markdown(r: dict) -> str:
         f"| `aiir scan-evasion` over the decision log afterwards: caught / clean flagged | {s['caught']}/"
         f"{g['attacking_identities']} / {len(s['clean_flagged'])}/{p['clean_clients']} "
         f"({s['decisions']:,} decisions, {s['scan_seconds']} s) | |",
+        *(["| **after the labels arrive** (`aiir scan-evasion --labels`, true label of every decision; the delay is "
+           "the label feed's, not the scan's): caught by kind / clean flagged | "
+           + "; ".join(f"{k} {v['caught']}/{v['of']}" for k, v in sl["windows"]["by_kind"].items())
+           + f" / {len(sl['windows']['clean_flagged'])}/{p['clean_clients']}; transfer-1 label_surprise p "
+           f"{_p(sl['windows']['transfer_label_signals']['transfer-1'], 'label_surprise')}, label_miss p "
+           f"{_p(sl['windows']['transfer_label_signals']['transfer-1'], 'label_miss')} (smallest clean p "
+           f"{_p(sl['windows']['transfer_label_signals']['clean_min_p'], None, 'label_surprise')}); whole client "
+           f"only (no windows): transfer {sl['whole_client_only']['by_kind']['transfer']['caught']}/1, p "
+           f"{_p(sl['whole_client_only']['transfer_label_signals']['transfer-1'], 'label_surprise')} | ≥ 90 % / ≤ 1 % |"]
+          if (sl := r.get("scan_labels")) else []),
         f"| playbook path (scheduled scan + block at the target) | scan {s['scan_seconds']} s + containment "
         f"{s['contain_seconds']} s, after the schedule's interval (Airflow task start ~1.5 s, bench_mttc) | |",
         "",

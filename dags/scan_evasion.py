@@ -8,6 +8,9 @@ cluster and across clients (`aiir scan-evasion`, [docs/evasion.md]). On a findin
 itself** and triggers `incident_adversarial_evasion` with it (run id = incident id; a scan whose suspects an
 open incident already covers is reported as a duplicate and opens nothing). The gateway's inline guard
 reacts within the serving path; this DAG is the second line, for attacks slower than the guard's windows.
+With `labels` (a file of delayed labels of served decisions: chargebacks, analyst review) it also flags
+clients whose let-through decisions were later labelled positive far more often than other clients' — the
+one sign a transfer attack leaves, as late as the label feed (set `since` to cover the labelled decisions).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ SCHEDULE = os.environ.get("AIIR_EVASION_SCHEDULE", "*/15 * * * *")
         "target_name": Param("fraud-detector", type="string", title="Serving target"),
         "since": Param("1h", type="string", title="Decisions of the last (15m, 2h, 7d, or an ISO time)"),
         "reference": Param("", type="string", title="Reference data or profile (empty: the model's profile)"),
+        "labels": Param("", type="string", title="Delayed labels file (CSV/Parquet: decision_id, label; "
+                                                 "chargebacks). Empty: the label signal is off"),
     },
 )
 def scan_evasion():
@@ -52,6 +57,7 @@ def scan_evasion():
         target_name="{{ params.target_name }}",
         since="{{ params.since }}",
         reference="{{ params.reference }}",
+        labels="{{ params.labels }}",
         on_success_callback=SiemNotifier("detect", "evasion_scan_completed"),
     )
     trigger = TriggerPlaybookOperator(

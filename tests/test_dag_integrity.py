@@ -28,6 +28,8 @@ out = {"errors": {k: v[-400:] for k, v in bag.import_errors.items()}, "seconds":
                            "tasks": [t.task_id for t in d.tasks],
                            "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
                            "max_active_runs": d.max_active_runs,
+                           "params": {k: v for k, v in d.params.dump().items() if isinstance(v, str | int | float)},
+                           "labels_templates": {t.task_id: t.labels for t in d.tasks if isinstance(getattr(t, "labels", None), str)},
                            "alerts": {t.task_id: [t.task_type, [getattr(c, "action", None) for c in (
                                t.on_success_callback if isinstance(t.on_success_callback, list)
                                else [t.on_success_callback] if t.on_success_callback else [])]]
@@ -140,3 +142,11 @@ def test_every_playbook_dag_matches_its_definition(dagbag):
             assert first == [pb.steps[0].name], "containment must be the run's only first task"
         checked += 1
     assert checked >= 2
+
+
+def test_scan_evasion_labels_param_is_off_by_default(dagbag):
+    """The delayed-label signal is opt-in: the DAG's `labels` Param defaults to empty, which the scan task passes
+    on as it is (job.run treats "" as no labels: tests/gateway/test_evasion_playbook.py)."""
+    d = dagbag["dags"]["scan_evasion"]
+    assert d["params"]["labels"] == ""
+    assert d["labels_templates"] == {"scan": "{{ params.labels }}"}

@@ -478,6 +478,9 @@ def triage_sentences(triage: Any) -> list[str]:
     if "confirmed" in triage:
         out.append("The signal is confirmed." if triage.get("confirmed") else
                    "The signal is NOT confirmed by the labelled feedback.")
+        if not (s and g):  # a triage of its own kind (e.g. evasion: per client lines): its other facts too
+            out += [f"{k}: {fmt(v)}." for k, v in triage.items()
+                    if k not in ("confirmed", "precision_drop", "recall_drop", "rows") and not isinstance(v, (dict, list))]
     if not out:
         out = [f"{k}: {fmt(v)}." for k, v in triage.items() if not isinstance(v, (dict, list))]
     return out

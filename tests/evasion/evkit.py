@@ -85,3 +85,30 @@ def attack_spread(model, prof, X, ids: int = 30, **kw) -> list[dict]:
     for i, r in enumerate(recs):
         r["client_id"] = f"sybil-{(i // 8) % ids:02d}"
     return recs
+
+
+def attack_transfer(model, prof, X, *, client: str = "transfer-1", recon: int = 300, rows: int = 40,
+                    eps: float = 1.5, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
+    """The transfer attacker of bench_evasion in-process: ``recon`` fresh rows labelled through the model, a
+    logistic-regression surrogate, ``rows`` fraud rows crafted on it with PGD (L2 ``eps`` std), sent one each.
+    Returns its decision records and their true labels (recon rows: their own; crafted rows: fraud)."""
+    Xr, yr = synthetic_frame(recon, seed=100 + seed)
+    Xr = Xr.to_numpy()
+    pool, _ = synthetic_frame(4000, seed=200 + seed)
+    pool = pool.to_numpy()
+    pool = pool[model.predict(pool) == 1][:rows]
+    bounds = attacks.clip_bounds(prof.standardise(X.to_numpy()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sur = attacks.fit_surrogate(prof.standardise(Xr), model.predict(Xr))
+        Xt = prof.mean + attacks.transfer_attack(sur, prof.standardise(pool), eps=eps, bounds=bounds) * prof.std
+    Xq = np.vstack([Xr, Xt])
+    recs = record(client, Xq, model.predict_proba(Xq)[:, 1], T0 + timedelta(minutes=9), 0.05, f"tr-{client}")
+    truth = np.concatenate([yr, np.ones(len(Xt), int)])
+    return recs, {r["decision_id"]: int(t) for r, t in zip(recs, truth, strict=True)}
+
+
+def clean_labels(clients: int = 40, per_client: int = 100, seed: int = 7) -> dict[str, int]:
+    """The true labels of :func:`clean_traffic`'s decisions."""
+    _, y = synthetic_frame(clients * per_client, seed=seed)
+    return {f"clean{k}-{i}": int(y[k * per_client + i]) for k in range(clients) for i in range(per_client)}

@@ -156,7 +156,80 @@ def test_scheduled_scan_opens_one_incident_per_attack(incident_env):
     assert s1["playbook_dag_id"] == "incident_adversarial_evasion" and s1["playbook"] == "adversarial_evasion"
     assert s1["conf"]["opened_by"] == "scan_evasion" and "prober-9" in s1["conf"]["suspect_sources"]
     assert {f["kind"] for f in s1["conf"]["findings"]} >= {"evasion"}
-    again = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__1")
+    # the DAG's default labels Param ("") is no label signal
+    again = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__1", labels="")
+    assert again["labels"] is None
     assert again["incident"]["incident_id"] == s1["incident"]["incident_id"]  # a re-run reuses its incident
     s2 = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="scheduled__2")
     assert s2["status"] == "duplicate" and s2["duplicate_of"] == s1["incident"]["incident_id"]
+
+
+def test_delayed_labels_find_a_transfer_attacker_and_the_playbook_shows_them(incident_env, tmp_path):
+    """A transfer attacker over real HTTP (labels 300 rows through the API, fits a surrogate, sends 40 PGD rows
+    crafted on it, one per request) is invisible to the input signals; once the labels of the decisions arrive
+    (true labels; the crafted rows are fraud), the scheduled scan with ``labels`` opens an incident naming it,
+    triage re-scans with the same labels and the report shows them (the labels path escaped)."""
+    import pandas as pd
+
+    from aiir.evasion import attacks, job
+    from aiir.evasion import playbook as ep
+    from aiir.evasion.profile import fit_profile
+    from aiir.incident import validate_conf
+    from aiir.targets.local import LocalGatewayTarget
+
+    gw = incident_env
+    Xtr, _ = synthetic_frame()
+    prof = fit_profile(Xtr.to_numpy(), FEATURES)
+    bounds = attacks.clip_bounds(prof.standardise(Xtr.to_numpy()))
+    truth: dict[tuple, int] = {}
+    Xc, yc = synthetic_frame(1200, seed=31)  # clean clients: 20 shops x 60 rows, 10 rows a request
+    Xc = Xc.to_numpy().round(6)
+    for k in range(0, len(Xc), 10):
+        assert gw.score(split(Xc[k:k + 10].tolist(), FEATURES), client=f"till-{(k // 10) % 20}").status_code == 200
+    truth.update({tuple(x): int(t) for x, t in zip(Xc.tolist(), yc, strict=True)})
+    oracle = attacks.HttpModel(gw.url, FEATURES, mean=prof.mean, std=prof.std, clients=["surrogate-3"],
+                               rows_per_request=20)
+    Xr, yr = synthetic_frame(300, seed=32)
+    Xr = Xr.to_numpy().round(6)
+    got = oracle.labels_raw(Xr)
+    truth.update({tuple(x): int(t) for x, t in zip(Xr.tolist(), yr, strict=True)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sur = attacks.fit_surrogate(prof.standardise(Xr), got)
+        tgt = Xr[got == 1][:40]
+        Xt = prof.mean + attacks.transfer_attack(sur, prof.standardise(tgt), eps=1.5, bounds=bounds) * prof.std
+    Xt = Xt.round(6)
+    oracle.rows_per_request = 1
+    evaded = int((oracle.labels_raw(Xt) == 0).sum())
+    oracle.close()
+    assert evaded >= 20, evaded
+    truth.update({tuple(x): 1 for x in Xt.tolist()})
+    gw.flush()
+    target = LocalGatewayTarget(MODEL, url=gw.url)
+    mine = [d for d in target.decisions(None, None) if d["client_id"] == "surrogate-3" or d["client_id"].startswith("till-")]
+    target.close()
+    assert len(mine) == 1200 + 300 + 40
+    rows = [(d["decision_id"], truth[tuple(round(float(d["features"][c]), 6) for c in FEATURES)]) for d in mine]
+    ldir = tmp_path / "<b>labels&co"
+    ldir.mkdir()
+    lfile = ldir / "chargebacks.csv"
+    pd.DataFrame(rows, columns=["decision_id", "label"]).to_csv(lfile, index=False)
+    plain = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="labels__0")
+    assert "surrogate-3" not in plain["suspect_clients"]  # the inputs alone do not show it
+    s = job.run(model_name=MODEL, target_name=MODEL, since="1h", run_id="labels__1", labels=str(lfile))
+    assert s["status"] == "incident" and "surrogate-3" in s["suspect_clients"], s
+    assert not [c for c in s["suspect_clients"] if c.startswith("till-")]
+    assert s["labels"]["matched"] == len(rows) and s["labels"]["unmatched"] == 0
+    lf = [f for f in s["conf"]["findings"] if f["kind"] == "label_evasion"]
+    assert lf and lf[0]["sources"] == ["surrogate-3"] and lf[0]["evidence"]["labels_file"] == str(lfile.resolve())
+    record = validate_conf(s["conf"])
+    t = ep.triage(record)
+    assert "surrogate-3" in t["suspects_found"] and t["labels"]["matched"] == len(rows)
+    lab = t["attack"]["surrogate-3"]["labels"]
+    assert lab["let_through_positive"] >= evaded and "label_surprise" in lab["signals"]
+    rep = ep.report(record)
+    html = open(rep["html"], encoding="utf-8").read()
+    assert "delayed labels" in html and "label_surprise" in html
+    assert "&lt;b&gt;labels&amp;co" in html and "<b>labels" not in html
+    md = open(rep["md"], encoding="utf-8").read()
+    assert "delayed labels" in md and "<b>labels" not in md

@@ -35,6 +35,10 @@ def scan_evasion(
                             "out-of-distribution signal and scales features like the training data.")] = None,
     thresholds: Annotated[Path | None, typer.Option(
         "--thresholds", help="TOML overriding aiir/evasion/thresholds.toml.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Delayed labels of served decisions (CSV/Parquet with decision_id and label, e.g. "
+                         "chargebacks): flags clients whose let-through decisions were later labelled positive "
+                         "far more often than other clients' at the same scores (docs/evasion.md).")] = None,
 ) -> None:
     """Look for query-based evasion and model extraction in served decisions: near-duplicate probing,
     scores at the decision boundary, decision flips, out-of-distribution inputs, unusual rates — per
@@ -46,7 +50,7 @@ def scan_evasion(
         raise BadInput("--decision-log", "give exactly one of --decision-log PATH or --target-kind KIND")
     if decision_log is not None:
         res = scan.scan_decision_log(decision_log, out, since=since, until=until, reference=reference,
-                                     thresholds=thresholds, model=model, progress=progress)
+                                     thresholds=thresholds, model=model, labels=labels, progress=progress)
     else:
         from aiir.targets import get_target
 
@@ -56,7 +60,7 @@ def scan_evasion(
         target = get_target(target_kind, name)
         try:
             res = scan.scan_target(target, out, since=since, until=until, reference=reference,
-                                   thresholds=thresholds, progress=progress)
+                                   thresholds=thresholds, labels=labels, progress=progress)
         finally:
             target.close()
     progress(f"{res.status}: {len(res.report['suspect_clients'])} suspect client(s), "

@@ -57,6 +57,15 @@ def load_config(override: str | Path | dict[str, Any] | None = None) -> dict[str
         raise BadInput(where, f"guard.action must be 'fallback' or 'block', got {cfg['guard']['action']!r}")
     if not 0 < cfg["tests"]["alpha"] < 1:
         raise BadInput(where, "tests.alpha must be between 0 and 1")
+    lab = cfg["labels"]
+    if not 0 < lab["alpha"] < 1:
+        raise BadInput(where, "labels.alpha must be between 0 and 1")
+    if not 0.5 <= lab["baseline_quantile"] < 1:
+        raise BadInput(where, "labels.baseline_quantile must be in [0.5, 1)")
+    if lab["score_bands"] < 1:
+        raise BadInput(where, "labels.score_bands must be at least 1")
+    if 0 < lab["window"] < 2:
+        raise BadInput(where, "labels.window must be 0 (off) or at least 2")
     for s in SIGNALS:
         if not 0 < cfg["clean_rates"][s] < 1:
             raise BadInput(where, f"clean_rates.{s} must be between 0 and 1")

@@ -17,7 +17,9 @@ from aiir.incident import now_iso
 
 def run(*, model_name: str, target_kind: str = "local", target_name: str | None = None, since: str = "1h",
         reference: str | None = None, thresholds: str | None = None, run_id: str = "manual",
-        regimes: list[str] | None = None) -> dict[str, Any]:
+        regimes: list[str] | None = None, labels: str | None = None) -> dict[str, Any]:
+    """``labels``: a delayed-labels file (CSV/Parquet, ``decision_id`` + ``label``) for the label signal; ``None``
+    or empty: off."""
     from aiir import lifecycle
     from aiir.evasion.scan import scan_target
     from aiir.incident import from_check, save
@@ -32,7 +34,8 @@ def run(*, model_name: str, target_kind: str = "local", target_name: str | None 
     out = config.paths().checks / f"evasion__{safe_run}"
     target = get_target(target_kind, target_name)
     try:
-        res = scan_target(target, out, since=since, reference=reference, thresholds=thresholds)
+        res = scan_target(target, out, since=since, reference=reference, thresholds=thresholds,
+                          labels=labels or None)
     finally:
         target.close()
     rep = res.report
@@ -40,7 +43,9 @@ def run(*, model_name: str, target_kind: str = "local", target_name: str | None 
     summary: dict[str, Any] = {"status": res.status, "severity": rep["severity"], "check_dir": str(out),
                                "decisions": rep["decisions"], "clients": rep["clients"], "suspect_clients": suspects,
                                "suspect_clusters": [c["cluster_id"] for c in rep["suspect_clusters"]],
-                               "checked_at": rep["scanned_at"], "incident": None, "conf": None}
+                               "checked_at": rep["scanned_at"], "incident": None, "conf": None,
+                               "labels": ({k: rep["labels"].get(k) for k in ("file", "matched", "unmatched")}
+                                          if rep.get("labels") else None)}
     if res.incident:
         fp = lifecycle.fingerprint(model=model_name, batch_sha256=None,
                                    finding_kinds=[f["kind"] for f in rep["findings"]], sources=suspects)

@@ -124,8 +124,13 @@ def triage(record: IncidentRecord, *, target=None) -> dict[str, Any]:
 
     det = datetime.fromisoformat(record.detected_at.replace("Z", "+00:00"))
     since = (det - timedelta(hours=TRIAGE_WINDOW_H)).astimezone(UTC).isoformat()
+    labels, labels_note = _labels(record)
+    if labels is not None:  # the labelled decisions are older than the detection by the label feed's delay
+        first = min((f.get("evidence") or {}).get("first_ts") or since for f in record.findings
+                    if f.get("kind") == "label_evasion")
+        since = min(since, _iso(first) or since)
     tgt = _target(record, target)
-    res = scan.scan_target(tgt, record.workdir / "scan", since=since, reference=_reference(record))
+    res = scan.scan_target(tgt, record.workdir / "scan", since=since, reference=_reference(record), labels=labels)
     named = suspect_clients(record)
     found = [s["client_id"] for s in res.report["suspect_clients"]]
     # the attack's numbers: perturbation sizes (RMS distance of each near-duplicate to its nearest neighbour)
@@ -156,17 +161,46 @@ def triage(record: IncidentRecord, *, target=None) -> dict[str, Any]:
                      "perturbation_rms": ({"median": float(np.median(sizes_arr)), "p10": float(np.percentile(sizes_arr, 10)),
                                            "p90": float(np.percentile(sizes_arr, 90))} if sizes_arr.size else None),
                      "served_by_guard": sum(1 for r in rs if r.get("source") == "gateway-guard")}
+    for s in res.report["suspect_clients"]:  # the delayed-label signal, when the scan had labels
+        if s.get("labels") and s["client_id"] in attack:
+            lab = s["labels"]
+            attack[s["client_id"]]["labels"] = {
+                "labelled": lab["labelled"], "labelled_positive": lab["labelled_positive"],
+                "let_through_positive": lab["let_through_positive"],
+                "signals": [r for r in s["reasons"] if r in scan.LABEL_SIGNALS],
+                "p_value": min((s["signals"][r]["p_value"] for r in s["reasons"] if r in scan.LABEL_SIGNALS),
+                               default=None)}
     result = {"scan_status": res.status, "findings_file": res.paths["findings"],
               "suspect_decisions_file": res.paths["suspect_decisions"], "window_since": since,
               "named_clients": named, "suspects_found": found,
-              "confirmed": bool(found) or any(f.get("kind") in ("evasion", "extraction") and f.get("severity") in
+              "confirmed": bool(found) or any(f.get("kind") in ("evasion", "label_evasion", "extraction") and
+                                              f.get("severity") in
                                               ("high", "critical") for f in record.findings),
-              "attack": attack, "atlas": [t["id"] for t in res.report["atlas"]],
+              "attack": attack, "labels": res.report.get("labels"), "labels_note": labels_note,
+              "atlas": [t["id"] for t in res.report["atlas"]],
               "owasp": [o["id"] for o in res.report["owasp"]]}
     _write(out, result)
     add_event(record, "triaged", actor="aiir-playbook",
               details={"confirmed": result["confirmed"], "suspects": found[:20]})
     return result
+
+
+def _iso(ts: Any) -> str | None:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).astimezone(UTC).isoformat()
+    except ValueError:
+        return None
+
+
+def _labels(record: IncidentRecord) -> tuple[str | None, str | None]:
+    """The delayed-labels file a ``label_evasion`` finding was made with, if it is still there."""
+    for f in record.findings:
+        path = (f.get("evidence") or {}).get("labels_file") if f.get("kind") == "label_evasion" else None
+        if isinstance(path, str) and path:
+            if Path(path).is_file():
+                return path, None
+            return None, f"labels file {path} is gone: triage re-scanned without the delayed-label signal"
+    return None, None
 
 
 # --- 3. preserve -----------------------------------------------------------------------------------
@@ -375,6 +409,18 @@ def redeploy(record: IncidentRecord, *, target=None, share: float = 0.2, observe
     return result
 
 
+def _attack_line(a: dict[str, Any]) -> str:
+    line = (f"{a['queries']} queries {a['first_ts']} → {a['last_ts']}; perturbation RMS median "
+            f"{a['perturbation_rms']['median']:.4f}" if a.get("perturbation_rms") else f"{a['queries']} queries")
+    lab = a.get("labels")
+    if lab:
+        p = lab.get("p_value")
+        line += (f"; delayed labels: {lab['let_through_positive']} of its {lab['labelled_positive']} labelled "
+                 f"positives let through ({', '.join(lab.get('signals') or []) or 'not significant'}"
+                 + (f", p {p:.1e}" if isinstance(p, int | float) else "") + ")")
+    return line
+
+
 # --- 6. report ------------------------------------------------------------------------------------
 def report(record: IncidentRecord) -> dict[str, Any]:
     """The incident report (HTML/JSON/Markdown) with the attack's queries, perturbation sizes and clients."""
@@ -416,10 +462,14 @@ def report(record: IncidentRecord) -> dict[str, Any]:
         "mitigations": ["AML.M0015", "AML.M0004", "AML.M0003", "AML.M0024"],
         "versions": _read(w / "versions.json"),
         "triage": {"confirmed": tri.get("confirmed"), "suspect clients": ", ".join(tri.get("suspects_found", [])),
-                   **{f"client {c}": (f"{a['queries']} queries {a['first_ts']} → {a['last_ts']}; perturbation RMS "
-                                      f"median {a['perturbation_rms']['median']:.4f}" if a.get("perturbation_rms")
-                                      else f"{a['queries']} queries")
-                      for c, a in (tri.get("attack") or {}).items()}},
+                   **{f"client {c}": _attack_line(a) for c, a in (tri.get("attack") or {}).items()},
+                   **({"delayed labels": f"{tri['labels'].get('matched')} decisions labelled "
+                                         f"({tri['labels'].get('labelled_positive')} positive, "
+                                         f"{tri['labels'].get('let_through_positive')} of them let through by the "
+                                         f"model) from {tri['labels'].get('file')}; the label signal is as "
+                                         "late as the label feed"}
+                      if tri.get("labels") else {}),
+                   **({"labels": tri["labels_note"]} if tri.get("labels_note") else {})},
         "containment": _read(w / "contain.json"), "evidence": ev, "recovery": recovery, "attachments": attachments,
     }
     paths = render_report(doc, w / "report")

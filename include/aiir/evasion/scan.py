@@ -41,6 +41,7 @@ from aiir.evasion.config import SIGNALS, load_config, strength, test_signal
 from aiir.evasion.profile import Profile, finite
 
 MAX_IDS = 200  # decision ids listed per client / cluster in findings.json (all are in the CSV)
+LABEL_SIGNALS = ("label_miss", "label_surprise")  # the delayed-label signal (aiir.evasion.labels)
 
 
 @dataclass
@@ -138,8 +139,12 @@ def _peak_per_min(t: np.ndarray) -> int:
 
 def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: Profile | None = None,
              thresholds: str | Path | dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-             window: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
-    """Scan served decisions (dicts with the :data:`aiir.targets.base.DECISION_FIELDS`) and write the findings."""
+             window: dict[str, Any] | None = None, labels: str | Path | dict[str, Any] | None = None,
+             progress: Callable[[str], None] | None = None) -> ScanResult:
+    """Scan served decisions (dicts with the :data:`aiir.targets.base.DECISION_FIELDS`) and write the findings.
+
+    ``labels`` (a CSV/Parquet file with ``decision_id`` and ``label``, or a dict of them): the delayed-label
+    signal of :mod:`aiir.evasion.labels`."""
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     cfg = load_config(thresholds)
@@ -197,6 +202,16 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             flip[gb[diff]] = True
 
     flags = {"near_dup": near_dup, "boundary": boundary, "flip": flip, "ood": ood}
+    lab = base = None
+    if labels is not None:
+        from aiir.evasion import labels as lb
+
+        if not n:
+            raise BadInput(str(labels) if not isinstance(labels, dict) else "labels",
+                           "decision_id: no scanned decision to match the labels to")
+        say("matching the delayed labels to the decisions")
+        lab = lb.prepare(labels, decisions, scores, cfg)
+        let_through_pos = (lab.y == 1) & lab.through
 
     # ---- across clients: clusters of near-duplicate queries
     say("linking near-duplicate queries across clients")
@@ -208,16 +223,16 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
         from scipy.sparse.csgraph import connected_components
 
         g = coo_matrix((np.ones(ga.size), (ga, gb)), shape=(n, n))
-        _, labels = connected_components(g, directed=False)
-        sizes = np.bincount(labels)
+        _, component = connected_components(g, directed=False)
+        sizes = np.bincount(component)
         cflip = np.zeros(n, dtype=bool)
         diff = preds[ga] != preds[gb]
         cflip[ga[diff]] = True
         cflip[gb[diff]] = True
         big = np.flatnonzero(sizes >= cfg["clusters"]["min_size"])
         k = 0
-        for lab in big[np.argsort(-sizes[big])]:
-            members = np.flatnonzero(labels == lab)
+        for comp in big[np.argsort(-sizes[big])]:
+            members = np.flatnonzero(component == comp)
             mc = sorted(set(clients[members].tolist()))
             if len(mc) < cfg["clusters"]["min_clients"]:
                 continue
@@ -248,8 +263,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
     extraction_clients: list[str] = []
     n_clean = 0
     n_tests = 0
-    for c, idx in sorted(groups.items()):
-        ii = np.asarray(idx)
+
+    def input_tests(ii: np.ndarray):
         m = len(ii)
         tests: dict[str, Any] = {}
         for s in SIGNALS:
@@ -257,7 +272,6 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
                 continue
             denom = int(has_score[ii].sum()) if s == "boundary" else m
             tests[s] = test_signal(int(flags[s][ii].sum()), denom, rates[s], alpha, min_hits)
-            n_tests += 1
         peak = _peak_per_min(np.sort(epoch[ii]))
         extraction = bool(m >= cfg["extraction"]["min_queries"] and
                           (peak > cfg["extraction"]["max_rate_per_min"] or tests.get("ood", {}).get("significant")))
@@ -269,6 +283,27 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             reasons.append("extraction")
         if in_clusters:
             reasons.append("cluster")
+        return tests, reasons, peak, extraction, in_clusters
+
+    pre = {c: input_tests(np.asarray(idx)) for c, idx in groups.items()}
+    if lab is not None:
+        # the baseline of the label tests: decisions the model answered (not the guard's fallback), of clients
+        # no input signal names (a probing attacker's labelled queries say nothing about the clean miss rate)
+        flagged = {c for c, v in pre.items() if v[1]}
+        keep = lab.labelled & ~lab.guard & ~np.isin(clients, list(flagged))
+        base = lb.Baseline(lab, cfg, keep)
+    for c, idx in sorted(groups.items()):
+        ii = np.asarray(idx)
+        m = len(ii)
+        tests, reasons, peak, extraction, in_clusters = pre[c]
+        n_tests += len(tests)
+        label_base = None
+        if base is not None and (lab.y[ii] >= 0).any():
+            lt = lb.tests_for(ii, base, cfg)
+            label_base = lt.pop("baseline", None)
+            tests.update(lt)
+            n_tests += len(lt)
+            reasons += [s for s in LABEL_SIGNALS if lt.get(s, {}).get("significant")]
         if not reasons:
             n_clean += 1
             continue
@@ -277,6 +312,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             if s in flags:
                 hit |= flags[s][ii]
         hit |= cluster_of[ii] > 0
+        if set(reasons) & set(LABEL_SIGNALS):
+            hit |= let_through_pos[ii]
         score = max([strength(t["p_value"]) for s, t in tests.items() if t["significant"]]
                     + [cl["score"] for cl in suspect_clusters if cl["cluster_id"] in in_clusters]
                     + ([strength(1e-10)] if extraction else []))
@@ -285,6 +322,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             techniques |= {"AML.T0040", "AML.T0043", "AML.T0015"}
         if extraction or "ood" in reasons:
             techniques |= {"AML.T0040", "AML.T0024"}
+        if set(reasons) & set(LABEL_SIGNALS):
+            techniques |= {"AML.T0043", "AML.T0015"}
         if extraction:
             extraction_clients.append(c)
         suspects.append({
@@ -293,6 +332,11 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             "first_ts": decisions[int(ii[0])].get("ts"), "last_ts": decisions[int(ii[-1])].get("ts"),
             "suspect_decisions": int(hit.sum()),
             "decision_ids": [decisions[int(i)].get("decision_id") for i in ii[hit][:MAX_IDS]],
+            **({"labels": {"labelled": int((lab.y[ii] >= 0).sum()), "labelled_positive": int((lab.y[ii] == 1).sum()),
+                           "let_through_positive": int(let_through_pos[ii].sum()),
+                           "let_through_positive_ids": [decisions[int(i)].get("decision_id")
+                                                        for i in ii[let_through_pos[ii]][:MAX_IDS]],
+                           "baseline": label_base}} if label_base is not None else {}),
         })
     suspects.sort(key=lambda s: -s["score"])
 
@@ -321,6 +365,26 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
                        "min_queries": cfg["extraction"]["min_queries"]},
             sources=[s["client_id"] for s in ex],
             detail="many queries at an unusual rate or far from the training distribution"))
+    lsus = [s for s in suspects if set(s["reasons"]) & set(LABEL_SIGNALS)]
+    lclus: list[dict[str, Any]] = []  # no per-cluster label test: see docs/evasion.md (delayed labels)
+    if lsus or lclus:
+        ids = [i for s in lsus for i in s["labels"]["let_through_positive_ids"]]
+        findings.append(finding(
+            "label_evasion", "high",
+            f"evasion confirmed by delayed labels: {len(lsus)} client(s), {len(lclus)} input cluster(s) whose "
+            "decisions the model let through were later labelled positive far more often than other clients'",
+            statistic=("max_client_score", max([s["score"] for s in lsus] + [c["score"] for c in lclus] + [0.0])),
+            threshold={"alpha": cfg["labels"]["alpha"], "min_misses": cfg["labels"]["min_misses"],
+                       "baseline_quantile": cfg["labels"]["baseline_quantile"]},
+            sources=[s["client_id"] for s in lsus],
+            detail="decisions served as legitimate that chargebacks / analyst labels later marked as the attacked "
+                   "class, more than other clients' at the same scores: evasion that left no trace in the inputs "
+                   "(e.g. a transfer attack crafted on a surrogate). As late as the label feed.",
+            evidence={"clients": [s["client_id"] for s in lsus], "clusters": [c["cluster_id"] for c in lclus],
+                      "decision_ids": ids[:MAX_IDS], "labels_file": lab.info.get("file"),
+                      "first_ts": min((str(decisions[int(i)].get("ts")) for i in np.flatnonzero(let_through_pos)
+                                       if clients[i] in {s["client_id"] for s in lsus}), default=None),
+                      "signals": {s["client_id"]: [r for r in s["reasons"] if r in LABEL_SIGNALS] for s in lsus}}))
     status = "incident" if suspects or suspect_clusters else "clean"
     atlas_ids = sorted({t for f in findings for t in f["atlas"]})
     owasp_ids = sorted({o for f in findings for o in f["owasp"]})
@@ -331,13 +395,18 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
     csv_path = out / "suspect_decisions.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["decision_id", "ts", "client_id", "score", "prediction", *SIGNALS, "cluster", *columns])
+        w.writerow(["decision_id", "ts", "client_id", "score", "prediction", *SIGNALS, "cluster",
+                    *(["label", "let_through_positive"] if lab is not None else []), *columns])
         for i in range(n):
-            if clients[i] in sus_clients and (near_dup[i] or boundary[i] or flip[i] or ood[i] or cluster_of[i] > 0):
+            ltp = lab is not None and bool(let_through_pos[i])
+            if clients[i] in sus_clients and (near_dup[i] or boundary[i] or flip[i] or ood[i] or cluster_of[i] > 0
+                                              or ltp):
                 w.writerow([decisions[i].get("decision_id"), decisions[i].get("ts"), clients[i],
                             None if np.isnan(scores[i]) else scores[i], preds[i],
                             int(near_dup[i]), int(boundary[i]), int(flip[i]), int(ood[i]),
-                            f"C{cluster_of[i]}" if cluster_of[i] > 0 else "", *X[i].tolist()])
+                            f"C{cluster_of[i]}" if cluster_of[i] > 0 else "",
+                            *([int(lab.y[i]) if lab.y[i] >= 0 else "", int(ltp)] if lab is not None else []),
+                            *X[i].tolist()])
     report = {
         "status": status, "severity": "high" if findings else None,
         "scanned_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -351,6 +420,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
         "owasp": [taxonomy.OWASP_ML_TOP10[o].__dict__ for o in owasp_ids],
         "mitigations": [taxonomy.ATLAS_MITIGATIONS[m].__dict__ for m in mit_ids],
         "signal_totals": {s: int(v.sum()) for s, v in flags.items()},
+        "labels": ({**lab.info, "baseline_miss_rate_all": round(base.miss / base.pos, 4) if base.pos else None}
+                   if lab is not None else None),
         "false_alarms": {"tests": n_tests, "alpha": alpha,
                          "expected_false_alarms_bound": n_tests * alpha,
                          "note": "binomial tests against the clean rates; the bound holds when clean traffic "
@@ -368,7 +439,7 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
 
 def scan_decision_log(path: str | Path, out_dir: str | Path, *, since=None, until=None,
                       reference: str | Path | None = None, thresholds=None, model: str | None = None,
-                      progress: Callable[[str], None] | None = None) -> ScanResult:
+                      labels: str | Path | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
     """Scan a gateway decision log (SQLite) between ``since`` (inclusive) and ``until`` (exclusive)."""
     from aiir.gateway.decision_log import DecisionLog, parse_when
 
@@ -378,6 +449,7 @@ def scan_decision_log(path: str | Path, out_dir: str | Path, *, since=None, unti
     cfg = load_config(thresholds)
     if reference is not None and not Path(reference).is_file():
         raise BadInput(str(reference), "reference file not found")
+    _check_labels_file(labels)
     s, u = parse_when(since, where="--since"), parse_when(until, where="--until")
     log = DecisionLog(p, create=False)
     try:
@@ -388,22 +460,32 @@ def scan_decision_log(path: str | Path, out_dir: str | Path, *, since=None, unti
     prof = _reference(reference, cfg, rows)
     return run_scan(rows, out_dir, profile=prof, thresholds=cfg,
                     source={"decision_log": str(p.resolve()), "head": head}, window={"since": s, "until": u},
-                    progress=progress)
+                    labels=labels, progress=progress)
 
 
 def scan_target(target, out_dir: str | Path, *, since=None, until=None, reference=None, thresholds=None,
-                limit: int | None = None, progress: Callable[[str], None] | None = None) -> ScanResult:
+                limit: int | None = None, labels: str | Path | None = None,
+                progress: Callable[[str], None] | None = None) -> ScanResult:
     """The same scan over any :class:`~aiir.targets.base.DeploymentTarget`'s served decisions."""
     from aiir.gateway.decision_log import parse_when
 
     cfg = load_config(thresholds)
     if reference is not None and not Path(reference).is_file():
         raise BadInput(str(reference), "reference file not found")
+    _check_labels_file(labels)
     s, u = parse_when(since, where="--since"), parse_when(until, where="--until")
     rows = target.decisions(s, u, limit=limit)
     prof = _reference(reference, cfg, rows)
     return run_scan(rows, out_dir, profile=prof, thresholds=cfg, source={"target": target.ref},
-                    window={"since": s, "until": u}, progress=progress)
+                    window={"since": s, "until": u}, labels=labels, progress=progress)
+
+
+def _check_labels_file(labels) -> None:
+    """A labels file that is not there is refused before any decision is read."""
+    if labels is not None and not isinstance(labels, dict):
+        from aiir.evasion.labels import load_labels
+
+        load_labels(labels)
 
 
 def _reference(reference, cfg, rows: list[dict[str, Any]]) -> Profile | None:

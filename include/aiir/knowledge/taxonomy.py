@@ -94,6 +94,9 @@ FINDING_KIND_MAP: dict[str, dict[str, tuple[str, ...]]] = {
     # `aiir scan-evasion` and the gateway's inline guard
     "evasion": {"atlas": ("AML.T0040", "AML.T0043", "AML.T0015"), "owasp": ("ML01",),
                 "mitigations": ("AML.M0015", "AML.M0004", "AML.M0003")},
+    # `aiir scan-evasion --labels`: decisions let through that delayed labels (chargebacks) marked positive
+    "label_evasion": {"atlas": ("AML.T0015", "AML.T0043"), "owasp": ("ML01",),
+                      "mitigations": ("AML.M0003", "AML.M0015")},
     "extraction": {"atlas": ("AML.T0040", "AML.T0024", "AML.T0024.002"), "owasp": ("ML05",),
                    "mitigations": ("AML.M0004", "AML.M0019", "AML.M0015")},
     # a registered model or dataset no longer matches its model-signing signature (aiir.audit)

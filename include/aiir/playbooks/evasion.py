@@ -21,7 +21,7 @@ PLAYBOOK = Playbook(
     owasp=("ML01",),
     mitigations=("AML.M0015", "AML.M0004", "AML.M0003", "AML.M0024"),
     report_sections=("summary", "deadlines", "containment", "triage", "recovery", "evidence", "taxonomy", "timeline"),
-    finding_kinds=("evasion", "extraction"),
+    finding_kinds=("evasion", "label_evasion", "extraction"),
     tags=("evasion", "AML.T0015", "OWASP-ML01"),
     steps=(
         Step("contain_clients", f"{E}:contain", "RS.MI", "Block or rate-limit the attacking clients at the target",
