@@ -363,3 +363,96 @@ def augment_retrain(model, X, y: np.ndarray, profile, *, columns: list[str] | No
                   "rounds": rounds, "rows_attacked_per_round": rows, "adversarial_rows": added,
                   "attacked_class": attacked_class, "estimator": type(model).__name__,
                   **({"held_fixed": [c for c in X.columns if c not in profile.columns]} if frame else {})}
+
+
+# --- transfer-robust hardening: ensemble adversarial training (Tramèr et al., ICLR 2018) --------------------
+SURROGATES = ("logreg-C0.1", "logreg-C10", "svc-rbf")
+
+
+def _surrogate(kind: str, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    if kind.startswith("logreg-C"):
+        return LogisticRegression(C=float(kind.split("C", 1)[1]), max_iter=1000)
+    if kind == "svc-rbf":
+        return SVC(kernel="rbf", C=1.0, gamma="scale", probability=True, random_state=seed)
+    raise BadInput("surrogates", f"unknown surrogate {kind!r} (known: {', '.join(SURROGATES)})")
+
+
+def surrogate_examples(model, X, y: np.ndarray, profile, *, eps: float, columns: list[str] | None = None,
+                       surrogates: tuple[str, ...] = SURROGATES, rows: int = 400, attacked_class: int = 1,
+                       max_fit_rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Transfer-style adversarial rows, as a transfer attacker makes them: local differentiable surrogates
+    (``surrogates``: logistic regressions of two strengths, an RBF SVM), each fitted on a bootstrap sample of
+    the training rows labelled *by the model* (what an attacker's surrogate learns through the API), then ART
+    ProjectedGradientDescent (L2, ``eps`` in standard deviations of ``profile``) on each, from up to ``rows``
+    true ``attacked_class`` rows, pushed away from that class. Raw rows out (all labelled ``attacked_class``):
+    the static-ensemble augmentation of ensemble adversarial training, which decouples the examples from the
+    model being trained so that it learns the directions transferred attacks take rather than masking its
+    own gradients."""
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import SklearnClassifier
+
+    from aiir.evasion.attacks import clip_bounds
+
+    X = np.asarray(X, float)
+    y = np.asarray(y, int)
+    rng = np.random.default_rng(seed)
+    Z = profile.standardise(X)
+    lo, hi = clip_bounds(Z)
+    y_model = _predict_cols(model, X, columns)
+    pool = np.flatnonzero(y == attacked_class)
+    if pool.size == 0:
+        raise BadInput("training data", f"no rows of the attacked class {attacked_class}")
+    out, per = [], {}
+    for k, kind in enumerate(surrogates):
+        fit_idx = rng.choice(len(X), size=min(len(X), max_fit_rows), replace=True)
+        if len(np.unique(y_model[fit_idx])) < 2:
+            per[kind] = 0
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sur = _surrogate(kind, seed + k).fit(Z[fit_idx], y_model[fit_idx])
+            src = rng.choice(pool, size=min(pool.size, rows), replace=False)
+            clf = SklearnClassifier(model=sur, clip_values=(lo.astype(np.float32), hi.astype(np.float32)))
+            atk = ProjectedGradientDescent(clf, norm=2, eps=eps, eps_step=eps / 4, max_iter=20, verbose=False)
+            Zadv = atk.generate(x=Z[src].astype(np.float32), y=np.eye(2)[np.full(len(src), attacked_class)])
+        out.append(profile.mean + np.asarray(Zadv, float) * profile.std)
+        per[kind] = int(len(src))
+    Xadv = np.vstack(out) if out else np.empty((0, X.shape[1]))
+    return Xadv, {"surrogates": per, "eps": eps, "rows": int(len(Xadv))}
+
+
+def ensemble_adversarial_retrain(model, X, y: np.ndarray, profile, *, eps: float = 1.0,
+                                 columns: list[str] | None = None, surrogates: tuple[str, ...] = SURROGATES,
+                                 rows: int = 400, confirmed: np.ndarray | None = None, attacked_class: int = 1,
+                                 seed: int = 0, progress: Callable[[str], None] | None = None):
+    """Transfer-robust hardening: a clone of ``model`` (same recipe) refitted on the training rows plus the
+    :func:`surrogate_examples` at ``eps`` and, when the label feed confirmed evading rows (``confirmed``: raw
+    rows of decisions the model let through that were later labelled ``attacked_class``), those rows too,
+    all with their true label ``attacked_class``."""
+    import pandas as pd
+    from sklearn.base import clone
+
+    say = progress or (lambda _m: None)
+    X = np.asarray(X, float)
+    y = np.asarray(y, int)
+    Xadv, info = surrogate_examples(model, X, y, profile, eps=eps, columns=columns, surrogates=surrogates, rows=rows,
+                                    attacked_class=attacked_class, seed=seed)
+    parts, labels = [X, Xadv], [y, np.full(len(Xadv), attacked_class)]
+    n_conf = 0
+    if confirmed is not None and len(confirmed):
+        conf = np.asarray(confirmed, float)
+        parts.append(conf)
+        labels.append(np.full(len(conf), attacked_class))
+        n_conf = len(conf)
+    Xa, ya = np.vstack(parts), np.concatenate(labels)
+    fit_X = pd.DataFrame(Xa, columns=columns) if columns is not None else Xa
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cand = clone(model).fit(fit_X, ya)
+    say(f"ensemble adversarial training: {len(Xadv)} surrogate PGD rows (eps {eps}) + {n_conf} confirmed evasions")
+    return cand, {"method": "ensemble adversarial training (ART ProjectedGradientDescent on static local "
+                            "surrogates, L2; Tramèr et al. 2018)", **info, "confirmed_evasions": n_conf,
+                  "attacked_class": attacked_class, "estimator": type(model).__name__}
