@@ -297,6 +297,24 @@ def main() -> int:
         # analyst review; days later in a real deployment: the delay is the label feed's, not the scan's)
         lab_res = _scan_with_labels(scan, target, tmp, ref, Xc.to_numpy(), yc, attacking, kinds, set(sus))
 
+        # ---- transfer-robust hardening (also with --quick: in-process, seconds): ensemble adversarial training
+        # with the crafted rows the labels confirmed (let through, labelled fraud); judged on a second wave the
+        # attacker crafts with its own surrogate from other fraud rows, never seen in training
+        wave2 = prof.mean + attacks.transfer_attack(surrogate, prof.standardise(fraud_pool[next_row + 40:next_row + 80]),
+                                                    eps=1.5, bounds=bounds) * prof.std
+        confirmed = Xt[served.predict(Xt) == 0]
+        th_res = {"confirmed_rows": int(len(confirmed)), "held_out_rows": int(len(wave2)), "models": {}}
+        base_m = {"clean_accuracy": float((served.predict(Xh_np) == yh).mean()),
+                  "robust_accuracy_transfer": float(served.predict(wave2).mean())}
+        th_res["models"]["served"] = base_m
+        for e in (0.5, 1.5):
+            t0 = time.perf_counter()
+            m, _ = harden.ensemble_adversarial_retrain(served, Xall, ytr, prof, eps=e, confirmed=confirmed)
+            aft = {"clean_accuracy": float((m.predict(Xh_np) == yh).mean()),
+                   "robust_accuracy_transfer": float(m.predict(wave2).mean()), "seconds": round(time.perf_counter() - t0, 2)}
+            aft["gate"] = {k: harden.gate(base_m, aft, on="transfer")[k] for k in ("passed", "gain", "clean_drop", "reasons")}
+            th_res["models"][f"ensemble@{e}+confirmed"] = aft
+
         hz_res = canary_res = None
         if not args.quick:
             # ---- hardening: adversarial retraining, robust accuracy on held-out attacks, gate
@@ -375,7 +393,7 @@ def main() -> int:
                      "decisions": res.report["decisions"], "scan_seconds": round(t_scan, 3),
                      "contain_seconds": round(t_block, 3), "status": res.status},
             "scan_labels": lab_res,
-            "hardening": hz_res, "canary": canary_res,
+            "hardening": hz_res, "canary": canary_res, "transfer_hardening": th_res,
             "seconds": round(time.time() - t_start, 1),
         }
         # the same attacks without the guard, in-process, for the baseline attack success
@@ -591,6 +609,12 @@ def markdown(r: dict) -> str:
         f"| white-box PGD L2 eps {aft['pgd_eps']} on fraud rows (adaptive) | {bef['robust_accuracy_pgd_fraud']:.3f} | "
         f"{aft['robust_accuracy_pgd_fraud']:.3f} |",
         "",
+        *([f"Transfer-robust hardening (ensemble adversarial training: PGD rows on 3 local surrogates + the "
+           f"{th['confirmed_rows']} crafted rows the labels confirmed), judged on {th['held_out_rows']} rows the "
+           "attacker crafted with its own surrogate from other fraud rows (never trained on): "
+           + "; ".join(f"{k}: clean {v['clean_accuracy']:.3f}, robust {v['robust_accuracy_transfer']:.3f}"
+                       + (f", gate {'passed' if v['gate']['passed'] else 'FAILED'}" if "gate" in v else "")
+                       for k, v in th["models"].items()) + ".", ""] if (th := r.get("transfer_hardening")) else []),
         f"Gate (robust accuracy on held-out HopSkipJump +{hz['gate']['criteria']['min_gain']}, clean drop ≤ "
         f"{hz['gate']['criteria']['max_clean_drop']}): **{'passed' if hz['gate']['passed'] else 'FAILED'}** "
         f"(gain {hz['gate']['gain']}, clean drop {hz['gate']['clean_drop']}). Canary redeploy, 30 % share, clean "

@@ -195,3 +195,24 @@ def test_labels_with_query_based_attackers_keep_them_out_of_the_baseline(w, tmp_
     assert res.report["labels"]["guard_answered_labelled"] == len(single) - len(single) // 2
     assert res.report["suspect_clusters"] and all(not k.startswith("label") for c in res.report["suspect_clusters"]
                                                   for k in c["signals"])
+
+
+def test_ensemble_adversarial_training_examples_and_refit(w):
+    """harden.surrogate_examples: PGD rows crafted on local surrogates, as many as the training data's fraud
+    rows, each within eps (L2, std units) of a fraud row; the refit (harden.ensemble_adversarial_retrain) flags
+    more of the held-out transfer rows the attacker crafted on its own surrogate, at a clean-accuracy cost."""
+    from aiir.evasion import harden
+
+    X, model, prof = w["X"].to_numpy()[:800], w["model"], w["prof"]  # 800 of the training rows: cheap
+    y = np.asarray(evkit.world()[1])[:800]
+    Xs, info = harden.surrogate_examples(model, X, y, prof, eps=0.5, columns=None)
+    assert abs(len(Xs) - int((y == 1).sum())) <= len(harden.SURROGATES)
+    assert set(info["surrogates"]) == set(harden.SURROGATES) and all(info["surrogates"].values())
+    Zs = prof.standardise(Xs)
+    d = np.sqrt(((Zs[:, None, :] - prof.standardise(X[y == 1])[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+    assert d.max() <= 0.5 + 1e-3
+    crafted = np.array([[r["features"][c] for c in evkit.FEATURES] for r in w["transfer"][300:]])
+    hard, hinfo = harden.ensemble_adversarial_retrain(model, X, y, prof, eps=1.0, confirmed=crafted[:20])
+    assert hinfo["confirmed_evasions"] == 20 and hinfo["rows"] > 0
+    held = crafted[20:]
+    assert hard.predict(held).mean() > model.predict(held).mean()

@@ -178,7 +178,7 @@ def test_delayed_labels_find_a_transfer_attacker_and_the_playbook_shows_them(inc
     from aiir.targets.local import LocalGatewayTarget
 
     gw = incident_env
-    Xtr, _ = synthetic_frame()
+    Xtr, ytr = synthetic_frame()
     prof = fit_profile(Xtr.to_numpy(), FEATURES)
     bounds = attacks.clip_bounds(prof.standardise(Xtr.to_numpy()))
     truth: dict[tuple, int] = {}
@@ -233,3 +233,20 @@ def test_delayed_labels_find_a_transfer_attacker_and_the_playbook_shows_them(inc
     assert "&lt;b&gt;labels&amp;co" in html and "<b>labels" not in html
     md = open(rep["md"], encoding="utf-8").read()
     assert "delayed labels" in md and "<b>labels" not in md
+    # harden after a label_evasion finding: surrogate PGD examples (ensemble adversarial training) + half of the
+    # confirmed evasions trained on, the other half held out; the gate's rule unchanged, judged on those rows
+    from aiir import playbook as pb
+
+    pb.open_incident(record)
+    ep.preserve(record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h = ep.harden(record, training=(Xtr.to_numpy(), np.asarray(ytr), FEATURES))
+    tr = h["transfer"]
+    assert tr["confirmed_evasions"] >= evaded and tr["trained_on"] + tr["held_out"] == tr["confirmed_evasions"]
+    assert tr["surrogate_examples"]["rows"] > 0 and h["held_out_rows"]["transfer"] == tr["held_out"]
+    assert h["before"]["robust_accuracy_transfer"] == 0.0  # every confirmed row was let through by this version
+    g = h["gate"]
+    assert g["on"] == "transfer" and g["criteria"]["max_clean_drop"] == 0.05
+    assert g["passed"] == (g["clean_drop"] <= 0.05 and g["gain"] >= 0.2 and h["after"]["robust_accuracy_transfer"] >= 0.5)
+    assert (h["hardened_version"] is not None) == g["passed"]

@@ -335,12 +335,14 @@ def _predict_cols(model, X, columns):
 
 
 def augment_retrain(model, X, y: np.ndarray, profile, *, columns: list[str] | None = None, rows: int = 60,
-                    rounds: int = 2, attacked_class: int = 1, seed: int = 0,
+                    rounds: int = 2, attacked_class: int = 1, seed: int = 0, extra=None,
                     progress: Callable[[str], None] | None = None):
     """Adversarial data augmentation for any scikit-learn estimator: a clone of ``model`` (same recipe, same
     hyper-parameters) refitted on the training rows plus HopSkipJump examples crafted against the current
     candidate, labelled with their true class, for ``rounds`` rounds. ``X`` as in :func:`hsj_examples` (an
-    array of numeric features named by ``columns``, or a DataFrame of every model column)."""
+    array of numeric features named by ``columns``, or a DataFrame of every model column). ``extra`` = (rows,
+    labels) in ``X``'s form is added to every refit (transfer-robust examples: :func:`surrogate_examples`, and
+    evading rows the label feed confirmed)."""
     import pandas as pd
     from sklearn.base import clone
 
@@ -350,6 +352,12 @@ def augment_retrain(model, X, y: np.ndarray, profile, *, columns: list[str] | No
         X = np.asarray(X, float)
     y = np.asarray(y, int)
     cand, Xa, ya = model, X, y
+    n_extra = 0
+    if extra is not None and len(extra[0]):
+        ex, ey = extra
+        Xa = pd.concat([Xa, ex], ignore_index=True) if frame else np.vstack([Xa, np.asarray(ex, float)])
+        ya = np.concatenate([ya, np.asarray(ey, int)])
+        n_extra = len(ey)
     added = 0
     for r in range(rounds):
         adv = hsj_examples(cand, X, profile, rows=rows, attacked_class=attacked_class, seed=seed + r, columns=columns)
@@ -360,13 +368,14 @@ def augment_retrain(model, X, y: np.ndarray, profile, *, columns: list[str] | No
         cand = clone(model).fit(Xa if frame else pd.DataFrame(Xa, columns=columns), ya)
         say(f"augmentation round {r + 1}/{rounds}: {len(adv)} evading HopSkipJump rows added")
     return cand, {"method": "adversarial data augmentation (ART HopSkipJump against the candidate, same recipe)",
-                  "rounds": rounds, "rows_attacked_per_round": rows, "adversarial_rows": added,
+                  "rounds": rounds, "rows_attacked_per_round": rows, "adversarial_rows": added, "extra_rows": n_extra,
                   "attacked_class": attacked_class, "estimator": type(model).__name__,
                   **({"held_fixed": [c for c in X.columns if c not in profile.columns]} if frame else {})}
 
 
 # --- transfer-robust hardening: ensemble adversarial training (Tramèr et al., ICLR 2018) --------------------
-SURROGATES = ("logreg-C0.1", "logreg-C10", "svc-rbf")
+SURROGATES = ("logreg-C0.1", "logreg-C10", "mlp-tanh16")
+TRANSFER_EPS = 0.5  # L2 radius (std) of the surrogate examples the playbook adds after a label_evasion finding
 
 
 def _surrogate(kind: str, seed: int):
@@ -375,19 +384,25 @@ def _surrogate(kind: str, seed: int):
 
     if kind.startswith("logreg-C"):
         return LogisticRegression(C=float(kind.split("C", 1)[1]), max_iter=1000)
-    if kind == "svc-rbf":
+    if kind == "svc-rbf":  # ART's gradients of an RBF SVM: ~60 s for 500 rows on a busy core (not a default)
         return SVC(kernel="rbf", C=1.0, gamma="scale", probability=True, random_state=seed)
+    if kind == "mlp-tanh16":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(16,), activation="tanh", max_iter=800, random_state=seed)
     raise BadInput("surrogates", f"unknown surrogate {kind!r} (known: {', '.join(SURROGATES)})")
 
 
 def surrogate_examples(model, X, y: np.ndarray, profile, *, eps: float, columns: list[str] | None = None,
-                       surrogates: tuple[str, ...] = SURROGATES, rows: int = 400, attacked_class: int = 1,
+                       surrogates: tuple[str, ...] = SURROGATES, ratio: float = 1.0, attacked_class: int = 1,
                        max_fit_rows: int = 3000, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Transfer-style adversarial rows, as a transfer attacker makes them: local differentiable surrogates
-    (``surrogates``: logistic regressions of two strengths, an RBF SVM), each fitted on a bootstrap sample of
+    (``surrogates``: logistic regressions of two strengths, a small tanh MLP), each fitted on a bootstrap sample of
     the training rows labelled *by the model* (what an attacker's surrogate learns through the API), then ART
-    ProjectedGradientDescent (L2, ``eps`` in standard deviations of ``profile``) on each, from up to ``rows``
-    true ``attacked_class`` rows, pushed away from that class. Raw rows out (all labelled ``attacked_class``):
+    ProjectedGradientDescent (L2, ``eps`` in standard deviations of ``profile``) on each, from true
+    ``attacked_class`` rows pushed away from that class — ``ratio`` x as many crafted rows in all as the
+    training data has rows of that class (split over the surrogates: the augmentation must not swamp the class
+    balance the model's threshold relies on). Raw rows out (all labelled ``attacked_class``):
     the static-ensemble augmentation of ensemble adversarial training, which decouples the examples from the
     model being trained so that it learns the directions transferred attacks take rather than masking its
     own gradients."""
@@ -406,6 +421,7 @@ def surrogate_examples(model, X, y: np.ndarray, profile, *, eps: float, columns:
     if pool.size == 0:
         raise BadInput("training data", f"no rows of the attacked class {attacked_class}")
     out, per = [], {}
+    rows = max(1, int(round(ratio * pool.size / max(1, len(surrogates)))))
     for k, kind in enumerate(surrogates):
         fit_idx = rng.choice(len(X), size=min(len(X), max_fit_rows), replace=True)
         if len(np.unique(y_model[fit_idx])) < 2:
@@ -415,18 +431,42 @@ def surrogate_examples(model, X, y: np.ndarray, profile, *, eps: float, columns:
             warnings.simplefilter("ignore")
             sur = _surrogate(kind, seed + k).fit(Z[fit_idx], y_model[fit_idx])
             src = rng.choice(pool, size=min(pool.size, rows), replace=False)
-            clf = SklearnClassifier(model=sur, clip_values=(lo.astype(np.float32), hi.astype(np.float32)))
-            atk = ProjectedGradientDescent(clf, norm=2, eps=eps, eps_step=eps / 4, max_iter=20, verbose=False)
-            Zadv = atk.generate(x=Z[src].astype(np.float32), y=np.eye(2)[np.full(len(src), attacked_class)])
+            if kind.startswith("mlp"):  # ART has no gradients for scikit-learn's MLP: the same PGD, by hand
+                Zadv = _pgd_mlp(sur, Z[src], attacked_class, eps=eps, lo=lo, hi=hi)
+            else:
+                clf = SklearnClassifier(model=sur, clip_values=(lo.astype(np.float32), hi.astype(np.float32)))
+                atk = ProjectedGradientDescent(clf, norm=2, eps=eps, eps_step=eps / 4, max_iter=20, verbose=False)
+                Zadv = atk.generate(x=Z[src].astype(np.float32), y=np.eye(2)[np.full(len(src), attacked_class)])
         out.append(profile.mean + np.asarray(Zadv, float) * profile.std)
         per[kind] = int(len(src))
     Xadv = np.vstack(out) if out else np.empty((0, X.shape[1]))
     return Xadv, {"surrogates": per, "eps": eps, "rows": int(len(Xadv))}
 
 
+def _pgd_mlp(mlp, Z: np.ndarray, attacked_class: int, *, eps: float, lo, hi, steps: int = 20) -> np.ndarray:
+    """L2 PGD against a one-hidden-layer scikit-learn MLP (binary, logistic output): step eps/4 along the
+    normalised input gradient of the logit, away from ``attacked_class``, projected onto the eps ball and the
+    clip bounds (what ART's ProjectedGradientDescent does, with the MLP's gradient written out)."""
+    W1, W2 = mlp.coefs_
+    b1 = mlp.intercepts_[0]
+    sign = -1.0 if attacked_class == 1 else 1.0  # lower the logit of class 1 to leave it
+    Z0 = np.asarray(Z, float)
+    Zc = Z0.copy()
+    for _ in range(steps):
+        H = np.tanh(Zc @ W1 + b1)
+        g = ((1 - H ** 2) * W2[:, 0]) @ W1.T  # d logit / d z, per row
+        n = np.linalg.norm(g, axis=1, keepdims=True)
+        Zc = Zc + sign * (eps / 4) * g / np.where(n > 0, n, 1.0)
+        d = Zc - Z0
+        dn = np.linalg.norm(d, axis=1, keepdims=True)
+        Zc = Z0 + d * np.minimum(1.0, eps / np.where(dn > 0, dn, 1.0))
+        Zc = np.clip(Zc, lo, hi)
+    return Zc
+
+
 def ensemble_adversarial_retrain(model, X, y: np.ndarray, profile, *, eps: float = 1.0,
                                  columns: list[str] | None = None, surrogates: tuple[str, ...] = SURROGATES,
-                                 rows: int = 400, confirmed: np.ndarray | None = None, attacked_class: int = 1,
+                                 ratio: float = 1.0, confirmed: np.ndarray | None = None, attacked_class: int = 1,
                                  seed: int = 0, progress: Callable[[str], None] | None = None):
     """Transfer-robust hardening: a clone of ``model`` (same recipe) refitted on the training rows plus the
     :func:`surrogate_examples` at ``eps`` and, when the label feed confirmed evading rows (``confirmed``: raw
@@ -438,8 +478,8 @@ def ensemble_adversarial_retrain(model, X, y: np.ndarray, profile, *, eps: float
     say = progress or (lambda _m: None)
     X = np.asarray(X, float)
     y = np.asarray(y, int)
-    Xadv, info = surrogate_examples(model, X, y, profile, eps=eps, columns=columns, surrogates=surrogates, rows=rows,
-                                    attacked_class=attacked_class, seed=seed)
+    Xadv, info = surrogate_examples(model, X, y, profile, eps=eps, columns=columns, surrogates=surrogates,
+                                    ratio=ratio, attacked_class=attacked_class, seed=seed)
     parts, labels = [X, Xadv], [y, np.full(len(Xadv), attacked_class)]
     n_conf = 0
     if confirmed is not None and len(confirmed):

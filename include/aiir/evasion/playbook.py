@@ -327,6 +327,8 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
             training = (df[cols].reset_index(drop=True), df[label].to_numpy(int), list(cols))
         else:
             training = (df[cols].to_numpy(float), df[label].to_numpy(int), list(cols))
+    confirmed = _confirmed_evasions(record)  # decisions let through that the label feed marked positive
+    transfer_info: dict[str, Any] | None = None
     with hz._one_thread():  # see hz._one_thread: on 2 busy cores an HGB refit took 5-11 s threaded, 0.9 s on one
         X, y, cols = training
         y = np.asarray(y, int)
@@ -342,8 +344,19 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
             # pipeline (column transformer + model, ~30 ms each on 2 busy cores: ~2 s a row)
             X_hsj = hz.hsj_examples(model, Xho, profile, rows=FRAME_HELD_OUT_ROWS, seed=1)
             X_hsj = X_hsj[hz._predict(model, X_hsj) == 0] if len(X_hsj) else X_hsj
-            hardened, info = hz.augment_retrain(model, Xtr, y[tr], profile, rows=FRAME_AUGMENT_ROWS, rounds=2)
+            # confirmed evasions (every model column of the decision): half trained on, half held out. No surrogate
+            # examples on a frame: the surrogates need every input numeric
+            conf = pd.DataFrame([{c: r.get(c) for c in cols} for r in confirmed], columns=list(cols))
+            conf = conf.dropna() if len(conf) else conf
+            c_tr, c_ho = conf.iloc[: len(conf) // 2], conf.iloc[len(conf) // 2:]
+            extra = (c_tr.reset_index(drop=True), np.ones(len(c_tr), int)) if len(c_tr) else None
+            hardened, info = hz.augment_retrain(model, Xtr, y[tr], profile, rows=FRAME_AUGMENT_ROWS, rounds=2,
+                                                extra=extra)
             held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
+            if len(c_ho):
+                held["transfer"] = (c_ho.reset_index(drop=True), np.ones(len(c_ho), int))
+                transfer_info = {"confirmed_evasions": len(conf), "trained_on": len(c_tr), "held_out": len(c_ho),
+                                 "surrogate_examples": 0}
             before = hz.robust_accuracy(model, Xho, y[ho], held_out=held)
             after = hz.robust_accuracy(hardened, Xho, y[ho], held_out=held)
             X_example = Xtr.head(50)
@@ -354,12 +367,28 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
             X_hsj = hz.hsj_examples(model, X[ho], profile, rows=30, columns=cols, seed=1)
             X_hsj = X_hsj[hz._predict_cols(model, X_hsj, cols) == 0] if len(X_hsj) else X_hsj
             held = {"hsj": (X_hsj, np.ones(len(X_hsj), int))}
-            hardened, info = hz.augment_retrain(model, X[tr], y[tr], profile, columns=cols, rows=60, rounds=2)
+            extra = None
+            if confirmed:  # a label_evasion incident: transfer-robust examples (ensemble adversarial training)
+                conf = np.array([[float(r.get(c) if r.get(c) is not None else np.nan) for c in cols] for r in confirmed])
+                conf = conf[np.isfinite(conf).all(axis=1)]
+                c_tr, c_ho = conf[: len(conf) // 2], conf[len(conf) // 2:]
+                Xs, sinfo = hz.surrogate_examples(model, X[tr], y[tr], profile, eps=hz.TRANSFER_EPS, columns=cols)
+                ex = np.vstack([Xs, c_tr]) if len(c_tr) else Xs
+                extra = (ex, np.ones(len(ex), int))
+                if len(c_ho):
+                    held["transfer"] = (c_ho, np.ones(len(c_ho), int))
+                transfer_info = {"confirmed_evasions": int(len(conf)), "trained_on": int(len(c_tr)),
+                                 "held_out": int(len(c_ho)), "surrogate_examples": sinfo}
+            hardened, info = hz.augment_retrain(model, X[tr], y[tr], profile, columns=cols, rows=60, rounds=2,
+                                                extra=extra)
             held_df = {k: (pd.DataFrame(a, columns=cols), b) for k, (a, b) in held.items()}
             before = hz.robust_accuracy(model, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
             after = hz.robust_accuracy(hardened, pd.DataFrame(X[ho], columns=cols), y[ho], held_out=held_df)
             X_example = pd.DataFrame(X[tr][:50], columns=cols)
-    g = hz.gate(before, after, on="hsj", min_gain=min_gain, max_clean_drop=max_clean_drop)
+    # the gate's rule is the same for every incident; after a label_evasion finding it judges the robustness on
+    # the held-out confirmed evasions (the attacker's own rows), else on the held-out HopSkipJump rows
+    on = "transfer" if "robust_accuracy_transfer" in before else "hsj"
+    g = hz.gate(before, after, on=on, min_gain=min_gain, max_clean_drop=max_clean_drop)
     new_version = None
     if g["passed"] and not record.dry_run:
         from aiir import config
@@ -369,11 +398,30 @@ def harden(record: IncidentRecord, *, training: tuple[Any, Any, list[str]] | Non
                                            tags={"aiir.incident_id": record.incident_id,
                                                  "aiir.hardened_from": str(version)}, source_version=version)
     result = {"attacked_version": version, "method": info, "before": before, "after": after, "gate": g,
-              "hardened_version": new_version, "held_out_rows": {k: int(len(a)) for k, (a, _) in held.items()}}
+              "hardened_version": new_version, "held_out_rows": {k: int(len(a)) for k, (a, _) in held.items()},
+              "transfer": transfer_info}
     _write(out, result)
     add_event(record, "hardened", actor="aiir-playbook",
               details={"gate": g["passed"], "version": new_version, "gain": g["gain"]})
     return result
+
+
+def _confirmed_evasions(record: IncidentRecord) -> list[dict[str, Any]]:
+    """The feature dicts of the decisions a ``label_evasion`` finding names (let through by the model, labelled
+    positive later), from triage's re-scan and the preserved decisions of the suspect clients."""
+    ids: list[str] = []
+    doc = _read(record.workdir / "scan" / "findings.json") or {}
+    for f in list(doc.get("findings") or []) + list(record.findings):
+        if f.get("kind") == "label_evasion":
+            ids += [str(i) for i in (f.get("evidence") or {}).get("decision_ids") or [] if str(i) not in ids]
+    if not ids:
+        return []
+    path = record.workdir / "suspect_decisions.jsonl"
+    if not path.exists():
+        return []
+    want = set(ids)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["features"] for r in rows if str(r.get("decision_id")) in want and isinstance(r.get("features"), dict)]
 
 
 # --- 5. canary redeploy ----------------------------------------------------------------------------
@@ -446,6 +494,9 @@ def report(record: IncidentRecord) -> dict[str, Any]:
         recovery = {"hardened_version": h.get("hardened_version"), "gate": h["gate"]["passed"],
                     "robust_accuracy_before": h["before"].get("robust_accuracy_hsj"),
                     "robust_accuracy_after": h["after"].get("robust_accuracy_hsj"),
+                    **({"robust_accuracy_on_held_out_confirmed_evasions_before": h["before"].get("robust_accuracy_transfer"),
+                        "robust_accuracy_on_held_out_confirmed_evasions_after": h["after"].get("robust_accuracy_transfer")}
+                       if "robust_accuracy_transfer" in h.get("before", {}) else {}),
                     "clean_accuracy_before": h["before"]["clean_accuracy"],
                     "clean_accuracy_after": h["after"]["clean_accuracy"],
                     "redeploy": (rd or {}).get("outcome")}
