@@ -533,7 +533,10 @@ def _verdict(r: dict) -> str:
             + f". Clean clients flagged ≤ 1 %: {clean}. The transfer attacker is missed by construction of the "
             "signals: its crafted rows are single, in-distribution, mostly far from the boundary and far from each "
             "other (row above), its recon looks like a busy clean client; robustness (hardening) is what reduces "
-            "its success, and only a little here.")
+            "its success, and only a little here."
+            + (f" **After the labels arrive** (`--labels`; as late as the label feed): transfer "
+               f"{sl['windows']['by_kind']['transfer']['caught']}/{sl['windows']['by_kind']['transfer']['of']}, clean "
+               f"flagged {len(sl['windows']['clean_flagged'])}." if (sl := r.get("scan_labels")) else ""))
 
 
 def markdown(r: dict) -> str:
