@@ -211,6 +211,8 @@ class Airflow:
         self.url = f"http://127.0.0.1:{self.port}"
         self.service: Service | None = None
         self._token: str | None = None
+        # seconds per REST call: Airflow's api-server on a loaded 2-core machine can take well over 10 s
+        self.timeout = float(os.environ.get("AIIR_AIRFLOW_API_TIMEOUT", "30"))
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env, capture_output=True,
@@ -233,32 +235,51 @@ class Airflow:
     # --- REST API (v2) -------------------------------------------------------------------------
     def token(self) -> str:
         if self._token is None:
-            self._token = http_json("GET", f"{self.url}/auth/token")["access_token"]
+            self._token = http_json("GET", f"{self.url}/auth/token", timeout=self.timeout)["access_token"]
         return self._token
 
     def api(self, method: str, path: str, body: Any = None, *, tries: int = 4) -> Any:
-        """One REST call. Idempotent calls (GET, PATCH) are retried on a 5xx: Airflow on SQLite answers
-        500 now and then when its database is locked by the scheduler."""
+        """One REST call. Idempotent calls (GET, PATCH) are retried on a 5xx (Airflow on SQLite answers 500 now
+        and then when its database is locked by the scheduler) and on a timeout or a dropped connection (a
+        loaded 2-core machine can keep the api-server busy past the timeout)."""
         attempts = tries if method in ("GET", "PATCH") else 1
         for i in range(attempts):
             try:
-                return http_json(method, f"{self.url}/api/v2{path}", body, token=self.token())
+                return http_json(method, f"{self.url}/api/v2{path}", body, token=self.token(), timeout=self.timeout)
             except urllib.error.HTTPError as exc:
                 if exc.code < 500 or i == attempts - 1:
                     raise
-                time.sleep(0.5 * (i + 1))
+            except (TimeoutError, urllib.error.URLError, ConnectionError):
+                if i == attempts - 1:
+                    raise
+            time.sleep(0.5 * (i + 1))
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         return wait_until(lambda: self.api("GET", f"/dags/{dag_id}"), timeout=timeout,
                           what=f"DAG {dag_id} to be parsed", service=self.service)
 
-    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> dict:
+    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None, *, tries: int = 4) -> dict:
+        """Create a DAG run. The run id is chosen here (Airflow's own ``manual__<logical date>`` form unless
+        given), so a try that timed out after Airflow created the run is safe to repeat: the repeat's 409 names
+        that run, which is returned."""
         from datetime import UTC, datetime
 
-        body: dict[str, Any] = {"conf": conf or {}, "logical_date": datetime.now(UTC).isoformat()}
-        if run_id:
-            body["dag_run_id"] = run_id
-        return self.api("POST", f"/dags/{dag_id}/dagRuns", body)
+        logical = datetime.now(UTC)
+        run_id = run_id or f"manual__{logical.isoformat()}"
+        body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical.isoformat(), "dag_run_id": run_id}
+        for i in range(tries):
+            try:
+                return self.api("POST", f"/dags/{dag_id}/dagRuns", body)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 409 and i > 0:  # an earlier try of this call created it
+                    return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+                if exc.code < 500 or i == tries - 1:
+                    raise
+            except (TimeoutError, urllib.error.URLError, ConnectionError):
+                if i == tries - 1:
+                    raise
+            time.sleep(0.5 * (i + 1))
+        raise AssertionError("unreachable")
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns?order_by=-start_date&limit=50")["dag_runs"]
