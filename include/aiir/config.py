@@ -51,6 +51,9 @@ variable                   default                                    what lives
 ``AIIR_LINEAGE_URL``       (unset: file transport)                    OpenLineage HTTP endpoint (Marquez …);
                                                                       ``AIIR_LINEAGE_FILE``, ``AIIR_LINEAGE=off``
 ``AIIR_CODE_VERSION``      (the git commit of this checkout)          code version recorded at training
+``AIIR_AIRFLOW_START_TIMEOUT`` ``600``                                seconds the demo and tests wait for the
+                                                                      Airflow they start to answer
+``AIIR_AIRFLOW_API_TIMEOUT`` ``30``                                   seconds per REST call to that Airflow
 =========================  =========================================  ==============================
 
 SIEM events are always written to ``$AIIR_HOME/siem/ecs.jsonl`` and ``hec.jsonl``; the evidence signing
