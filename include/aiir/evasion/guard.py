@@ -39,6 +39,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,7 @@ PROJ_DIMS = 6  # with more features, hash on a random projection to this many di
 _SIMPLE = frozenset((int, str, bool))  # prediction types the guard compares as they are
 GRID_OFFSET = 70  # added to every grid cell index: typical indices are small non-negative (cached) ints
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
+_Z = itemgetter(4)  # an entry's standardised features
 
 
 def _utc(t: float | None = None) -> str:
@@ -390,54 +393,64 @@ class Guard:
                 self._rotate(seq)
                 rot_at = seq + horizon
                 (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
-            if s is not None and abs(s - thr) < band:
+            if s is not None and -band < s - thr < band:  # = abs(s - thr) < band, without a call
                 flags |= 2
             b0, b1, b2 = t0.get(k0), t1.get(k1), t2.get(k2)
             q0, q1, q2 = o0.get(k0), o1.get(k1), o2.get(k2)
             best = None
             if (b0 is not None or b1 is not None or b2 is not None
                     or q0 is not None or q1 is not None or q2 is not None):
-                bestd, cflip = r, False
-                others = None
-                old = seq - horizon
-                cands: list = []
-                for b, q in ((b0, q0), (b1, q1), (b2, q2)):
-                    nb = 0
-                    if b is not None:
-                        if type(b) is tuple:
-                            cands.append(b)
-                            nb = 1
-                        else:
-                            cands.extend(b)
-                            nb = len(b)
-                    if q is not None and nb < BUCKET:  # a cell's last BUCKET queries, over both generations
-                        if type(q) is tuple:
-                            cands.append(q)
-                        else:
-                            cands.extend(q[nb - BUCKET:])
-                seen = set() if len(cands) > 1 else None
-                for e in cands:
-                    es = e[0]
-                    if es < old:
-                        continue
-                    if seen is not None:
-                        if es in seen:
+                # exact rejection first: the nearest of the six cells' entries (a superset of the candidates:
+                # stale and past-BUCKET entries included) at r or farther -> no candidate is a near-duplicate
+                # (clean traffic: ~40 % of rows meet an occupied cell, ~0.3 % a near-duplicate)
+                m = r
+                for x in (b0, b1, b2, q0, q1, q2):
+                    if x is not None:
+                        dx = dist(z, x[4]) if type(x) is tuple else min(map(dist, repeat(z), map(_Z, x)))
+                        if dx < m:
+                            m = dx
+                if m < r:  # the exact search: this query's candidates, as before
+                    bestd, cflip = r, False
+                    others = None
+                    old = seq - horizon
+                    cands: list = []
+                    for b, q in ((b0, q0), (b1, q1), (b2, q2)):
+                        nb = 0
+                        if b is not None:
+                            if type(b) is tuple:
+                                cands.append(b)
+                                nb = 1
+                            else:
+                                cands.extend(b)
+                                nb = len(b)
+                        if q is not None and nb < BUCKET:  # a cell's last BUCKET queries, over both generations
+                            if type(q) is tuple:
+                                cands.append(q)
+                            else:
+                                cands.extend(q[nb - BUCKET:])
+                    seen = set() if len(cands) > 1 else None
+                    for e in cands:
+                        es = e[0]
+                        if es < old:
                             continue
-                        seen.add(es)
-                    dd = dist(z, e[4])
-                    if 1e-6 < dd < r:
-                        if e[1] == client:
-                            flags |= 1
+                        if seen is not None:
+                            if es in seen:
+                                continue
+                            seen.add(es)
+                        dd = dist(z, e[4])
+                        if 1e-6 < dd < r:
+                            if e[1] == client:
+                                flags |= 1
+                                if e[2] != p:
+                                    flags |= 4
                             if e[2] != p:
-                                flags |= 4
-                        if e[2] != p:
-                            cflip = True
-                        if others is None:
-                            others = {e[3]}
-                        else:
-                            others.add(e[3])
-                        if dd < bestd:
-                            best, bestd = e, dd
+                                cflip = True
+                            if others is None:
+                                others = {e[3]}
+                            else:
+                                others.add(e[3])
+                            if dd < bestd:
+                                best, bestd = e, dd
             if best is None:
                 entry = (seq, client, p, seq, z)  # a query of its own cluster (id = its sequence number)
             else:
@@ -450,14 +463,20 @@ class Guard:
             # into the current generation; a cell of one query holds the entry itself
             if b0 is None:
                 t0[k0] = entry
+            elif type(b0) is tuple:  # _push's first case, inline
+                t0[k0] = entry if (b0[4] == z and b0[1] == client) else [b0, entry]
             else:
                 _push(t0, k0, b0, entry)
             if b1 is None:
                 t1[k1] = entry
+            elif type(b1) is tuple:  # _push's first case, inline
+                t1[k1] = entry if (b1[4] == z and b1[1] == client) else [b1, entry]
             else:
                 _push(t1, k1, b1, entry)
             if b2 is None:
                 t2[k2] = entry
+            elif type(b2) is tuple:  # _push's first case, inline
+                t2[k2] = entry if (b2[4] == z and b2[1] == client) else [b2, entry]
             else:
                 _push(t2, k2, b2, entry)
             # the client's window: the queries with a signal, and running sums
