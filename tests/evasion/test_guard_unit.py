@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aiir.evasion.config import load_config
 from aiir.evasion.guard import Guard
 from aiir.evasion.profile import fit_profile
 from aiir.gateway.synthetic import FEATURES
@@ -127,3 +128,37 @@ def test_numbers_sent_as_strings_are_scored_like_numbers(w):
     c = Guard(profile=w["prof"])
     c.observe("q", FEATURES, [[float("nan")] + [1.0] * 5], [0], [0.2], ["i"])
     assert c.stats["skipped_rows"] == 1
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10, 64])
+def test_near_duplicates_are_found_in_cells_crowded_with_far_entries(batch):
+    """The cheap rejection (nearest entry of a row's six cells at r or farther -> no near-duplicate) must not hide
+    a near-duplicate that shares its cell with far entries (tuple cells and list cells, current and previous
+    generation): a probe whose every query is a near-duplicate of its last one, amid far queries in the same cells,
+    trips on near_dup exactly as a probe alone does."""
+    cols = ["a", "b", "c"]
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 3))
+    prof = fit_profile(X, cols)
+
+    def run(crowd: bool) -> dict:
+        g = Guard(profile=prof, thresholds=load_config({"guard": {"global_window": 256}}))
+        base = X[0]
+        rows, k = [], 0
+        for i in range(200):
+            if crowd:  # far queries (0.3 sd away: same cell, not near-duplicates) of other clients, in between
+                g.observe(f"other-{i % 7}", cols, [(base + rng.choice([-0.3, 0.3], 3)).tolist()], [0], [0.9],
+                          [f"o{i}"])
+            rows.append((base + rng.normal(0, 0.004, 3)).tolist())
+            if len(rows) == batch:
+                ev = g.observe("probe", cols, rows, [k % 2 for _ in rows], [0.9] * len(rows), [str(k)] * len(rows))
+                k += 1
+                rows = []
+                if ev is not None:
+                    return {"reasons": ev["reasons"], "window": ev["window"]["near_dup"], "seen": ev["queries_seen"]}
+        return {}
+
+    alone, crowded = run(False), run(True)
+    assert alone and "near_dup" in alone["reasons"]
+    assert "near_dup" in crowded["reasons"] and crowded["window"] >= alone["window"] > 0, (alone, crowded)
+    assert crowded["seen"] == alone["seen"], (alone, crowded)
