@@ -135,8 +135,8 @@ def _stop(pids) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
     for pid in pids:
-        # a process in uninterruptible sleep (D: an fsync on a busy disk) stops only when that I/O ends;
-        # on the shared 2-core machine at load 13 one took over 10 s
+        # a process in uninterruptible sleep (D, e.g. an fsync on a busy disk) stops only when that I/O ends;
+        # on the shared 2-core machine at load 13 one did not stop within 10 s (its state was not recorded)
         deadline = time.monotonic() + 60
         while (st := procfs.stat(pid)) is not None and st[0] not in (b"T", b"t", b"Z", b"X"):
             if time.monotonic() > deadline:
