@@ -49,6 +49,17 @@ def record(client: str, X: np.ndarray, scores: np.ndarray, start: datetime, step
             for i, (x, s) in enumerate(zip(X, scores, strict=True))]
 
 
+def write_log(path, recs: list[dict]):
+    """The records (as :func:`record` makes them) appended to a real decision log at ``path``."""
+    from aiir.gateway.decision_log import DecisionLog
+
+    log = DecisionLog(path)
+    log.append_many([{k: r[k] for k in ("decision_id", "ts", "client_id", "features", "prediction", "score",
+                                        "model", "model_version")} for r in recs])
+    log.close()
+    return path
+
+
 def clean_traffic(model, *, clients: int = 40, per_client: int = 100, seed: int = 7) -> list[dict]:
     Xc, _ = synthetic_frame(clients * per_client, seed=seed)
     Xc = Xc.to_numpy()

@@ -12,7 +12,6 @@ import pytest
 from aiir.errors import BadInput
 from aiir.evasion import labels as lb
 from aiir.evasion import scan
-from aiir.gateway.decision_log import DecisionLog
 from tests.conftest import run_aiir
 from tests.evasion import evkit
 
@@ -125,18 +124,10 @@ def test_poisson_binomial_tail():
     assert lb.poisson_binomial_sf(0, q) == 1.0 and lb.poisson_binomial_sf(3001, q) == 0.0
 
 
-def _log(path, recs):
-    log = DecisionLog(path)
-    log.append_many([{k: r[k] for k in ("decision_id", "ts", "client_id", "features", "prediction", "score",
-                                        "model", "model_version")} for r in recs])
-    log.close()
-    return path
-
-
 def test_cli_labels_and_its_bad_input(w, tmp_path):
     import pandas as pd
 
-    db = _log(tmp_path / "d.db", w["clean"] + w["transfer"])
+    db = evkit.write_log(tmp_path / "d.db", w["clean"] + w["transfer"])
     labels = {**w["clean_labels"], **w["transfer_labels"]}
     good = tmp_path / "labels.parquet"
     pd.DataFrame({"decision_id": list(labels), "label": list(labels.values())}).to_parquet(good)

@@ -10,7 +10,6 @@ import pytest
 from aiir.errors import BadInput
 from aiir.evasion import scan
 from aiir.evasion.config import binom_sf, critical_counts, load_config
-from aiir.gateway.decision_log import DecisionLog
 from aiir.knowledge import taxonomy
 from tests.conftest import run_aiir
 from tests.evasion import evkit
@@ -93,18 +92,10 @@ def test_extraction_by_rate_and_volume(w, tmp_path):
     assert "ML05" in {o["id"] for o in res.report["owasp"]}
 
 
-def _log(path, recs):
-    log = DecisionLog(path)
-    log.append_many([{k: r[k] for k in ("decision_id", "ts", "client_id", "features", "prediction", "score",
-                                        "model", "model_version")} for r in recs])
-    log.close()
-    return path
-
-
 def test_cli_exit_codes_and_reference(w, tmp_path):
     ref = tmp_path / "ref.csv"
     w["X"].assign(is_fraud=0).to_csv(ref, index=False)
-    attacked = _log(tmp_path / "attacked.db", w["clean"] + w["single"])
+    attacked = evkit.write_log(tmp_path / "attacked.db", w["clean"] + w["single"])
     r = run_aiir("scan-evasion", "--decision-log", str(attacked), "--out", str(tmp_path / "o1"),
                  "--reference", str(ref))
     assert r.returncode == 3, r.stderr
@@ -112,7 +103,7 @@ def test_cli_exit_codes_and_reference(w, tmp_path):
     assert out["status"] == "incident" and out["suspect_clients"][0]["client_id"] == "attacker-1"
     doc = json.loads((tmp_path / "o1" / "findings.json").read_text())
     assert doc["profile"]["outlier_model"] is True and "is_fraud" not in doc["features"]
-    clean = _log(tmp_path / "clean.db", w["clean"])
+    clean = evkit.write_log(tmp_path / "clean.db", w["clean"])
     r = run_aiir("scan-evasion", "--decision-log", str(clean), "--out", str(tmp_path / "o2"), "--reference", str(ref))
     assert r.returncode == 0, r.stderr
     # --since keeps only the attack window's later half of the clean traffic: still clean
