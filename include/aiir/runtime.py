@@ -238,15 +238,19 @@ class Airflow:
             self._token = http_json("GET", f"{self.url}/auth/token", timeout=self.timeout)["access_token"]
         return self._token
 
-    def api(self, method: str, path: str, body: Any = None, *, tries: int = 4) -> Any:
-        """One REST call. Idempotent calls (GET, PATCH) are retried on a 5xx (Airflow on SQLite answers 500 now
-        and then when its database is locked by the scheduler) and on a timeout or a dropped connection (a
-        loaded 2-core machine can keep the api-server busy past the timeout)."""
-        attempts = tries if method in ("GET", "PATCH") else 1
+    def api(self, method: str, path: str, body: Any = None, *, tries: int = 4, repeatable: bool | None = None,
+            on_repeat_conflict: Any = None) -> Any:
+        """One REST call. Repeatable calls (by default GET and PATCH) are retried on a 5xx (Airflow on SQLite
+        answers 500 now and then when its database is locked by the scheduler) and on a timeout or a dropped
+        connection (a loaded 2-core machine can keep the api-server busy past the timeout). A repeat answered
+        409 means an earlier try went through: ``on_repeat_conflict()`` is returned instead."""
+        attempts = tries if (method in ("GET", "PATCH") if repeatable is None else repeatable) else 1
         for i in range(attempts):
             try:
                 return http_json(method, f"{self.url}/api/v2{path}", body, token=self.token(), timeout=self.timeout)
             except urllib.error.HTTPError as exc:
+                if exc.code == 409 and i > 0 and on_repeat_conflict is not None:
+                    return on_repeat_conflict()
                 if exc.code < 500 or i == attempts - 1:
                     raise
             except (TimeoutError, urllib.error.URLError, ConnectionError):
@@ -267,19 +271,8 @@ class Airflow:
         logical = datetime.now(UTC)
         run_id = run_id or f"manual__{logical.isoformat()}"
         body: dict[str, Any] = {"conf": conf or {}, "logical_date": logical.isoformat(), "dag_run_id": run_id}
-        for i in range(tries):
-            try:
-                return self.api("POST", f"/dags/{dag_id}/dagRuns", body)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 409 and i > 0:  # an earlier try of this call created it
-                    return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-                if exc.code < 500 or i == tries - 1:
-                    raise
-            except (TimeoutError, urllib.error.URLError, ConnectionError):
-                if i == tries - 1:
-                    raise
-            time.sleep(0.5 * (i + 1))
-        raise AssertionError("unreachable")
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", body, tries=tries, repeatable=True,
+                        on_repeat_conflict=lambda: self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns?order_by=-start_date&limit=50")["dag_runs"]
