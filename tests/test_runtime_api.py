@@ -4,33 +4,22 @@ that timed out is asked again; a genuine conflict is still an error."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from aiir import runtime
+from tests.httpkit import JSONHandler
 
 
-class SlowAirflow(BaseHTTPRequestHandler):
+class SlowAirflow(JSONHandler):
     runs: dict[str, dict] = {}
     posts: list[dict] = []
     slow_posts = 1  # this many POSTs create the run, then answer only after the client gave up
     slow_gets = 0
-
-    def log_message(self, *a):
-        pass
-
-    def _send(self, code: int, body: dict) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
 
     def do_GET(self):
         if self.path == "/auth/token":
@@ -46,7 +35,7 @@ class SlowAirflow(BaseHTTPRequestHandler):
 
     def do_POST(self):
         cls = type(self)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self._body()
         cls.posts.append(body)
         run_id = body["dag_run_id"]
         if self.path.startswith("/api/v2/dags/hang/"):  # busy before it gets to the run: every try times out

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -17,6 +17,7 @@ from aiir.evasion.profile import fit_profile
 from aiir.gateway.apikeys import KeyFile
 from aiir.gateway.synthetic import FEATURES, synthetic_frame
 from tests.gateway.gwkit import Gateway, free_port, split
+from tests.httpkit import JSONHandler
 
 
 class FakeAirflowREST:
@@ -28,25 +29,14 @@ class FakeAirflowREST:
         self.port = free_port()
         outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class H(JSONHandler):
             def do_GET(self):
                 if self.path == "/auth/token":
                     return self._send(200, {"access_token": "jwt-test"})
                 self._send(404, {"detail": "no"})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self._body()
                 if self.headers.get("Authorization") != "Bearer jwt-test":
                     return self._send(401, {"detail": "unauthorized"})
                 if self.path.startswith("/api/v2/dags/") and self.path.endswith("/dagRuns"):

@@ -1,0 +1,23 @@
+"""A quiet JSON request handler for the small real HTTP servers tests stand up in place of a remote API."""
+
+from __future__ import annotations
+
+import json
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    def log_message(self, *a):  # quiet: a test's output is its assertions
+        pass
+
+    def _send(self, code: int, body: Any) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _body(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
