@@ -153,8 +153,10 @@ class LabelData:
 
 
 def prepare(labels, decisions: list[dict[str, Any]], scores: np.ndarray, cfg: dict[str, Any]) -> LabelData:
-    """Match the labels to the scanned decisions (sorted as the scan sorts them)."""
-    lab, info = load_labels(labels)
+    """Match the labels to the scanned decisions (sorted as the scan sorts them). ``labels``: a file or a dict
+    as :func:`load_labels` takes, or what it returned (a file already read is not read again)."""
+    lab, info = labels if isinstance(labels, tuple) else load_labels(labels)
+    info = dict(info)
     where = info["file"] or "labels"
     c = cfg["labels"]
     pos, bands, thr = int(c["positive_label"]), int(c["score_bands"]), cfg["signals"]["decision_threshold"]
@@ -274,7 +276,3 @@ def _binom(k: int, n: int, p: float) -> float:
 
     return binom_sf(k, n, min(max(p, 1e-12), 1 - 1e-12))
 
-
-def let_through_positives(ii: np.ndarray, lab: LabelData) -> np.ndarray:
-    """Indices (of ``ii``'s decisions) labelled positive that the model let through."""
-    return ii[(lab.y[ii] == 1) & lab.through[ii]]

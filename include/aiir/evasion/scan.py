@@ -139,12 +139,12 @@ def _peak_per_min(t: np.ndarray) -> int:
 
 def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: Profile | None = None,
              thresholds: str | Path | dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-             window: dict[str, Any] | None = None, labels: str | Path | dict[str, Any] | None = None,
+             window: dict[str, Any] | None = None, labels: str | Path | dict[str, Any] | tuple | None = None,
              progress: Callable[[str], None] | None = None) -> ScanResult:
     """Scan served decisions (dicts with the :data:`aiir.targets.base.DECISION_FIELDS`) and write the findings.
 
-    ``labels`` (a CSV/Parquet file with ``decision_id`` and ``label``, or a dict of them): the delayed-label
-    signal of :mod:`aiir.evasion.labels`."""
+    ``labels`` (a CSV/Parquet file with ``decision_id`` and ``label``, a dict of them, or what
+    :func:`aiir.evasion.labels.load_labels` returned for one): the delayed-label signal of :mod:`aiir.evasion.labels`."""
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     cfg = load_config(thresholds)
@@ -207,8 +207,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
         from aiir.evasion import labels as lb
 
         if not n:
-            raise BadInput(str(labels) if not isinstance(labels, dict) else "labels",
-                           "decision_id: no scanned decision to match the labels to")
+            file = labels[1]["file"] if isinstance(labels, tuple) else None if isinstance(labels, dict) else labels
+            raise BadInput(str(file or "labels"), "decision_id: no scanned decision to match the labels to")
         say("matching the delayed labels to the decisions")
         lab = lb.prepare(labels, decisions, scores, cfg)
         let_through_pos = (lab.y == 1) & lab.through
@@ -366,21 +366,20 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             sources=[s["client_id"] for s in ex],
             detail="many queries at an unusual rate or far from the training distribution"))
     lsus = [s for s in suspects if set(s["reasons"]) & set(LABEL_SIGNALS)]
-    lclus: list[dict[str, Any]] = []  # no per-cluster label test: see docs/evasion.md (delayed labels)
-    if lsus or lclus:
+    if lsus:  # per client only, no per-cluster label test: see docs/evasion.md (delayed labels)
         ids = [i for s in lsus for i in s["labels"]["let_through_positive_ids"]]
         findings.append(finding(
             "label_evasion", "high",
-            f"evasion confirmed by delayed labels: {len(lsus)} client(s), {len(lclus)} input cluster(s) whose "
-            "decisions the model let through were later labelled positive far more often than other clients'",
-            statistic=("max_client_score", max([s["score"] for s in lsus] + [c["score"] for c in lclus] + [0.0])),
+            f"evasion confirmed by delayed labels: {len(lsus)} client(s) whose decisions the model let through "
+            "were later labelled positive far more often than other clients'",
+            statistic=("max_client_score", max(s["score"] for s in lsus)),
             threshold={"alpha": cfg["labels"]["alpha"], "min_misses": cfg["labels"]["min_misses"],
                        "baseline_quantile": cfg["labels"]["baseline_quantile"]},
             sources=[s["client_id"] for s in lsus],
             detail="decisions served as legitimate that chargebacks / analyst labels later marked as the attacked "
                    "class, more than other clients' at the same scores: evasion that left no trace in the inputs "
                    "(e.g. a transfer attack crafted on a surrogate). As late as the label feed.",
-            evidence={"clients": [s["client_id"] for s in lsus], "clusters": [c["cluster_id"] for c in lclus],
+            evidence={"clients": [s["client_id"] for s in lsus],
                       "decision_ids": ids[:MAX_IDS], "labels_file": lab.info.get("file"),
                       "first_ts": min((str(decisions[int(i)].get("ts")) for i in np.flatnonzero(let_through_pos)
                                        if clients[i] in {s["client_id"] for s in lsus}), default=None),
@@ -449,7 +448,7 @@ def scan_decision_log(path: str | Path, out_dir: str | Path, *, since=None, unti
     cfg = load_config(thresholds)
     if reference is not None and not Path(reference).is_file():
         raise BadInput(str(reference), "reference file not found")
-    _check_labels_file(labels)
+    labels = _read_labels(labels)
     s, u = parse_when(since, where="--since"), parse_when(until, where="--until")
     log = DecisionLog(p, create=False)
     try:
@@ -472,7 +471,7 @@ def scan_target(target, out_dir: str | Path, *, since=None, until=None, referenc
     cfg = load_config(thresholds)
     if reference is not None and not Path(reference).is_file():
         raise BadInput(str(reference), "reference file not found")
-    _check_labels_file(labels)
+    labels = _read_labels(labels)
     s, u = parse_when(since, where="--since"), parse_when(until, where="--until")
     rows = target.decisions(s, u, limit=limit)
     prof = _reference(reference, cfg, rows)
@@ -480,12 +479,13 @@ def scan_target(target, out_dir: str | Path, *, since=None, until=None, referenc
                     window={"since": s, "until": u}, labels=labels, progress=progress)
 
 
-def _check_labels_file(labels) -> None:
-    """A labels file that is not there is refused before any decision is read."""
-    if labels is not None and not isinstance(labels, dict):
-        from aiir.evasion.labels import load_labels
+def _read_labels(labels):
+    """The labels file read (and a bad one refused) before any decision is; passed on read, not read again."""
+    if labels is None:
+        return None
+    from aiir.evasion.labels import load_labels
 
-        load_labels(labels)
+    return load_labels(labels)
 
 
 def _reference(reference, cfg, rows: list[dict[str, Any]]) -> Profile | None:
