@@ -479,11 +479,13 @@ def triage_sentences(triage: Any) -> list[str]:
         out.append("The signal is confirmed." if triage.get("confirmed") else
                    "The signal is NOT confirmed by the labelled feedback.")
         if not (s and g):  # a triage of its own kind (e.g. evasion: per client lines): its other facts too
-            out += [f"{k}: {fmt(v)}." for k, v in triage.items()
-                    if k not in ("confirmed", "precision_drop", "recall_drop", "rows") and not isinstance(v, (dict, list))]
-    if not out:
-        out = [f"{k}: {fmt(v)}." for k, v in triage.items() if not isinstance(v, (dict, list))]
-    return out
+            out += _facts(triage, skip=("confirmed", "precision_drop", "recall_drop", "rows"))
+    return out or _facts(triage)
+
+
+def _facts(d: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """``key: value.`` for each plain value of ``d`` (nested dicts and lists are shown elsewhere)."""
+    return [f"{k}: {fmt(v)}." for k, v in d.items() if k not in skip and not isinstance(v, (dict, list))]
 
 
 _EVENT_WORDS = {
