@@ -104,7 +104,11 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     mode = "one after the other" if serial else "side by side"
     summary = ", ".join(f"{p} exit {codes[p]} at {took[p]:.0f} s" for p in ("rest", "airflow"))
-    print(f"\n[test_split] {mode}: {summary}; wall {time.monotonic() - t0:.0f} s", flush=True)
+    line = f"[test_split] {mode}: {summary}; wall {time.monotonic() - t0:.0f} s"
+    print("\n" + line, flush=True)
+    if os.environ.get("AIIR_COST_FILE"):  # beside the parts' cost tables (tests/costkit.py), for .ci/run's last lines
+        with open(os.environ["AIIR_COST_FILE"], "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
     for p in ("rest", "airflow"):
         if codes[p] not in (0, NO_TESTS_COLLECTED):
             return codes[p]

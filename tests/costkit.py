@@ -4,10 +4,14 @@ CI runs on 2 cores, so a module's CPU seconds (not its wall time) say how much i
 (``make test`` runs the Airflow modules and the rest side by side). CPU counts this process and every child it
 waited for (``RUSAGE_CHILDREN``: the gateway, Airflow's components, the CLI runs, once stopped); a process that
 outlives its test or is reaped by init is not counted, so the figures are a lower bound.
+
+With ``AIIR_COST_FILE`` set, the table's top rows are also appended to that file, after a line naming the run:
+``.ci/run`` prints the file last, so the end of a CI log (all a CI report may keep) says where the time went.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections import defaultdict
@@ -44,8 +48,13 @@ def table(cost: dict[str, list[float]], top: int = 25) -> list[str]:
     return lines
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, config):
     if _cost:
         terminalreporter.write_sep("=", "cost by module (slowest CPU first)")
         for line in table(_cost):
             terminalreporter.write_line(line)
+        path = os.environ.get("AIIR_COST_FILE")
+        if path:
+            run = " ".join(config.invocation_params.args)
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"-- pytest {run[:300]}\n" + "\n".join(table(_cost, top=12)) + "\n")

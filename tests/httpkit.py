@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -21,3 +21,16 @@ class JSONHandler(BaseHTTPRequestHandler):
 
     def _body(self) -> Any:
         return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading server that does not print a traceback when a client hung up before its answer (a test of a
+    client's timeout does that on purpose); any other handler error is still printed."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)

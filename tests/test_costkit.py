@@ -17,6 +17,7 @@ def test_table_orders_by_cpu_and_sums():
 
 
 def test_a_run_prints_the_cost_of_a_module_that_burns_cpu_in_a_child(tmp_path):
+    cost_file = tmp_path / "cost.txt"
     (tmp_path / "test_burn.py").write_text(textwrap.dedent("""
         import subprocess, sys
         def test_child_burns():
@@ -27,8 +28,12 @@ def test_a_run_prints_the_cost_of_a_module_that_burns_cpu_in_a_child(tmp_path):
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.costkit"]\n')
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                        cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "AIIR_COST_FILE": str(cost_file)})
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout.split("cost by module")[1]
     row = next(line for line in out.splitlines() if line.endswith("test_burn.py"))
     assert float(row.split()[0]) >= 1.0  # the child's second of CPU is counted
+    # the same table (top rows) appended to AIIR_COST_FILE, after a line naming the run: what .ci/run prints last
+    saved = cost_file.read_text().splitlines()
+    assert saved[0].startswith("-- pytest -q -p no:cacheprovider") and saved[-1].endswith("all 1 modules")
+    assert any(line.endswith("test_burn.py") for line in saved)

@@ -475,7 +475,8 @@ class ClusterAirflow(runtime.Airflow):
     def token(self) -> str:
         if self._token is None:
             self._token = http_json("POST", f"{self.url}/auth/token",
-                                    {"username": "admin", "password": self.password()})["access_token"]
+                                    {"username": "admin", "password": self.password()},
+                                    timeout=self.timeout)["access_token"]
         return self._token
 
 

@@ -211,8 +211,21 @@ class Airflow:
         self.url = f"http://127.0.0.1:{self.port}"
         self.service: Service | None = None
         self._token: str | None = None
-        # seconds per REST call: Airflow's api-server on a loaded 2-core machine can take well over 10 s
-        self.timeout = float(os.environ.get("AIIR_AIRFLOW_API_TIMEOUT", "30"))
+
+    _timeout: float | None = None
+
+    @property
+    def timeout(self) -> float:
+        """Seconds per REST call (``AIIR_AIRFLOW_API_TIMEOUT``, 30 by default): Airflow's api-server on a loaded
+        2-core machine can take well over 10 s. A class-level default, so subclasses that bring their own
+        ``__init__`` (``aiir.cluster.ClusterAirflow``) have it too."""
+        if self._timeout is not None:
+            return self._timeout
+        return float(os.environ.get("AIIR_AIRFLOW_API_TIMEOUT", "30"))
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._timeout = value
 
     def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env, capture_output=True,
