@@ -155,6 +155,7 @@ def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame,
     and the OpenLineage events emitted (``aiir.lineage``).
     """
     import time as _time
+    import warnings
 
     import mlflow
     from mlflow.models import infer_signature
@@ -167,10 +168,15 @@ def log_and_register(model: Any, *, name: str, recipe: str, train: pd.DataFrame,
     features = train.drop(columns=[label])
     code = code_version()
     with mlflow.start_run(run_name=f"{name}-{recipe}") as run:
-        for f in digests:
-            ds = mlflow.data.from_pandas(train, source=f["path"], targets=label,
-                                         name=Path(f["path"]).name, digest=f["sha256"][:16])
-            mlflow.log_input(ds, context="training")
+        with warnings.catch_warnings():
+            # the dataset's schema describes the training file as it is; MLflow's hint about integer columns
+            # concerns serving signatures (the one below declares them as doubles), not this record
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column",
+                                    category=UserWarning)
+            for f in digests:
+                ds = mlflow.data.from_pandas(train, source=f["path"], targets=label,
+                                             name=Path(f["path"]).name, digest=f["sha256"][:16])
+                mlflow.log_input(ds, context="training")
         mlflow.log_params({"recipe": recipe, "label": label, "train_rows": len(train)})
         if metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
