@@ -57,10 +57,16 @@ def _suite(tmp_path: Path, *, rest_fails: bool) -> Path:
     return suite
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """The environment for a nested run: not the outer run's AIIR_COST_FILE (CI's summary of its own runs)."""
+    env = {k: v for k, v in os.environ.items() if k != "AIIR_COST_FILE"}
+    return {**env, **extra}
+
+
 def test_both_parts_run_at_once_and_the_exit_code_is_the_failing_parts(tmp_path):
     suite = _suite(tmp_path, rest_fails=True)
     r = subprocess.run([sys.executable, str(SCRIPT), "-m", "not unproven", "-q", f"--basetemp={tmp_path / 'bt'}"],
-                       cwd=suite, capture_output=True, text=True, timeout=300)
+                       cwd=suite, capture_output=True, text=True, timeout=300, env=_env())
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "side by side: rest exit 1" in out and "airflow exit 0" in out, out  # it saw the rest's flag
@@ -73,7 +79,7 @@ def test_a_part_with_no_tests_counts_as_passed(tmp_path):
     (suite / "test_both.py").unlink()
     (suite / "test_plain.py").write_text("def test_plain():\n    pass\n")
     r = subprocess.run([sys.executable, str(SCRIPT), "-q", f"--basetemp={tmp_path / 'bt'}"], cwd=suite,
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "AIIR_TEST_SERIAL": "1"})
+                       capture_output=True, text=True, timeout=300, env=_env(AIIR_TEST_SERIAL="1"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "one after the other: rest exit 0" in r.stdout and "airflow exit 5" in r.stdout, r.stdout
 
