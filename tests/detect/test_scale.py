@@ -140,3 +140,50 @@ def test_a_clean_batch_above_max_rows_stays_clean_on_its_sample(tmp_path, refere
     r = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "out", thresholds=t, **FRAUD)
     assert r.report["current"]["analysed_rows"] == 6_000 and r.report["reference"]["rows"] == len(reference)
     assert r.status == "clean" and not r.suspect_sources
+
+
+def test_contract_process_gives_the_same_suite_and_validation_as_this_process(tmp_path):
+    """A large batch's inferred contract is built and GX-validated by a second process (a fresh interpreter
+    here: in this one GX may already be imported, and then the check keeps it in-process): same contract.json,
+    same gx_validation.json (exact counts streamed over every row included), same findings."""
+    import subprocess
+    import sys
+
+    ref = make_transactions(12_000, seed=1)
+    cur = make_transactions(9_000, seed=2, drift=0.3)
+    cur.loc[:39, "amount"] = -5e6  # 40 rows out of the contract's range, counted exactly over every row
+    cur.loc[100:1099, "merchant_category"] = "never_seen"
+    ref.to_parquet(tmp_path / "ref.parquet", index=False)
+    cur.to_parquet(tmp_path / "cur.parquet", index=False)
+    t = load_thresholds()
+    t["decision"]["max_rows"] = 4_000
+    t["contract"]["gx_max_rows"] = 1_000
+    (tmp_path / "t.json").write_text(json.dumps(t))
+    code = ("import json, sys; import aiir.detect.check as c; c.REPORT_PROCESS_MIN_ROWS = 1000; "
+            "t = json.load(open(sys.argv[1])); "
+            "r = c.run_check(sys.argv[2], sys.argv[3], sys.argv[4], thresholds=t, label_column='is_fraud', "
+            "source_column='source', html=False); print(r.report['contract']['validated_in'])")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.json"), str(tmp_path / "ref.parquet"),
+                        str(tmp_path / "cur.parquet"), str(tmp_path / "two")], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "second process"
+    one = run_check(tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "one", thresholds=t, **FRAUD)
+    assert one.report["contract"]["validated_in"] == "this process"
+
+    def read(folder, name):
+        d = json.loads((tmp_path / folder / name).read_text())
+        d.get("meta", {}).pop("batch_markers", None)
+        (d.get("meta", {}).get("aiir") or {}).pop("inferred_at", None)
+        return d
+
+    for name in ("contract.json", "gx_validation.json"):
+        assert read("two", name) == read("one", name)
+    gx = read("two", "gx_validation.json")
+    amount = [x for x in gx["results"] if x["expectation_config"]["type"] == "expect_column_values_to_be_between"
+              and x["expectation_config"]["kwargs"]["column"] == "amount"][0]
+    assert amount["result"]["unexpected_count"] == 40 and amount["result"]["element_count"] == 9_000
+    two = json.loads((tmp_path / "two" / "findings.json").read_text())
+    assert [f["title"] for f in two["findings"]] == [f["title"] for f in one.report["findings"]]
+    assert any(f["kind"] == "schema" and "merchant_category" in f["title"] for f in two["findings"])
+    assert two["status"] == one.status and two["decision"] == one.report["decision"]

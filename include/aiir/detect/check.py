@@ -111,6 +111,28 @@ def _start_report_process(ref: pd.DataFrame, cur: pd.DataFrame, types: dict[str,
     return proc
 
 
+def _start_contract_process(ref: pd.DataFrame, cur: pd.DataFrame, t: dict[str, Any], all_types: dict[str, str],
+                            meta: dict[str, Any], say: Callable[[str], None]) -> Any:
+    """On a large batch with an inferred contract, build and GX-validate the suite in a second process
+    (aiir.detect.gx_process.ContractProcess) so GX's import and validation overlap the statistics; None
+    (everything here, at the contract stage) on a small batch, when GX is already imported in this process,
+    or if the process cannot be started."""
+    import sys
+
+    if len(ref) + len(cur) < REPORT_PROCESS_MIN_ROWS or "great_expectations" in sys.modules:
+        return None
+    try:
+        from aiir.detect.gx_process import ContractProcess, gx_sample
+
+        spec = contract_mod.infer_spec(ref, t, all_types)
+        proc = ContractProcess(spec, gx_sample(cur, t["contract"]["gx_max_rows"] or None), meta=meta)
+    except Exception as exc:  # the contract stage then does it all here
+        say(f"data contract: no second process ({type(exc).__name__}: {str(exc)[:200]}); validating at the end")
+        return None
+    say("data contract: Great Expectations builds and validates the inferred suite in a second process")
+    return proc
+
+
 def _drift_finding(rows: list[dict[str, Any]], t: dict[str, Any]) -> dict[str, Any] | None:
     d = t["drift"]
     tested = [r for r in rows if r.get("test")]
@@ -215,6 +237,11 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     findings: list[dict[str, Any]] = []
     paths: dict[str, str] = {}
     dt = t["decision"]
+    contract_meta = {"inferred_from": ref_meta["path"], "reference_sha256": ref_meta["sha256"],
+                     "rows": ref_meta["rows"], "inferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                     "column_types": all_types}
+    contract_proc = _start_contract_process(ref, cur, t, all_types, contract_meta, say) \
+        if contract_data is None else None
 
     # ---- too few rows to judge: the rules (contract, digests) still apply, the statistics do not
     too_few = len(cur) < dt["min_rows"] or len(ref) < dt["min_rows"]
@@ -314,15 +341,18 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
 
     # ---- contract (Great Expectations)
     contract_path = out / "contract.json"
+    sample_result, validated_in = None, "this process"
+    if contract_proc is not None:
+        say("waiting for the data contract's validation (Great Expectations, second process)")
+        try:
+            contract_data, sample_result = contract_proc.result()
+            validated_in = "second process"
+        except Exception as exc:  # infer and validate here instead
+            say(f"the contract process failed ({str(exc)[:200]}); validating in this process")
+    inferred = contract is None
     if contract_data is None:
         say("inferring the data contract (Great Expectations suite) from the reference")
-        contract_data = contract_mod.infer_contract(ref, t, all_types, meta={
-            "inferred_from": ref_meta["path"], "reference_sha256": ref_meta["sha256"],
-            "rows": ref_meta["rows"], "inferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "column_types": all_types})
-        inferred = True
-    else:
-        inferred = False
+        contract_data = contract_mod.infer_contract(ref, t, all_types, meta=contract_meta)
     say("validating current against the contract")
     batches = None
     if cur_rows is not None:  # cur is a sample of a larger file: null / range / domain counted over every row
@@ -330,7 +360,7 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
             return iter_table(current, columns=[c for c in cols if c in cur_names])
     gx_result = contract_mod.validate(cur, contract_data, where=str(contract) if contract else "contract",
                                       max_rows=t["contract"]["gx_max_rows"] or None, rows=cur_meta["rows"],
-                                      batches=batches)
+                                      batches=batches, sample_result=sample_result)
     contract_path.write_text(json.dumps(contract_data, indent=2, default=str))
     gx_path = out / "gx_validation.json"
     gx_path.write_text(json.dumps(gx_result, indent=2, default=str))
@@ -439,7 +469,8 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         "decision": _bounded_decision(decision, limit),
         "contract": {"path": str(contract_path), "inferred": inferred,
                      "supplied": str(Path(contract).resolve()) if contract else None,
-                     "success": gx_result.get("success"), "statistics": gx_result.get("statistics")},
+                     "success": gx_result.get("success"), "statistics": gx_result.get("statistics"),
+                     "validated_in": validated_in},
         "drift": {"tested": len(tested), "drifted": [r["column"] for r in tested if r["drifted"]],
                   "skipped": {r["column"]: r["skipped"] for r in drift_rows if r.get("skipped")},
                   "table": drift_rows},

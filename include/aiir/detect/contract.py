@@ -7,11 +7,7 @@ pandas datasource; analytics and progress bars are off. GX is imported inside th
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,25 +28,16 @@ STRUCTURAL = {"expect_table_columns_to_match_set", "expect_table_columns_to_matc
               "expect_column_values_to_be_of_type"}
 
 
-@contextlib.contextmanager
 def _quiet_gx():
-    """GX logs full tracebacks for invalid configurations and warns a lot; keep stderr to our lines."""
-    log = logging.getLogger("great_expectations")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)
+    from aiir.detect.gx_process import quiet_gx
+
+    return quiet_gx()
 
 
 def _gx():
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    with _quiet_gx():
-        import great_expectations as gx
-    return gx
+    from aiir.detect.gx_process import import_gx
+
+    return import_gx()
 
 
 def _py(v: Any) -> Any:
@@ -76,26 +63,25 @@ def _type_list(s: pd.Series) -> list[str] | None:
     return None
 
 
-def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[str, str], *,
-                   name: str = "aiir-contract", meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An ExpectationSuite (as GX JSON) describing the reference: columns, types, ranges, nulls, domains."""
+def infer_spec(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """The expectations :func:`infer_contract` builds, as (GX expectation class name, keyword arguments) pairs:
+    computed without importing GX (so a second process can build the suite while this one computes)."""
     import numpy as np
     import pandas as pd
 
-    gx = _gx()
-    E = gx.expectations
     c = thresholds["contract"]
-    exps: list[Any] = [E.ExpectTableColumnsToMatchSet(column_set=[str(x) for x in ref.columns], exact_match=True)]
+    exps: list[tuple[str, dict[str, Any]]] = [
+        ("ExpectTableColumnsToMatchSet", {"column_set": [str(x) for x in ref.columns], "exact_match": True})]
     for col in ref.columns:
         s = ref[col]
         ctype = types.get(col, "unknown")
         tl = _type_list(s)
         if tl:
-            exps.append(E.ExpectColumnValuesToBeInTypeList(column=col, type_list=tl))
+            exps.append(("ExpectColumnValuesToBeInTypeList", {"column": col, "type_list": tl}))
         null_share = float(s.isna().mean())
         allowed = 0.0 if null_share == 0 else min(1.0, null_share * 1.5 + c["null_slack"])
         if allowed < 1.0:
-            exps.append(E.ExpectColumnValuesToNotBeNull(column=col, mostly=round(1.0 - allowed, 6)))
+            exps.append(("ExpectColumnValuesToNotBeNull", {"column": col, "mostly": round(1.0 - allowed, 6)}))
         non_null = s.dropna()
         if non_null.empty:
             continue
@@ -112,8 +98,8 @@ def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[st
             # a new value falls outside the range of n reference values with probability ~2/(n+1):
             # small references get proportionally more room
             allowed_out = max(1.0 - c["range_mostly"], 6.0 / (vals.size + 1))
-            exps.append(E.ExpectColumnValuesToBeBetween(column=col, min_value=new_lo, max_value=hi + pad,
-                                                        mostly=round(max(0.0, 1.0 - allowed_out), 6)))
+            exps.append(("ExpectColumnValuesToBeBetween", {"column": col, "min_value": new_lo, "max_value": hi + pad,
+                                                           "mostly": round(max(0.0, 1.0 - allowed_out), 6)}))
         elif ctype == "categorical" and not pd.api.types.is_bool_dtype(s.dtype):
             counts = non_null.value_counts()
             domain = counts.index.to_numpy()
@@ -124,11 +110,17 @@ def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[st
                     value_set = sorted(_py(v) for v in domain)
                 except TypeError:
                     value_set = sorted((_py(v) for v in domain), key=str)
-                exps.append(E.ExpectColumnValuesToBeInSet(column=col, value_set=value_set,
-                                                          mostly=round(1.0 - allowed_new, 6)))
-    with _quiet_gx():
-        suite = gx.ExpectationSuite(name=name, expectations=exps, meta={"aiir": meta or {}})
-        return suite.to_json_dict()
+                exps.append(("ExpectColumnValuesToBeInSet", {"column": col, "value_set": value_set,
+                                                             "mostly": round(1.0 - allowed_new, 6)}))
+    return exps
+
+
+def infer_contract(ref: pd.DataFrame, thresholds: dict[str, Any], types: dict[str, str], *,
+                   name: str = "aiir-contract", meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An ExpectationSuite (as GX JSON) describing the reference: columns, types, ranges, nulls, domains."""
+    from aiir.detect.gx_process import suite_from_spec
+
+    return suite_from_spec(infer_spec(ref, thresholds, types), name=name, meta=meta)
 
 
 def load_contract(path: str | Path) -> dict[str, Any]:
@@ -284,33 +276,30 @@ def _patch_exact(result: dict[str, Any], cur: pd.DataFrame, sampled_rows: int, *
 
 
 def validate(cur: pd.DataFrame, suite_data: dict[str, Any], *, where: str = "contract",
-             max_rows: int | None = None, rows: int | None = None, batches: Any = None) -> dict[str, Any]:
+             max_rows: int | None = None, rows: int | None = None, batches: Any = None,
+             sample_result: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``cur`` against the suite; returns GX's validation result JSON.
 
     With ``max_rows`` and a larger ``cur``, GX validates a deterministic sample of ``max_rows`` rows
     (its per-row cost dominates the check on large batches) and the null / range / domain expectations get
     exact counts over every row (:func:`_patch_exact`), so no rare violation is lost to sampling. When ``cur``
     is a sample of a larger file, ``batches`` streams the file for those counts and ``rows`` is its size.
+    ``sample_result`` is GX's result on those rows (:func:`aiir.detect.gx_process.gx_sample`) when a
+    :class:`aiir.detect.gx_process.ContractProcess` already validated them.
     """
     if batches is not None or (max_rows is not None and len(cur) > max_rows):
+        from aiir.detect.gx_process import gx_sample
+
         n = min(len(cur), max_rows) if max_rows else len(cur)
-        sample = cur.sample(n=n, random_state=20240601).sort_index() if n < len(cur) else cur
-        result = validate(sample, suite_data, where=where)
+        result = sample_result if sample_result is not None else \
+            validate(gx_sample(cur, max_rows), suite_data, where=where)
         _patch_exact(result, cur, n, rows=rows, batches=batches)
         return result
-    gx = _gx()
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    if sample_result is not None:
+        return sample_result
+    from aiir.detect.gx_process import gx_validate
 
-    suite = build_suite(suite_data, where)
-    with _quiet_gx():
-        ctx = gx.get_context(mode="ephemeral")
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        batch = (ctx.data_sources.add_pandas("aiir")
-                 .add_dataframe_asset(name="current")
-                 .add_batch_definition_whole_dataframe("whole")
-                 .get_batch(batch_parameters={"dataframe": cur}))
-        result = batch.validate(suite, result_format="SUMMARY")
-        return result.to_json_dict()
+    return gx_validate(cur, build_suite(suite_data, where))
 
 
 def _raised(r: dict[str, Any]) -> str | None:
