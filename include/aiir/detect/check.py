@@ -85,6 +85,53 @@ def _load(table: str | Path | pd.DataFrame, what: str, ignore: tuple[str, ...] |
 
 
 REPORT_PROCESS_MIN_ROWS = 200_000  # from this many rows (both sides) the HTML report renders in a second process
+LABEL_THREAD_MIN_ROWS = 200_000  # from this many rows (both sides) label consistency runs in a second thread
+
+
+class _Background:
+    """``fn(*args)`` in a daemon thread; :meth:`result` joins it and returns (or raises) what it did, with
+    the thread's own wall and CPU seconds in ``wall`` / ``cpu`` (:meth:`cpu_so_far` while it runs)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any):
+        import threading
+
+        self._out: list[Any] = []
+        self.wall = self.cpu = 0.0
+        self._clock: int | None = None
+        self._done = threading.Event()
+
+        def run() -> None:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                self._clock = time.pthread_getcpuclockid(threading.get_ident())
+            except (AttributeError, OSError):  # not on every platform: cpu_so_far() then says 0 until done
+                pass
+            try:
+                self._out.append((True, fn(*args)))
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._out.append((False, exc))
+            finally:
+                self.wall = round(time.perf_counter() - t0, 3)
+                self.cpu = round(time.thread_time() - c0, 3)
+                self._done.set()
+
+        self._thread = threading.Thread(target=run, name="aiir-check-background", daemon=True)
+        self._thread.start()
+
+    def cpu_so_far(self) -> float:
+        if self._done.is_set() or self._clock is None:
+            return self.cpu
+        try:
+            return time.clock_gettime(self._clock)
+        except OSError:  # it has just ended
+            return self.cpu
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._out[0]
+        if not ok:
+            raise value
+        return value
 
 
 def _report_types(types: dict[str, str], features: list[str], label: str | None, info: Any) -> dict[str, str]:
@@ -180,12 +227,19 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
     """
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
-    cpu_timings: dict[str, float] = {}  # this process's CPU per stage: steadier than wall time on a busy machine
-    clock, cpu_clock = time.perf_counter(), time.process_time()
+    # this process's CPU per stage (steadier than wall time on a busy machine); a stage run by a second thread
+    # (label consistency on a large batch) has that thread's own CPU, and the stages meanwhile the rest
+    cpu_timings: dict[str, float] = {}
+    background: list[_Background] = []
+
+    def cpu() -> float:
+        return time.process_time() - sum(b.cpu_so_far() for b in background)
+
+    clock, cpu_clock = time.perf_counter(), cpu()
 
     def lap(name: str) -> None:
         nonlocal clock, cpu_clock
-        now, cpu_now = time.perf_counter(), time.process_time()
+        now, cpu_now = time.perf_counter(), cpu()
         timings[name] = round(now - clock, 3)
         cpu_timings[name] = round(cpu_now - cpu_clock, 3)
         clock, cpu_clock = now, cpu_now
@@ -287,33 +341,38 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
                 source_note["reason"] = (f"{len(big):,} sources have enough rows; the {dt['max_sources_analysed']:,} "
                                          "largest are analysed one by one ([decision] max_sources_analysed)")
 
-        # ---- labels
-        if label_column is not None:
+        # ---- labels, duplicates, outliers, triggers, sources. On a large batch the label-consistency model
+        # (fit and scoring release the GIL) runs in a second thread while duplicates, outliers, triggers and
+        # the per-source feature shift run here; the findings are collected in the same order either way.
+        cons_src = source_column if source_names else None
+        f_lc: list[dict[str, Any]] = []
+        f_ls: list[dict[str, Any]] = []
+        lc_job = None
+        run_lc = label_column is not None and info.kind == "classes" and t["label_consistency"]["enabled"]
+        if run_lc and len(ref) + len(cur) >= LABEL_THREAD_MIN_ROWS:
+            say("testing label consistency with a reference-trained model (second thread)")
+            lc_job = _Background(label_consistency, ref, cur, info, features, types, cons_src, t)
+            background.append(lc_job)
+        elif label_column is not None:
             say(f"testing label shift of '{clip(label_column, 80)}'")
-            if info.kind == "classes" and t["label_consistency"]["enabled"]:
+            if run_lc:
                 say("testing label consistency with a reference-trained model")
-                fs, cons_stats, mask = label_consistency(ref, cur, info, features, types,
-                                                         source_column if source_names else None, t)
-                findings += fs
+                f_lc, cons_stats, mask = label_consistency(ref, cur, info, features, types, cons_src, t)
                 if mask.any():
                     suspect_masks["label_consistency"] = mask
                 lap("label_consistency")
-            fs, label_stats = label_shift(ref, cur, info, source_column if source_names else None, t,
-                                          consistency=cons_stats)
-            findings += fs
+            f_ls, label_stats = label_shift(ref, cur, info, cons_src, t, consistency=cons_stats)
             lap("label_shift")
 
         # ---- duplicates and outliers
         say("looking for exact and near-duplicate injection")
-        fs, dup_stats, mask = duplicates(ref, cur, features, types, source_column, t)
-        findings += fs
-        if fs:
+        f_dup, dup_stats, mask = duplicates(ref, cur, features, types, source_column, t)
+        if f_dup:
             suspect_masks["duplicates"] = mask
         lap("duplicates")
         say("comparing the outlier share")
-        fs, out_stats, mask = outliers(ref, cur, features, types, source_column, t)
-        findings += fs
-        if fs:
+        f_out, out_stats, mask = outliers(ref, cur, features, types, source_column, t)
+        if f_out:
             suspect_masks["outliers"] = mask
         lap("outliers")
 
@@ -326,18 +385,32 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         lap("triggers")
 
         # ---- sources
+        f_src: list[dict[str, Any]] = []
         if source_column is not None and source_names:
             say(f"analysing {len(source_names):,} sources in '{clip(source_column, 80)}'")
             shift_stats = source_feature_shift(ref, cur, source_column, features, types,
                                                tolerance=dt["feature_tolerance"],
                                                min_rows=t["source_anomaly"]["min_rows"], only=source_names)
-            fs, _suspects, src_stats = source_anomaly(
+            if lc_job is not None:
+                lap("source_feature_shift")
+        if lc_job is not None:
+            say("waiting for the label-consistency model (second thread)")
+            f_lc, cons_stats, mask = lc_job.result()
+            if mask.any():
+                suspect_masks["label_consistency"] = mask
+            lap("label_consistency_wait")
+            timings["label_consistency"], cpu_timings["label_consistency"] = lc_job.wall, lc_job.cpu
+            say(f"testing label shift of '{clip(label_column, 80)}'")
+            f_ls, label_stats = label_shift(ref, cur, info, cons_src, t, consistency=cons_stats)
+            lap("label_shift")
+        if source_column is not None and source_names:
+            f_src, _suspects, src_stats = source_anomaly(
                 ref, cur, source_column, info, features, types, drift_rows, label_stats,
                 cons_stats, dup_stats, out_stats, t, only=source_names)
-            findings += fs
             lap("sources")
         elif source_column is not None:
             src_stats = {"skipped": source_note.get("reason")}
+        findings += f_lc + f_ls + f_dup + f_out + f_src
 
     # ---- contract (Great Expectations)
     contract_path = out / "contract.json"
