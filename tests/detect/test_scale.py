@@ -187,3 +187,52 @@ def test_contract_process_gives_the_same_suite_and_validation_as_this_process(tm
     assert [f["title"] for f in two["findings"]] == [f["title"] for f in one.report["findings"]]
     assert any(f["kind"] == "schema" and "merchant_category" in f["title"] for f in two["findings"])
     assert two["status"] == one.status and two["decision"] == one.report["decision"]
+
+
+def test_row_key_levels_match_the_column_by_column_key_formula():
+    """Both duplicate levels in one pass give the keys of the plain per-level formula (which forensics uses
+    through near_duplicate_keys): NaN, -0.0, low-cardinality numbers, categories, int/float mixes."""
+    from aiir.detect.stats import _GOLDEN, near_duplicate_keys, row_key_levels
+
+    rng = np.random.default_rng(5)
+
+    def frame(n):
+        x = rng.normal(size=n)
+        x[::17] = np.nan
+        x[::23] = -0.0
+        return pd.DataFrame({"x": x, "few": rng.integers(0, 4, n), "cat": rng.choice(["a", "b", None], n),
+                             "f": rng.integers(0, 3, n).astype(float)})
+
+    ref, cur = frame(3_000), frame(2_000)
+    cur["few"] = cur["few"].astype(float)
+    cols, num = ["x", "few", "cat", "f"], ["x", "few", "f"]
+
+    def plain(near):
+        h = np.zeros(len(ref) + len(cur), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for c in cols:
+                if c in num:
+                    r, k = ref[c].to_numpy(dtype=float), cur[c].to_numpy(dtype=float)
+                    both = np.concatenate([r, k])
+                    rf = r[np.isfinite(r)]
+                    if near and np.unique(rf).size > 50:
+                        edges = np.unique(np.quantile(rf, np.linspace(0, 1, 101))[1:-1])
+                        code = np.searchsorted(edges, both, side="right").astype(np.uint64)
+                    else:
+                        both = both + 0.0
+                        code = both.view(np.uint64).copy()
+                    code[np.isnan(both)] = np.uint64(0xFFFFFFFFFFFFFFF1)
+                else:
+                    code = pd.factorize(pd.concat([ref[c], cur[c]], ignore_index=True))[0].astype(np.int64) \
+                        .view(np.uint64)
+                h = _splitmix(h ^ (_splitmix(code + _GOLDEN) + (h << np.uint64(6)) + (h >> np.uint64(2))))
+        return h[:len(ref)], h[len(ref):]
+
+    got = row_key_levels(ref, cur, cols, num)
+    for near in (False, True):
+        want = plain(near)
+        for a, b in zip(got[near], want, strict=True):
+            assert np.array_equal(a, b)
+        for a, b in zip(near_duplicate_keys(ref, cur, cols, num, near=near), want, strict=True):
+            assert np.array_equal(a, b)
+    assert not np.array_equal(got[True][1], got[False][1])  # the near level did quantise x

@@ -17,7 +17,13 @@ from scipy import stats
 
 from aiir.detect.drift import CATEGORICAL, NUMERICAL, category_counts, column_drift, finite_values
 from aiir.detect.findings import finding, ladder
-from aiir.detect.stats import contrast_p, near_duplicate_keys, rate_ratio, two_proportions  # noqa: F401
+from aiir.detect.stats import (  # noqa: F401
+    contrast_p,
+    near_duplicate_keys,
+    rate_ratio,
+    row_key_levels,
+    two_proportions,
+)
 
 SEED = 20240601  # every sample in the check is deterministic
 
@@ -449,9 +455,10 @@ def duplicates(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], types:
         return [], {"skipped": "no feature columns"}, empty
     levels: dict[str, Any] = {}
     masks: dict[str, np.ndarray] = {}
+    keys = row_key_levels(ref, cur, features, [c for c in features if types.get(c) == NUMERICAL],
+                          levels=(False, True), bins=dt["near_bins"], exact_max_distinct=dt["near_exact_max_distinct"])
     for level, near in (("exact", False), ("near", True)):
-        kr, kc = row_keys(ref, cur, features, types, near=near, bins=dt["near_bins"],
-                          exact_max_distinct=dt["near_exact_max_distinct"])
+        kr, kc = keys.pop(near)
         base = _baseline_dup_share(kr, len(cur))
         copies = isin(kc, kr)
         repeats = pd.Series(kc, copy=False).duplicated(keep="first").to_numpy()

@@ -222,27 +222,91 @@ def near_duplicate_keys(ref: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[
     ``exact_max_distinct`` distinct reference values stay exact), so near-copies share a key. Other
     columns are factorised jointly. NaN is a value of its own.
     """
+    return row_key_levels(ref, cur, columns, numerical, levels=(near,), bins=bins,
+                          exact_max_distinct=exact_max_distinct)[near]
+
+
+def _splitmix_inplace(x: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """:func:`_splitmix` of ``x`` written into ``x`` (``tmp``: scratch of the same shape)."""
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        np.right_shift(x, np.uint64(shift), out=tmp)
+        x ^= tmp
+        x *= np.uint64(mul)
+    np.right_shift(x, np.uint64(31), out=tmp)
+    x ^= tmp
+    return x
+
+
+def _combine(h: np.ndarray, mixed: np.ndarray, tmp: np.ndarray, acc: np.ndarray) -> None:
+    """``h = _splitmix(h ^ (mixed + (h << 6) + (h >> 2)))`` in place (``mixed`` = _splitmix(code + golden))."""
+    np.left_shift(h, np.uint64(6), out=acc)
+    acc += mixed
+    np.right_shift(h, np.uint64(2), out=tmp)
+    acc += tmp
+    h ^= acc
+    _splitmix_inplace(h, tmp)
+
+
+_KEY_CHUNK = 32_768  # rows hashed at a time: the arrays of a chunk stay in the CPU cache
+
+
+def row_key_levels(ref: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str], numerical: Iterable[str] = (),
+                   *, levels: Sequence[bool] = (False, True), bins: int = 100, exact_max_distinct: int = 50
+                   ) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    """:func:`near_duplicate_keys` at each ``near`` level of ``levels`` in one pass over the columns (the
+    same keys; what the levels share — column values, categorical codes, a column's code when it is exact
+    at both levels — is computed once; the hashing runs in cache-sized row chunks):
+    ``{near: (ref keys, cur keys)}``."""
     num = set(numerical)
     n_ref = len(ref)
-    h = np.zeros(n_ref + len(cur), dtype=np.uint64)
+    n = n_ref + len(cur)
+    hs = {lv: np.zeros(n, dtype=np.uint64) for lv in levels}
+    m = min(n, _KEY_CHUNK)
+    mixed, tmp, acc = (np.empty(m, dtype=np.uint64) for _ in range(3))
+
+    def fold(codes: dict[bool, np.ndarray]) -> None:
+        """h = combine(h, splitmix(code + golden)) for each level's code, chunk by chunk."""
+        for i in range(0, n, _KEY_CHUNK):
+            j = min(n, i + _KEY_CHUNK)
+            w = j - i
+            done: dict[int, np.ndarray] = {}
+            for lv in levels:
+                code = codes[lv]
+                if id(code) not in done:
+                    x = mixed[:w] if not done else np.empty(w, dtype=np.uint64)
+                    np.add(code[i:j], _GOLDEN, out=x)
+                    done[id(code)] = _splitmix_inplace(x, tmp[:w])
+                _combine(hs[lv][i:j], done[id(code)], tmp[:w], acc[:w])
+
     with np.errstate(over="ignore"):
         for c in columns:
+            by_level: dict[bool, np.ndarray] = {}
             if c in num:
                 r, k = _numeric_array(ref[c]), _numeric_array(cur[c])
                 both = np.concatenate([r, k])
-                rf = r[np.isfinite(r)]
-                if near and rf.size and _distinct(rf[: 200_000]) > exact_max_distinct:
-                    edges = np.unique(quantiles(rf, np.linspace(0, 1, bins + 1))[1:-1])
-                    code = np.searchsorted(edges, both, side="right").astype(np.uint64)
-                else:
-                    both = both + 0.0  # -0.0 -> 0.0
-                    code = both.view(np.uint64).copy()
-                code[np.isnan(both)] = np.uint64(0xFFFFFFFFFFFFFFF1)
+                nan = np.isnan(both)
+                exact_code = None
+                rf = None
+                for lv in levels:
+                    quantised = False
+                    if lv:
+                        rf = r[np.isfinite(r)] if rf is None else rf
+                        quantised = bool(rf.size and _distinct(rf[: 200_000]) > exact_max_distinct)
+                    if quantised:
+                        edges = np.unique(quantiles(rf, np.linspace(0, 1, bins + 1))[1:-1])
+                        code = np.searchsorted(edges, both, side="right").astype(np.uint64)
+                        code[nan] = np.uint64(0xFFFFFFFFFFFFFFF1)
+                        by_level[lv] = code
+                    else:
+                        if exact_code is None:
+                            exact_code = (both + 0.0).view(np.uint64).copy()  # -0.0 -> 0.0
+                            exact_code[nan] = np.uint64(0xFFFFFFFFFFFFFFF1)
+                        by_level[lv] = exact_code
             else:
                 codes, _ = pd.factorize(pd.concat([ref[c], cur[c]], ignore_index=True))
-                code = codes.astype(np.int64).view(np.uint64)
-            h = _splitmix(h ^ (_splitmix(code + _GOLDEN) + (h << np.uint64(6)) + (h >> np.uint64(2))))
-    return h[:n_ref], h[n_ref:]
+                by_level = dict.fromkeys(levels, codes.astype(np.int64, copy=False).view(np.uint64))
+            fold(by_level)
+    return {lv: (h[:n_ref], h[n_ref:]) for lv, h in hs.items()}
 
 
 # ---------------------------------------------------------------------- point masses, triggers
