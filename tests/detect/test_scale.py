@@ -142,15 +142,16 @@ def test_a_clean_batch_above_max_rows_stays_clean_on_its_sample(tmp_path, refere
     assert r.status == "clean" and not r.suspect_sources
 
 
-def test_contract_process_gives_the_same_suite_and_validation_as_this_process(tmp_path):
-    """A large batch's inferred contract is built and GX-validated by a second process (a fresh interpreter
-    here: in this one GX may already be imported, and then the check keeps it in-process): same contract.json,
-    same gx_validation.json (exact counts streamed over every row included), same findings."""
+def test_contract_process_and_label_thread_give_the_same_answer_as_one_thread(tmp_path):
+    """On a large batch the inferred contract is built and GX-validated by a second process and the
+    label-consistency model runs in a second thread (a fresh interpreter here with the size limits lowered:
+    in this one GX may already be imported, and then the check keeps it in-process): same contract.json,
+    same gx_validation.json (exact counts streamed over every row included), same findings and statistics."""
     import subprocess
     import sys
 
     ref = make_transactions(12_000, seed=1)
-    cur = make_transactions(9_000, seed=2, drift=0.3)
+    cur = flip_labels(make_transactions(9_000, seed=2, drift=0.3))
     cur.loc[:39, "amount"] = -5e6  # 40 rows out of the contract's range, counted exactly over every row
     cur.loc[100:1099, "merchant_category"] = "never_seen"
     ref.to_parquet(tmp_path / "ref.parquet", index=False)
@@ -160,7 +161,7 @@ def test_contract_process_gives_the_same_suite_and_validation_as_this_process(tm
     t["contract"]["gx_max_rows"] = 1_000
     (tmp_path / "t.json").write_text(json.dumps(t))
     code = ("import json, sys; import aiir.detect.check as c; c.REPORT_PROCESS_MIN_ROWS = 1000; "
-            "t = json.load(open(sys.argv[1])); "
+            "c.LABEL_THREAD_MIN_ROWS = 1000; t = json.load(open(sys.argv[1])); "
             "r = c.run_check(sys.argv[2], sys.argv[3], sys.argv[4], thresholds=t, label_column='is_fraud', "
             "source_column='source', html=False); print(r.report['contract']['validated_in'])")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.json"), str(tmp_path / "ref.parquet"),
@@ -187,6 +188,10 @@ def test_contract_process_gives_the_same_suite_and_validation_as_this_process(tm
     assert [f["title"] for f in two["findings"]] == [f["title"] for f in one.report["findings"]]
     assert any(f["kind"] == "schema" and "merchant_category" in f["title"] for f in two["findings"])
     assert two["status"] == one.status and two["decision"] == one.report["decision"]
+    assert two["labels"] == json.loads(json.dumps(one.report["labels"]))
+    assert two["suspect_rows"]["by_signal"] == one.report["suspect_rows"]["by_signal"]
+    assert "label_consistency_wait" in two["timings_cpu_s"] and two["timings_cpu_s"]["label_consistency"] > 0
+    assert "label_consistency_wait" not in one.report["timings_cpu_s"]
 
 
 def test_row_key_levels_match_the_column_by_column_key_formula():

@@ -351,6 +351,13 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
         run_lc = label_column is not None and info.kind == "classes" and t["label_consistency"]["enabled"]
         if run_lc and len(ref) + len(cur) >= LABEL_THREAD_MIN_ROWS:
             say("testing label consistency with a reference-trained model (second thread)")
+            # the model's libraries are imported here first: the thread imports nothing, so no two threads ever
+            # import at once (concurrent imports can deadlock: docs/detection.md, "Cost")
+            import sklearn.ensemble  # noqa: F401
+            import sklearn.isotonic  # noqa: F401
+            import sklearn.metrics  # noqa: F401
+            import threadpoolctl  # noqa: F401
+
             lc_job = _Background(label_consistency, ref, cur, info, features, types, cons_src, t)
             background.append(lc_job)
         elif label_column is not None:
@@ -395,7 +402,14 @@ def run_check(reference: str | Path | pd.DataFrame, current: str | Path | pd.Dat
                 lap("source_feature_shift")
         if lc_job is not None:
             say("waiting for the label-consistency model (second thread)")
-            f_lc, cons_stats, mask = lc_job.result()
+            try:
+                f_lc, cons_stats, mask = lc_job.result()
+            except Exception as exc:  # run it here instead: the same model, the same answer
+                say(f"the label-consistency thread failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "running it in this thread")
+                background.clear()
+                lc_job.cpu = 0.0
+                f_lc, cons_stats, mask = label_consistency(ref, cur, info, features, types, cons_src, t)
             if mask.any():
                 suspect_masks["label_consistency"] = mask
             lap("label_consistency_wait")
