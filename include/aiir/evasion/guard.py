@@ -38,7 +38,7 @@ import json
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -55,7 +55,8 @@ GRIDS = 3  # three grids, each shifted by a third of a cell
 BOUNDARY_NEEDS_NEAR_DUPS = 2  # the boundary signal trips a client only with this many near-duplicates in its window
 PROJ_DIMS = 6  # with more features, hash on a random projection to this many dimensions
 _SIMPLE = frozenset((int, str, bool))  # prediction types the guard compares as they are
-GRID_OFFSET = 70  # added to every grid cell index: typical indices are small non-negative (cached) ints
+GRID_OFFSET = 70  # added to every grid cell index: typical indices lie in [0, KEY_RADIX) (keys from the tables)
+KEY_RADIX = 409  # a cell's key: sum of index_j * KEY_RADIX**j, exact in a float (409**6 < 2**53)
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 _Z = itemgetter(4)  # an entry's standardised features
 
@@ -131,7 +132,7 @@ class Guard:
         self._inv = profile.inv_cov if profile is not None and profile.ood_threshold is not None else None
         self._ood_thr = profile.ood_threshold if profile is not None else None
         self._welford: list[Any] | None = None  # [n, mean, M2] while learning scale without a profile
-        self.clients: OrderedDict[str, _Client] = OrderedDict()
+        self.clients: dict[str, _Client] = {}  # least recently seen first (at most MAX_CLIENTS)
         self.clusters: dict[int, _Cluster] = {}
         # recent queries of all clients in three hash grids (cells of CELL x near_dup_rms, shifted by thirds of a
         # cell): a near-duplicate almost always shares a cell with its partner in one of them, and only the few
@@ -159,6 +160,9 @@ class Guard:
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
         self._lock = threading.Lock()
+        self._acquire, self._release = self._lock.acquire, self._lock.release
+        self._last_cols: list[str] | None = None  # the column layout of the last scored request, and its function
+        self._last_fn: Any = None
 
     # ------------------------------------------------------------------ configuration view
     def describe(self) -> dict[str, Any]:
@@ -247,11 +251,15 @@ class Guard:
                 ) -> dict[str, Any] | None:
         """Update the statistics with one scored request. Returns the trip event when this request trips the
         client (or the client had tripped already); ``None`` while the client looks clean."""
-        with self._lock:
+        self._acquire()  # = with self._lock, without the context manager's lookups and calls
+        try:
             ev = self.tripped.get(client)
             if ev is not None:
                 return ev
-            fn = self._fns.get(tuple(cols)) if self._meanl is not None else None
+            if cols == self._last_cols:  # the same layout as the last request (a list compare, no hashing)
+                fn = self._last_fn
+            else:
+                fn = self._fns.get(tuple(cols)) if self._meanl is not None else None
             if fn is None:  # a new column layout, or the scaling is not fixed yet
                 idx = self._columns(cols, rows)
                 if self._meanl is None:  # learning the scale without a profile, or the first request
@@ -267,6 +275,8 @@ class Guard:
                     self.stats["skipped_rows"] += len(rows)
                     return None
                 fn = self._fns[tuple(cols)] = self._rows_fn(idx)
+            if fn is not self._last_fn:
+                self._last_cols, self._last_fn = list(cols), fn
             try:
                 try:  # numbers as sent (int, float, bool) ...
                     feats = fn(rows)
@@ -285,6 +295,8 @@ class Guard:
                 self.stats["skipped_rows"] += len(rows)
                 return None
             return self._observe(client, key_id, feats, preds, scores, ids)
+        finally:
+            self._release()
 
     def _prepare(self, d: int) -> None:
         """Plain-Python copies of the scaling, the grid scale and the outlier model's bounds."""
@@ -315,7 +327,11 @@ class Guard:
         generated once per column layout, one loop of straight-line arithmetic (one floor per dimension, three
         hashes per row). Only integers and float reprs go into the generated source."""
         d = len(idx)
-        lines = ["def feats(rows):", "    out = []", "    add = out.append", "    for r in rows:"]
+        m = d if self._proj is None else len(self._proj)
+        # the function's names are its locals (default arguments): no global lookup per use
+        lines = ["def feats(rows, " + "".join(f"T{j}=T{j}, " for j in range(m))
+                 + "floor=floor, lo=lo, hi=hi, m2=m2, thr=thr, key=key):", "    out = []", "    add = out.append",
+                 "    for r in rows:"]
         lines += [f"        z{k} = (r[{int(i)}] - {self._meanl[k]!r}) * {self._stdinv[k]!r}" for k, i in enumerate(idx)]
         if self._proj is None:
             hs = [f"z{k}" for k in range(d)]
@@ -324,40 +340,43 @@ class Guard:
                 lines.append(f"        h{j} = " + " + ".join(f"{c!r} * z{k}" for k, c in enumerate(col)))
             hs = [f"h{j}" for j in range(len(self._proj))]
         # grid k's cell index along a dimension is floor(q + k/3) = (floor(3 q) + k) // 3, q = h / cell width:
-        # one floor per dimension, the rest small-int arithmetic. A cell's key is the hash of its index tuple,
-        # computed once here instead of on every dict operation. The indices carry an offset of GRID_OFFSET
-        # (3 * GRID_OFFSET added to floor(3 q)): typical indices are then small non-negative ints, which
-        # CPython keeps cached (no allocation per addition or division), and none is -1, whose hash equals -2's
-        # (cells sharing a hash would only share candidates, which are compared exactly).
+        # one floor per dimension, the rest table lookups. The indices carry an offset of GRID_OFFSET (3 *
+        # GRID_OFFSET added to floor(3 q)), so typical ones lie in [0, KEY_RADIX): a cell's key is then the
+        # float sum of index_j * KEY_RADIX**j, exact (below 2**53) and distinct for distinct cells, its low bits
+        # (a dict's slot: a float's hash is its integer value) spread like a tuple hash's (a power of two as
+        # radix would crowd the slots); the table of dimension j holds the three grids' terms, so a key is five
+        # float additions instead of a tuple and a hash() call. A cell with an index outside [0, KEY_RADIX) (a
+        # far outlier) is keyed by the hash of its index tuple (a key shared by two cells would only make them
+        # share candidates, which are compared exactly).
         s3 = 3.0 * self._cell_inv
         off = 3 * GRID_OFFSET
         tup = lambda items: "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"  # noqa: E731
-        m = len(hs)
         lines.append("        n2 = " + " + ".join(f"z{k} * z{k}" for k in range(d)))
         lines.append("        if n2 - n2 != 0.0:  # NaN or infinite")
         lines.append("            return None")
         # |h| <= |z| = sqrt(n2) (h: z or its orthonormal projection): below `nb` every f = floor(h * s3) lies in
-        # [-off, off), where the table T[f] (a negative f indexing from its end) holds the three grids' indices
-        # ((f + off) // 3, (f + off + 1) // 3, (f + off + 2) // 3): one lookup per dimension
+        # [-off, off), where the table Tj[f] (a negative f indexing from its end) holds the three grids' terms
+        # of the indices ((f + off) // 3, (f + off + 1) // 3, (f + off + 2) // 3), all in [0, 141)
         nb = ((off - 1) / s3) ** 2
         lines.append(f"        if n2 < {nb!r}:")
-        lines += [f"            a{j}, b{j}, c{j} = T[floor({h} * {s3!r})]" for j, h in enumerate(hs)]
-        lines.append("            k0, k1, k2 = " + ", ".join(
-            "hash(" + tup([f"{v}{j}" for j in range(m)]) + ")" for v in "abc"))
+        lines += [f"            a{j}, b{j}, c{j} = T{j}[floor({h} * {s3!r})]" for j, h in enumerate(hs)]
+        lines += [f"            k{g} = " + " + ".join(f"{v}{j}" for j in range(m)) for g, v in enumerate("abc")]
         lines.append("        else:")
         lines += [f"            g{j} = floor({h} * {s3!r}) + {off}" for j, h in enumerate(hs)]
         lines.append("            k0, k1, k2 = " + ", ".join(
-            "hash(" + tup([f"(g{j} + {k}) // 3" if k else f"g{j} // 3" for j in range(m)]) + ")"
+            "key(" + tup([f"(g{j} + {k}) // 3" if k else f"g{j} // 3" for j in range(m)]) + ")"
             for k in range(GRIDS)))
         lines.append("        z = " + tup([f"z{k}" for k in range(d)]))
         lines.append("        if type(z0) is not float:")
         lines.append("            z = tuple([float(v) for v in z])")
         lines.append("        add((z, k0, k1, k2, (8 if n2 > hi or m2(z) > thr else 0) if n2 > lo else 0))")
         lines.append("    return out")
-        table = tuple(((f + off) // 3, (f + off + 1) // 3, (f + off + 2) // 3)
-                      for f in (*range(off), *range(-off, 0)))
-        ns: dict[str, Any] = {"floor": math.floor, "T": table, "lo": self._ood_lo, "hi": self._ood_hi, "m2": self._m2,
-                              "thr": self._ood_thr}
+        ns: dict[str, Any] = {"floor": math.floor, "key": _cell_key, "lo": self._ood_lo, "hi": self._ood_hi,
+                              "m2": self._m2, "thr": self._ood_thr}
+        for j in range(m):
+            w = KEY_RADIX ** j
+            ns[f"T{j}"] = tuple((float((f + off) // 3 * w), float((f + off + 1) // 3 * w), float((f + off + 2) // 3 * w))
+                                for f in (*range(off), *range(-off, 0)))
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
         return ns["feats"]
 
@@ -367,14 +386,17 @@ class Guard:
             scores = [None] * n_rows
         if len(preds) != n_rows or len(scores) != n_rows:
             raise ValueError(f"guard: {n_rows} rows, {len(preds)} predictions, {len(scores)} scores")
-        now = time.time()
-        c = self.clients.get(client)
+        now = None  # the request's time, read when something needs it (a new client, cluster or trip)
+        clients = self.clients  # least recently seen first: a seen client is taken out and put back at the end
+        c = clients.pop(client, None)
         if c is None:
-            c = self.clients[client] = _Client(self.w, now)
-            if len(self.clients) > MAX_CLIENTS:
-                self.clients.popitem(last=False)
+            now = time.time()
+            c = _Client(self.w, now)
+            clients[client] = c
+            if len(clients) > MAX_CLIENTS:
+                del clients[next(iter(clients))]
         else:
-            self.clients.move_to_end(client)
+            clients[client] = c
         r = self._r
         horizon = self.gw
         thr, band = self.thr, self.band
@@ -382,24 +404,37 @@ class Guard:
         seq = self._seq
         rot_at = self._gen_start + horizon  # the next generation starts at this query
         (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
+        sd0, sd1, sd2 = t0.setdefault, t1.setdefault, t2.setdefault
         sums, hits = c.sums, c.hits
         cs0 = c.seen - seq  # + seq: the query's index among the client's
         trip_cluster = None
         added = 0  # signal bits this request added to the client's window
-        if not _SIMPLE.issuperset(map(type, preds)):  # predictions compared by value through their JSON form
-            preds = [pv if type(pv) in _SIMPLE else hash(json.dumps(pv, default=str)) for pv in preds]
         for (z, k0, k1, k2, flags), p, s in zip(feats, preds, scores):  # noqa: B905 (lengths checked above; a keyword costs an argument parse per request)
             if seq >= rot_at:
                 self._rotate(seq)
                 rot_at = seq + horizon
                 (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
+                sd0, sd1, sd2 = t0.setdefault, t1.setdefault, t2.setdefault
             if s is not None and -band < s - thr < band:  # = abs(s - thr) < band, without a call
                 flags |= 2
-            b0, b1, b2 = t0.get(k0), t1.get(k1), t2.get(k2)
+            if type(p) not in _SIMPLE:  # predictions compared by value through their JSON form
+                p = hash(json.dumps(p, default=str))
+            # the query as its own cluster (id = its sequence number), what ~all clean queries store: one
+            # setdefault per grid looks its cell up in the current generation and, when the cell was empty (~95 %
+            # of them hold one query), already stores it there
+            e = (seq, client, p, seq, z)
+            b0, b1, b2 = sd0(k0, e), sd1(k1, e), sd2(k2, e)
             q0, q1, q2 = o0.get(k0), o1.get(k1), o2.get(k2)
-            best = None
-            if (b0 is not None or b1 is not None or b2 is not None
-                    or q0 is not None or q1 is not None or q2 is not None):
+            if b0 is e and b1 is e and b2 is e and q0 is None and q1 is None and q2 is None:
+                best = None  # six empty cells (~60 % of clean rows): no candidate, the query is stored
+            else:
+                if b0 is e:
+                    b0 = None
+                if b1 is e:
+                    b1 = None
+                if b2 is e:
+                    b2 = None
+                best = None
                 # exact rejection first: the nearest of the six cells' entries (a superset of the candidates:
                 # stale and past-BUCKET entries included) at r or farther -> no candidate is a near-duplicate
                 # (clean traffic: ~40 % of rows meet an occupied cell, ~0.3 % a near-duplicate)
@@ -429,56 +464,59 @@ class Guard:
                             else:
                                 cands.extend(q[nb - BUCKET:])
                     seen = set() if len(cands) > 1 else None
-                    for e in cands:
-                        es = e[0]
+                    for x in cands:
+                        es = x[0]
                         if es < old:
                             continue
                         if seen is not None:
                             if es in seen:
                                 continue
                             seen.add(es)
-                        dd = dist(z, e[4])
+                        dd = dist(z, x[4])
                         if 1e-6 < dd < r:
-                            if e[1] == client:
+                            if x[1] == client:
                                 flags |= 1
-                                if e[2] != p:
+                                if x[2] != p:
                                     flags |= 4
-                            if e[2] != p:
+                            if x[2] != p:
                                 cflip = True
                             if others is None:
-                                others = {e[3]}
+                                others = {x[3]}
                             else:
-                                others.add(e[3])
+                                others.add(x[3])
                             if dd < bestd:
-                                best, bestd = e, dd
-            if best is None:
-                entry = (seq, client, p, seq, z)  # a query of its own cluster (id = its sequence number)
-            else:
-                cid = self._find(best[3])
-                for o in others:
-                    ro = self._find(o)
-                    if ro != cid:
-                        cid = self._union(cid, ro, seq)
-                entry = (seq, client, p, cid, z)
-            # into the current generation; a cell of one query holds the entry itself
-            if b0 is None:
-                t0[k0] = entry
-            elif type(b0) is tuple:  # _push's first case, inline
-                t0[k0] = entry if (b0[4] == z and b0[1] == client) else [b0, entry]
-            else:
-                _push(t0, k0, b0, entry)
-            if b1 is None:
-                t1[k1] = entry
-            elif type(b1) is tuple:  # _push's first case, inline
-                t1[k1] = entry if (b1[4] == z and b1[1] == client) else [b1, entry]
-            else:
-                _push(t1, k1, b1, entry)
-            if b2 is None:
-                t2[k2] = entry
-            elif type(b2) is tuple:  # _push's first case, inline
-                t2[k2] = entry if (b2[4] == z and b2[1] == client) else [b2, entry]
-            else:
-                _push(t2, k2, b2, entry)
+                                best, bestd = x, dd
+                if best is None:
+                    entry = e
+                else:
+                    cid = self._find(best[3])
+                    for o in others:
+                        ro = self._find(o)
+                        if ro != cid:
+                            cid = self._union(cid, ro, seq)
+                    entry = (seq, client, p, cid, z)
+                # into the current generation; a cell of one query holds the entry itself
+                if b0 is None:  # the cell was empty and holds e
+                    if entry is not e:
+                        t0[k0] = entry
+                elif type(b0) is tuple:  # _push's first case, inline
+                    t0[k0] = entry if (b0[4] == z and b0[1] == client) else [b0, entry]
+                else:
+                    _push(t0, k0, b0, entry)
+                if b1 is None:  # the cell was empty and holds e
+                    if entry is not e:
+                        t1[k1] = entry
+                elif type(b1) is tuple:  # _push's first case, inline
+                    t1[k1] = entry if (b1[4] == z and b1[1] == client) else [b1, entry]
+                else:
+                    _push(t1, k1, b1, entry)
+                if b2 is None:  # the cell was empty and holds e
+                    if entry is not e:
+                        t2[k2] = entry
+                elif type(b2) is tuple:  # _push's first case, inline
+                    t2[k2] = entry if (b2[4] == z and b2[1] == client) else [b2, entry]
+                else:
+                    _push(t2, k2, b2, entry)
             # the client's window: the queries with a signal, and running sums
             if flags:
                 added |= flags
@@ -495,6 +533,8 @@ class Guard:
             if best is not None:
                 cl = self.clusters.get(cid)
                 if cl is None:
+                    if now is None:
+                        now = time.time()
                     cl = self.clusters[cid] = _Cluster(now)
                     cl.n = 1  # the query it linked to, counted as a singleton until now
                     cl.clients[best[1]] = 1
@@ -509,6 +549,8 @@ class Guard:
                                                    or cl.flip >= self._ck("flip", cl.n)):
                     cl.tripped = True
                     trip_cluster = cid
+                    if now is None:
+                        now = time.time()
                     self._trip_members(cl, cid, now, exclude=client)
             seq += 1
         self._seq = seq
@@ -542,7 +584,7 @@ class Guard:
             reasons.append("cluster")
         if not reasons:
             return None
-        return self._trip(client, key_id, c, reasons, trip_cluster, now)
+        return self._trip(client, key_id, c, reasons, trip_cluster, time.time() if now is None else now)
 
     def _find(self, cid: int) -> int:
         par = self._parent
@@ -637,6 +679,14 @@ class Guard:
             return [self.positive_class] * n, [None] * n
         return ([self.positive_class if (s is not None and s >= self.fallback_threshold) else p
                  for p, s in zip(preds, scores, strict=True)], [None] * n)
+
+
+def _cell_key(idx: tuple[int, ...]) -> float | int:
+    """A grid cell's key from its index tuple: sum of index_j * KEY_RADIX**j (a float, exact) when every index lies
+    in [0, KEY_RADIX) — the key the generated rows function computes from its tables — else the tuple's hash."""
+    if min(idx) >= 0 and max(idx) < KEY_RADIX:
+        return float(sum(v * KEY_RADIX ** j for j, v in enumerate(idx)))
+    return hash(idx)
 
 
 def _push(t: dict, k: Any, b: Any, entry: tuple) -> None:
