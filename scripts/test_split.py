@@ -13,6 +13,8 @@ core idle for most of the suite, so this runs them side by side:
   with a line every five minutes meanwhile saying how far it is.
 * exit code: 0 when both passed (a part that selects no test counts as passed), else the first failing part's.
 * ``AIIR_TEST_SERIAL=1`` runs the two parts one after the other (same selection, same output).
+* ``AIIR_TEST_REST_DONE=FILE``: the rest's exit code is written to FILE as soon as it ends (``.ci/run`` then
+  starts ``make test-distributed`` beside the Airflow part's last, mostly waiting, modules).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def main(argv: list[str]) -> int:
         af = None if serial else subprocess.Popen(cmds["airflow"], stdout=fh, stderr=subprocess.STDOUT)
         codes["rest"] = subprocess.call(cmds["rest"])
         took["rest"] = time.monotonic() - t0
+        if os.environ.get("AIIR_TEST_REST_DONE"):  # .ci/run starts `make test-distributed` on this signal
+            Path(os.environ["AIIR_TEST_REST_DONE"]).write_text(f"{codes['rest']}\n")
         if af is None:
             af = subprocess.Popen(cmds["airflow"], stdout=fh, stderr=subprocess.STDOUT)
         print(f"\n[test_split] rest ended (exit {codes['rest']}) after {took['rest']:.0f} s; "

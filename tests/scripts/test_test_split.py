@@ -66,9 +66,12 @@ def _env(**extra: str) -> dict[str, str]:
 def test_both_parts_run_at_once_and_the_exit_code_is_the_failing_parts(tmp_path):
     suite = _suite(tmp_path, rest_fails=True)
     r = subprocess.run([sys.executable, str(SCRIPT), "-m", "not unproven", "-q", f"--basetemp={tmp_path / 'bt'}"],
-                       cwd=suite, capture_output=True, text=True, timeout=300, env=_env())
+                       cwd=suite, capture_output=True, text=True, timeout=300,
+                       env=_env(AIIR_TEST_REST_DONE=str(tmp_path / "rest-done")))
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
+    # .ci/run's signal to start make test-distributed: the rest's exit code, written when the rest ended
+    assert (tmp_path / "rest-done").read_text() == "1\n"
     assert "side by side: rest exit 1" in out and "airflow exit 0" in out, out  # it saw the rest's flag
     assert "the airflow part's output" in out and "1 passed, 2 deselected" in out, out
     assert (tmp_path / "bt" / "airflow.log").exists()
