@@ -110,6 +110,9 @@ class ContractProcess:
         import tempfile
         import weakref
 
+        # imported here, in the parent: the child running this file imports nothing from aiir
+        from aiir.detect.html import stop_child
+
         self._tmp = tempfile.TemporaryDirectory(prefix="aiir-contract-")
         folder = Path(self._tmp.name)
         self._request, self._answer = folder / "request.pkl", folder / "answer.pkl"
@@ -120,7 +123,7 @@ class ContractProcess:
                                        str(self._answer)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True)
         # a check that stops early (an error, Ctrl-C) does not leave the child behind
-        weakref.finalize(self, _stop, self._proc, self._tmp)
+        weakref.finalize(self, stop_child, self._proc, self._tmp)
 
     def result(self, timeout: float = 900) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
@@ -137,13 +140,6 @@ class ContractProcess:
             raise
         finally:
             self._tmp.cleanup()
-
-
-def _stop(proc, tmp) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    tmp.cleanup()
 
 
 def _main(argv: list[str]) -> int:

@@ -162,7 +162,7 @@ class ReportProcess:
         import weakref
 
         # a check that stops early (an error, Ctrl-C) does not leave the renderer behind
-        weakref.finalize(self, _stop, self._proc, self._tmp)
+        weakref.finalize(self, stop_child, self._proc, self._tmp)
 
     def result(self, timeout: float = 900) -> dict:
         try:
@@ -180,7 +180,10 @@ class ReportProcess:
         return {**json.loads(lines[-1]), "sampled": self.sampled, "rendered_in": "second process"}
 
 
-def _stop(proc, tmp) -> None:
+def stop_child(proc, tmp) -> None:
+    """Kill a second process still running and remove its private folder (the finaliser of the report's and
+    the contract's second process, :class:`aiir.detect.gx_process.ContractProcess`: a check that stops early
+    leaves neither behind)."""
     if proc.poll() is None:
         proc.kill()
         proc.wait()

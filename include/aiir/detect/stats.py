@@ -186,15 +186,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = x.copy()
-    tmp = np.empty_like(x)
-    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        np.right_shift(x, np.uint64(shift), out=tmp)
-        x ^= tmp
-        x *= np.uint64(mul)
-    np.right_shift(x, np.uint64(31), out=tmp)
-    x ^= tmp
-    return x
+    """SplitMix64's finaliser of ``x`` (a new array; :func:`_splitmix_inplace` writes into ``x``)."""
+    return _splitmix_inplace(x.copy(), np.empty_like(x))
 
 
 def quantiles(x: np.ndarray, probs: np.ndarray) -> np.ndarray:
