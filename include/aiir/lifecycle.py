@@ -9,6 +9,8 @@ the latter restores the target, after approval.
 An incident also carries a *fingerprint* (:func:`fingerprint`): the model, the checked batch's content
 digest, and the finding kinds and sources. The scheduled check opens nothing for a fingerprint that an
 incident — open or closed — already has (:func:`find_by_fingerprint`), so one root cause opens one incident.
+The evasion scan, which reads a time window rather than a batch, decides by client instead
+(:func:`client_coverage`): an attack seen half-way by one scan and whole by the next is one incident.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def list_incidents(*, state: str | None = None, model: str | None = None) -> lis
                "target": f"{rec.get('target_kind')}:{rec.get('target_name')}", "severity": rec.get("severity"),
                "detected_at": rec.get("detected_at"), "opened_by": rec.get("opened_by"),
                "dry_run": rec.get("dry_run"), "fingerprint": st.get("fingerprint"), "since": st.get("since"),
-               "batch": st.get("batch")}
+               "batch": st.get("batch"), "suspect_sources": list(rec.get("suspect_sources") or [])}
         if state and row["state"] != state:
             continue
         if model and row["model"] != model:
@@ -118,6 +120,42 @@ def find_by_fingerprint(fp: str) -> dict[str, Any] | None:
         if row.get("fingerprint") == fp:
             return row
     return None
+
+
+def _epoch(ts: Any) -> float | None:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def client_coverage(*, model: str, playbook: str, suspects: list[dict[str, Any]]) -> dict[str, str]:
+    """Which suspect clients an incident of ``playbook`` on ``model`` already covers: client id -> incident id.
+
+    A scan of a time window sees an attack while it is still going on, and the next scan sees more of it —
+    other signals, other finding kinds — so clients, not fingerprints, decide. An active incident (open,
+    contained, eradicated, recovered) covers every client it names. A closed one (resolved or false
+    positive) covers a client whose last suspect decision (``last_suspect_ts``) came before the closing:
+    the same evidence never reopens what a person closed, but the client probing again afterwards does."""
+    out: dict[str, str] = {}
+    rows = [r for r in list_incidents(model=model) if r.get("playbook") == playbook]
+    for s in suspects:
+        c = str(s.get("client_id"))
+        last = _epoch(s.get("last_suspect_ts") or s.get("last_ts"))
+        for r in rows:  # newest first
+            if c not in map(str, r.get("suspect_sources") or []):
+                continue
+            if r["state"] in ACTIVE:
+                out[c] = r["incident_id"]
+                break
+            closed_at = _epoch(r.get("since"))
+            if last is not None and closed_at is not None and last <= closed_at:
+                out[c] = r["incident_id"]
+                break
+    return out
 
 
 def quarantined_batches() -> dict[str, dict[str, Any]]:

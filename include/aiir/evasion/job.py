@@ -1,8 +1,10 @@
 """The scheduled evasion scan (the ``scan_evasion`` DAG, ``aiir scan-evasion --open-incident``): scan a
 target's recent decisions and, on a finding, open the incident ``incident_adversarial_evasion`` runs.
 
-One incident per root cause: a scan whose suspects (and finding kinds) match an incident already open for
-the model is reported as ``duplicate`` instead of opening another.
+One incident per root cause: a scan whose every suspect client an incident already covers
+(:func:`aiir.lifecycle.client_coverage`) is reported as ``duplicate`` instead of opening another; a scan that
+also names new clients opens an incident for those. Finding kinds do not decide: a scan that sees an attack
+half-way finds fewer kinds than the next one, which sees all of it.
 """
 
 from __future__ import annotations
@@ -47,29 +49,42 @@ def run(*, model_name: str, target_kind: str = "local", target_name: str | None 
                                "labels": ({k: rep["labels"].get(k) for k in ("file", "matched", "unmatched")}
                                           if rep.get("labels") else None)}
     if res.incident:
-        fp = lifecycle.fingerprint(model=model_name, batch_sha256=None,
-                                   finding_kinds=[f["kind"] for f in rep["findings"]], sources=suspects)
-        summary["fingerprint"] = fp
-        marker = out / "incident_id"
-        dup = None if marker.exists() else lifecycle.find_by_fingerprint(fp)
-        if dup is not None and dup.get("state") not in ("closed", "false_positive"):
-            summary.update(status="duplicate", duplicate_of=dup["incident_id"],
-                           reason=f"incident {dup['incident_id']} ({dup['state']}) already covers these clients")
-            write_json(out / "summary.json", summary)
-            return summary
-        record = from_check({"checked_at": rep["scanned_at"] or now_iso(), "severity": rep["severity"],
-                             "findings": rep["findings"], "suspect_sources": suspects},
-                            model_name=model_name, target_kind=target_kind, target_name=target_name, check_dir=out,
-                            regimes=regimes, fingerprint=fp)
-        if marker.exists():
-            from aiir.incident import load
+        from aiir.locks import model_lock
+        from aiir.playbooks import for_findings
 
-            record = load(marker.read_text().strip())
-        else:
-            record.opened_by = "scan_evasion"
-            save(record)
-            lifecycle.init_state(record, fingerprint_value=fp, batch=None)
-            marker.write_text(record.incident_id)
+        kind = for_findings(rep["findings"]).kind
+        marker = out / "incident_id"
+        # one scan at a time decides and opens (the DAG's max_active_runs=1 does not cover the CLI)
+        with model_lock(f"{model_name}.evasion-open", timeout=120):
+            covered = {} if marker.exists() else lifecycle.client_coverage(
+                model=model_name, playbook=kind, suspects=rep["suspect_clients"])
+            new = [c for c in suspects if c not in covered]
+            if covered:
+                summary["covered"] = covered
+            if not new:
+                first = covered[suspects[0]]
+                summary.update(status="duplicate", duplicate_of=first,
+                               reason="incident " + ", ".join(sorted(set(covered.values())))
+                                      + " already covers these clients; nothing new opened")
+                write_json(out / "summary.json", summary)
+                return summary
+            fp = lifecycle.fingerprint(model=model_name, batch_sha256=None,
+                                       finding_kinds=[f["kind"] for f in rep["findings"]], sources=new)
+            summary["fingerprint"] = fp
+            # the incident names the clients no incident covers yet (the findings keep the whole picture)
+            record = from_check({"checked_at": rep["scanned_at"] or now_iso(), "severity": rep["severity"],
+                                 "findings": rep["findings"], "suspect_sources": new},
+                                model_name=model_name, target_kind=target_kind, target_name=target_name,
+                                check_dir=out, regimes=regimes, fingerprint=fp)
+            if marker.exists():
+                from aiir.incident import load
+
+                record = load(marker.read_text().strip())
+            else:
+                record.opened_by = "scan_evasion"
+                save(record)
+                lifecycle.init_state(record, fingerprint_value=fp, batch=None)
+                marker.write_text(record.incident_id)
         summary["incident"] = record.to_dict()
         conf = record.to_dict()
         conf.pop("kind", None)

@@ -331,6 +331,8 @@ def run_scan(decisions: list[dict[str, Any]], out_dir: str | Path, *, profile: P
             "signals": tests, "clusters": in_clusters, "techniques": sorted(techniques),
             "first_ts": decisions[int(ii[0])].get("ts"), "last_ts": decisions[int(ii[-1])].get("ts"),
             "suspect_decisions": int(hit.sum()),
+            # when its suspect behaviour was last seen (an incident closed after it covers it: aiir.lifecycle)
+            "last_suspect_ts": decisions[int(ii[hit][-1] if hit.any() else ii[-1])].get("ts"),
             "decision_ids": [decisions[int(i)].get("decision_id") for i in ii[hit][:MAX_IDS]],
             **({"labels": {"labelled": int((lab.y[ii] >= 0).sum()), "labelled_positive": int((lab.y[ii] == 1).sum()),
                            "let_through_positive": int(let_through_pos[ii].sum()),
