@@ -61,7 +61,7 @@ def run(*, model_name: str, target_kind: str = "local", target_name: str | None 
             new = [c for c in suspects if c not in covered]
             if covered:
                 summary["covered"] = covered
-            if not new:
+            if suspects and not new:  # (a finding naming no client at all is never a duplicate)
                 first = covered[suspects[0]]
                 summary.update(status="duplicate", duplicate_of=first,
                                reason="incident " + ", ".join(sorted(set(covered.values())))
