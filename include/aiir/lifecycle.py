@@ -122,14 +122,14 @@ def find_by_fingerprint(fp: str) -> dict[str, Any] | None:
     return None
 
 
-def _epoch(ts: Any) -> float | None:
-    from datetime import UTC, datetime
+def _when(ts: Any) -> str | None:
+    """``ts`` as the decision log's canonical UTC text (comparable as strings); ``None`` when unreadable."""
+    from aiir.gateway.decision_log import parse_when
 
     try:
-        t = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
-    except ValueError:
+        return parse_when(ts, where="ts")
+    except BadInput:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def client_coverage(*, model: str, playbook: str, suspects: list[dict[str, Any]]) -> dict[str, str]:
@@ -144,14 +144,14 @@ def client_coverage(*, model: str, playbook: str, suspects: list[dict[str, Any]]
     rows = [r for r in list_incidents(model=model) if r.get("playbook") == playbook]
     for s in suspects:
         c = str(s.get("client_id"))
-        last = _epoch(s.get("last_suspect_ts") or s.get("last_ts"))
+        last = _when(s.get("last_suspect_ts") or s.get("last_ts"))
         for r in rows:  # newest first
             if c not in map(str, r.get("suspect_sources") or []):
                 continue
             if r["state"] in ACTIVE:
                 out[c] = r["incident_id"]
                 break
-            closed_at = _epoch(r.get("since"))
+            closed_at = _when(r.get("since"))
             if last is not None and closed_at is not None and last <= closed_at:
                 out[c] = r["incident_id"]
                 break
