@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiir.evasion.config import load_config
-from aiir.evasion.guard import Guard
+from aiir.evasion.guard import _KERNEL, Guard
 from aiir.evasion.profile import fit_profile
 from aiir.gateway.synthetic import FEATURES
 from tests.evasion import evkit
@@ -182,9 +182,19 @@ def _state(g: Guard):
             dict(g.stats), sorted(g.tripped))
 
 
-def _pair(prof, cfg=None):
+PATHS = ["numpy", pytest.param("kernel", marks=pytest.mark.skipif(_KERNEL is None, reason="C kernel not built"))]
+
+
+def _pair(prof, cfg=None, path="numpy"):
+    """a: every request through ``path`` (the numpy batch path, or the C kernel); b: every request row by row in
+    Python (the generated rows function)."""
     a, b = Guard(profile=prof, thresholds=cfg), Guard(profile=prof, thresholds=cfg)
-    a.batch_min, b.batch_min = 1, 1 << 30  # a: every request in numpy; b: every request row by row
+    b.kernel, b.batch_min = None, 1 << 30
+    if path == "numpy":
+        a.kernel, a.batch_min = None, 1
+    else:
+        assert a.kernel is not None
+        a.batch_min = 1 << 30
     return a, b
 
 
@@ -205,9 +215,10 @@ def _feed_both(a: Guard, b: Guard, recs, batch, cols=FEATURES, conv=None):
     return out_a, out_b
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("batch", [1, 2, 10, 24, 64])
 @pytest.mark.parametrize("gw", [4096, 256])
-def test_batch_path_decides_exactly_as_the_row_path(w, batch, gw):
+def test_batch_path_decides_exactly_as_the_row_path(w, batch, gw, path):
     """Clean traffic, a single-key and a spread HopSkipJump attacker, interleaved into multi-row requests: every
     result, every grid cell and entry, cluster, union-find link and window of the numpy path is the per-row
     path's (generation drops included with global_window 256)."""
@@ -217,20 +228,21 @@ def test_batch_path_decides_exactly_as_the_row_path(w, batch, gw):
     rng = random.Random(batch)
     for r in w["single"] + w["spread"]:
         recs.insert(rng.randrange(len(recs)), r)
-    a, b = _pair(w["prof"], load_config({"guard": {"global_window": gw}}))
+    a, b = _pair(w["prof"], load_config({"guard": {"global_window": gw}}), path)
     out_a, out_b = _feed_both(a, b, recs, batch)
     assert out_a == out_b
     assert sum(e is not None for e in out_a) > 0 and a.tripped  # the attackers trip (the comparison means something)
     assert _state(a) == _state(b)
 
 
-def test_batch_path_with_a_projection_outliers_and_far_cells():
+@pytest.mark.parametrize("path", PATHS)
+def test_batch_path_with_a_projection_outliers_and_far_cells(path):
     """12 features (hashed on the projection), rows far out (past the key tables: the per-row function's cells),
     rows past the outlier bounds, near-duplicate probes: the same results and state."""
     rng = np.random.default_rng(5)
     cols = [f"f{i}" for i in range(12)]
     X = rng.normal(size=(3000, 12))
-    a, b = _pair(fit_profile(X, cols), load_config({"guard": {"global_window": 512}}))
+    a, b = _pair(fit_profile(X, cols), load_config({"guard": {"global_window": 512}}), path)
     outs = [], []
     for i in range(0, 2400, 40):
         rows = X[i:i + 40].copy()
@@ -246,8 +258,9 @@ def test_batch_path_with_a_projection_outliers_and_far_cells():
     assert _state(a) == _state(b)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bad", ["nan", "inf", "str", "none", "short", "long", "huge", "int", "bool", "strnum"])
-def test_batch_path_odd_values_match_the_row_path(w, bad):
+def test_batch_path_odd_values_match_the_row_path(w, bad, path):
     """Non-finite values, strings (numbers as strings: the row path's conversion), None, ragged rows, an int too
     large for a float, ints and bools: each request is decided as the row path decides it."""
     recs = w["clean"][:640]
@@ -278,7 +291,7 @@ def test_batch_path_odd_values_match_the_row_path(w, bad):
             rows = [[str(v) for v in row] for row in rows]
         return rows
 
-    a, b = _pair(w["prof"])
+    a, b = _pair(w["prof"], path=path)
     out_a, out_b = _feed_both(a, b, recs, 32, conv=conv)
     assert out_a == out_b
     assert _state(a) == _state(b)
@@ -291,6 +304,7 @@ def test_batch_path_odd_values_match_the_row_path(w, bad):
 def test_batch_path_is_taken_from_batch_min_rows(w, monkeypatch):
     """Requests below ``batch_min`` rows go row by row, from it in numpy (the test above compares something)."""
     g = Guard(profile=w["prof"])
+    g.kernel = None
     calls = []
     real = g._batch
     monkeypatch.setattr(g, "_batch", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
@@ -298,3 +312,19 @@ def test_batch_path_is_taken_from_batch_min_rows(w, monkeypatch):
     for n in (1, g.batch_min - 1, g.batch_min, 64):
         g.observe("c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n)
     assert calls == [g.batch_min, 64]
+
+
+@pytest.mark.skipif(_KERNEL is None, reason="C kernel not built")
+def test_kernel_is_used_when_built_and_the_python_path_is_the_fallback(w, monkeypatch):
+    """With the kernel built every scored request goes through it (one row too); with it absent (``kernel =
+    None``, as without a compiler) the same requests give the same results and state."""
+    g, h = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    h.kernel = None
+    calls = []
+    real = g._kernel
+    monkeypatch.setattr(g, "_kernel", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:100]]
+    for n in (1, 10, 64):
+        assert g.observe("c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n) == h.observe(
+            "c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n)
+    assert calls == [1, 10, 64] and _state(g) == _state(h)

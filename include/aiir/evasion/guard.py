@@ -52,6 +52,11 @@ import numpy as np
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
+try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
+    from aiir.evasion._guardk import rows as _KERNEL
+except ImportError:  # not built (no compiler at install time): the pure-Python path
+    _KERNEL = None
+
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
 BUCKET = 32  # most recent queries kept per grid cell
@@ -63,7 +68,7 @@ GRID_OFFSET = 70  # added to every grid cell index: typical indices lie in [0, K
 KEY_RADIX = 409  # a cell's key: sum of index_j * KEY_RADIX**j, exact in a float (409**6 < 2**53)
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 _Z = itemgetter(4)  # an entry's standardised features
-BATCH_MIN_ROWS = 24  # requests of at least this many rows take the numpy batch path (measured: docs/benchmarks.md)
+BATCH_MIN_ROWS = 32  # without the C kernel, requests of at least this many rows take the numpy batch path (measured: docs/benchmarks.md)
 _EXACT = frozenset((float, int, bool))  # value types the batch path takes (anything else: the per-row path)
 
 
@@ -163,6 +168,7 @@ class Guard:
         self._ood_lo = self._ood_hi = math.inf
         self._fns: dict[tuple, Any] = {}  # column layout -> its generated rows function
         self.batch_min = BATCH_MIN_ROWS  # rows from which a request takes the numpy batch path
+        self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
         self.new_trips: list[dict[str, Any]] = []
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
@@ -283,9 +289,15 @@ class Guard:
                     return None
                 fn = self._fns[tuple(cols)] = self._rows_fn(idx)
                 fn.pick = None if idx == list(range(len(cols))) else itemgetter(*idx)
+                fn.kidx = struct.pack(f"{len(idx)}n", *idx)
             if fn is not self._last_fn:
                 self._last_cols, self._last_fn = list(cols), fn
             n_rows = len(rows)
+            if self.kernel is not None and type(rows) is list and (feats := self._kernel(fn, rows)) is not None:
+                if feats is False:  # a value not finite: the request is not scored
+                    self.stats["skipped_rows"] += n_rows
+                    return None
+                return self._observe(client, key_id, feats, n_rows, preds, scores, ids)
             if n_rows >= self.batch_min and (feats := self._batch(fn, rows)) is not None:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
@@ -337,6 +349,31 @@ class Guard:
         self._nb = ((off - 1) / self._s3) ** 2  # the per-row function's table bound on |z|^2
         self._np_off3 = np.array([[off], [off + 1], [off + 2]], dtype=np.int64)
         self._np_radix = np.array([KEY_RADIX ** j for j in range(m)], dtype=np.int64)
+        # the C kernel's: mean, stdinv, the projection (coefficient of z_k in h_j at k * m + j), s3, nb, lo, hi
+        self._kdims = m
+        kp = [*self._meanl, *self._stdinv]
+        if self._proj is not None:
+            kp += [self._proj[j][k] for k in range(d) for j in range(m)]
+        kp += [self._s3, self._nb, self._ood_lo, self._ood_hi]
+        self._kparams = struct.pack(f"{len(kp)}d", *kp)
+
+    def _kernel(self, fn, rows: list[list[Any]]) -> Any:
+        """The rows function's results from the C kernel (same operations, same order, same doubles: bit for
+        bit); the rows it leaves to Python (past the key tables) computed by the rows function itself, and the
+        outlier bit of the rows between the eigenvalue bounds by the quadratic form, as the rows function does.
+        ``None``: not plain numbers, the Python path decides; ``False``: a value not finite."""
+        res = self.kernel(rows, fn.kidx, self._kparams, len(self._meanl), self._kdims, 3 * GRID_OFFSET, KEY_RADIX)
+        if res is None or res is False:
+            return res
+        out, slow, between = res
+        if between:
+            thr, m2 = self._ood_thr, self._m2
+            for i in between:
+                z, k0, k1, k2, _ = out[i]
+                out[i] = (z, k0, k1, k2, 8 if m2(z) > thr else 0)
+        for i in slow:
+            out[i] = fn([rows[i]])[0]
+        return out
 
     def _batch(self, fn, rows: list[list[Any]]) -> Any:
         """The rows function's results for a whole request at once, in numpy: the same operations in the same
