@@ -18,21 +18,29 @@ client gets conservative answers (positive class when score >= ``fallback_thresh
 and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
 the admin controller and triggers the playbook, both in the background.
 
-Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone
-in the grids' steady state ~38k per single-row request and ~21.5k per row of a 10-row request (~19.5k at 64
-rows). The per-row arithmetic is one generated function per column layout, looping over the request's rows
-(scaling, projection and grid scale as constants; one subtraction and multiplication per feature, one floor per
-hashed dimension, whose entry in that dimension's table holds the three shifted grids' terms of the cell indices
-``(floor(3 q) + k) // 3``); a cell's key is the float sum of those terms (index_j * KEY_RADIX**j: exact, distinct
-per cell, five additions per grid). One ``setdefault`` per grid on the current generation looks the row's cell
-up and, when the cell was empty (~95 % of cells hold one query), already stores the query; a row whose six cells
-(two generations) are empty (~60 % of clean rows) skips the search. A grid cell holding one query stores the entry
-itself (no per-row container); the outlier test is decided for ~all clean rows by eigenvalue bounds on ``|z|^2``
-(the quadratic form only between them); a client's window keeps only its queries that raised a signal (a clean
-query only counts); and the significance lookups run only on a request that added a hit (critical counts never
-fall as the window grows, so a request without a new hit cannot make a client significant). The grids live in two
-generations of ``global_window`` queries: the older is dropped whole (no sweep: a sweep over the cells, measured,
-costs more than the three look-ups it saves), with the clusters and union-find links nothing live can reach.
+Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone in
+the grids' steady state, with its C kernel (round 8), ~32k per single-row request, ~13.7k per row of a 10-row
+request and ~11.6k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). Where the
+per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
+built — the same double operations in the same order as the Python code, so the same bits —, else in numpy for a
+request of at least ``BATCH_MIN_ROWS`` rows (the same operations, sums as sequential accumulations), else row by
+row in the generated Python function below; the three give the same z, cell keys and outlier bits (tests compare
+them, whole guard state included). The rows function is one generated function per column layout, looping over the
+request's rows (scaling, projection and grid scale as constants; one subtraction and multiplication per feature,
+one floor per hashed dimension, whose entry in that dimension's table holds the three shifted grids' terms of the
+cell indices ``(floor(3 q) + k) // 3``); a cell's key is the float sum of those terms (index_j * KEY_RADIX**j:
+exact, distinct per cell, five additions per grid; the kernel and numpy give the same number as an int: an equal
+dict key). The rest is Python, and is now most of the cost (~10k per row: dict look-ups, entry tuples, their
+garbage collection and the generation drops). One ``setdefault`` per grid on the current generation looks the row's
+cell up and, when the cell was empty (~95 % of cells hold one query), already stores the query; a row whose six
+cells (two generations) are empty (~60 % of clean rows) skips the search. A grid cell holding one query stores the
+entry itself (no per-row container); the outlier test is decided for ~all clean rows by eigenvalue bounds on
+``|z|^2`` (the quadratic form only between them); a client's window keeps only its queries that raised a signal (a
+clean query only counts); and the significance lookups run only on a request that added a hit (critical counts
+never fall as the window grows, so a request without a new hit cannot make a client significant). The grids live in
+two generations of ``global_window`` queries: the older is dropped whole (no sweep: a sweep over the cells,
+measured, costs more than the three look-ups it saves), with the clusters and union-find links nothing live can
+reach.
 """
 
 from __future__ import annotations
