@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aiir.evasion.config import load_config
-from aiir.evasion.guard import Guard
+from aiir.evasion.guard import _KERNEL, Guard
 from aiir.evasion.profile import fit_profile
 from aiir.gateway.synthetic import FEATURES
 from tests.evasion import evkit
@@ -162,3 +162,169 @@ def test_near_duplicates_are_found_in_cells_crowded_with_far_entries(batch):
     assert alone and "near_dup" in alone["reasons"]
     assert "near_dup" in crowded["reasons"] and crowded["window"] >= alone["window"] > 0, (alone, crowded)
     assert crowded["seen"] == alone["seen"], (alone, crowded)
+
+
+# ---------------------------------------------------------------- the numpy batch path vs the per-row path
+def _norm(ev):
+    if ev is None:
+        return None
+    e = {k: v for k, v in ev.items() if k not in ("at", "first_seen_at")}
+    if e["cluster"]:
+        e["cluster"] = {k: v for k, v in e["cluster"].items() if k != "cluster_id"}
+    return e
+
+
+def _state(g: Guard):
+    """Everything the guard decides from: grids (cells and their entries, both generations), clusters, windows."""
+    return ([dict(t) for t in g._cur], [dict(t) for t in g._prev], g._seq, g._gen_start,
+            {k: (c.n, c.boundary, c.flip, dict(c.clients), c.tripped, c.last_seq) for k, c in g.clusters.items()},
+            dict(g._parent), {k: (list(c.hits), list(c.sums), c.seen, list(c.ids)) for k, c in g.clients.items()},
+            dict(g.stats), sorted(g.tripped))
+
+
+PATHS = ["numpy", pytest.param("kernel", marks=pytest.mark.skipif(_KERNEL is None, reason="C kernel not built"))]
+
+
+def _pair(prof, cfg=None, path="numpy"):
+    """a: every request through ``path`` (the numpy batch path, or the C kernel); b: every request row by row in
+    Python (the generated rows function)."""
+    a, b = Guard(profile=prof, thresholds=cfg), Guard(profile=prof, thresholds=cfg)
+    b.kernel, b.batch_min = None, 1 << 30
+    if path == "numpy":
+        a.kernel, a.batch_min = None, 1
+    else:
+        assert a.kernel is not None
+        a.batch_min = 1 << 30
+    return a, b
+
+
+def _feed_both(a: Guard, b: Guard, recs, batch, cols=FEATURES, conv=None):
+    i, out_a, out_b = 0, [], []
+    while i < len(recs):
+        grp = [recs[i]]
+        while len(grp) < batch and i + len(grp) < len(recs) and recs[i + len(grp)]["client_id"] == recs[i]["client_id"]:
+            grp.append(recs[i + len(grp)])
+        i += len(grp)
+        rows = [[r["features"][c] for c in cols] for r in grp]
+        if conv is not None:
+            rows = conv(rows)
+        args = (grp[0]["client_id"], cols, rows, [r["prediction"] for r in grp], [r["score"] for r in grp],
+                [r["decision_id"] for r in grp])
+        out_a.append(_norm(a.observe(*args)))
+        out_b.append(_norm(b.observe(*args)))
+    return out_a, out_b
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("batch", [1, 2, 10, 24, 64])
+@pytest.mark.parametrize("gw", [4096, 256])
+def test_batch_path_decides_exactly_as_the_row_path(w, batch, gw, path):
+    """Clean traffic, a single-key and a spread HopSkipJump attacker, interleaved into multi-row requests: every
+    result, every grid cell and entry, cluster, union-find link and window of the numpy path is the per-row
+    path's (generation drops included with global_window 256)."""
+    import random
+
+    recs = list(w["clean"][:3000])
+    rng = random.Random(batch)
+    for r in w["single"] + w["spread"]:
+        recs.insert(rng.randrange(len(recs)), r)
+    a, b = _pair(w["prof"], load_config({"guard": {"global_window": gw}}), path)
+    out_a, out_b = _feed_both(a, b, recs, batch)
+    assert out_a == out_b
+    assert sum(e is not None for e in out_a) > 0 and a.tripped  # the attackers trip (the comparison means something)
+    assert _state(a) == _state(b)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_batch_path_with_a_projection_outliers_and_far_cells(path):
+    """12 features (hashed on the projection), rows far out (past the key tables: the per-row function's cells),
+    rows past the outlier bounds, near-duplicate probes: the same results and state."""
+    rng = np.random.default_rng(5)
+    cols = [f"f{i}" for i in range(12)]
+    X = rng.normal(size=(3000, 12))
+    a, b = _pair(fit_profile(X, cols), load_config({"guard": {"global_window": 512}}), path)
+    outs = [], []
+    for i in range(0, 2400, 40):
+        rows = X[i:i + 40].copy()
+        rows[::9] *= 6.0  # outliers (past the eigenvalue bounds)
+        rows[5] *= 400.0  # far past the key tables
+        if i >= 1200:
+            rows[10:30] = X[0] + rng.normal(0, 0.004, (20, 12))  # a probe's near-duplicates
+        rows = rows.tolist()
+        args = (f"c{i % 3}", cols, rows, [j % 2 for j in range(40)], [0.5] * 40, [str(i)] * 40)
+        outs[0].append(_norm(a.observe(*args)))
+        outs[1].append(_norm(b.observe(*args)))
+    assert outs[0] == outs[1] and a.tripped
+    assert _state(a) == _state(b)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bad", ["nan", "inf", "str", "none", "short", "long", "huge", "int", "bool", "strnum"])
+def test_batch_path_odd_values_match_the_row_path(w, bad, path):
+    """Non-finite values, strings (numbers as strings: the row path's conversion), None, ragged rows, an int too
+    large for a float, ints and bools: each request is decided as the row path decides it."""
+    recs = w["clean"][:640]
+
+    def conv(rows):
+        rows = [list(r) for r in rows]
+        r = rows[len(rows) // 2]
+        if bad == "nan":
+            r[1] = float("nan")
+        elif bad == "inf":
+            r[2] = -float("inf")
+        elif bad == "str":
+            r[0] = "x"
+        elif bad == "none":
+            r[0] = None
+        elif bad == "short":
+            del r[-1]
+        elif bad == "long":
+            r.append(1.0)
+        elif bad == "huge":
+            r[0] = 10 ** 400
+        elif bad == "int":
+            for row in rows:
+                row[2] = int(round(row[2]))
+        elif bad == "bool":
+            r[0] = True
+        elif bad == "strnum":
+            rows = [[str(v) for v in row] for row in rows]
+        return rows
+
+    a, b = _pair(w["prof"], path=path)
+    out_a, out_b = _feed_both(a, b, recs, 32, conv=conv)
+    assert out_a == out_b
+    assert _state(a) == _state(b)
+    if bad in ("nan", "inf", "str", "none", "short", "huge"):
+        assert a.stats["skipped_rows"] > 0
+    else:
+        assert a.stats["skipped_rows"] == 0
+
+
+def test_batch_path_is_taken_from_batch_min_rows(w, monkeypatch):
+    """Requests below ``batch_min`` rows go row by row, from it in numpy (the test above compares something)."""
+    g = Guard(profile=w["prof"])
+    g.kernel = None
+    calls = []
+    real = g._batch
+    monkeypatch.setattr(g, "_batch", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:100]]
+    for n in (1, g.batch_min - 1, g.batch_min, 64):
+        g.observe("c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n)
+    assert calls == [g.batch_min, 64]
+
+
+@pytest.mark.skipif(_KERNEL is None, reason="C kernel not built")
+def test_kernel_is_used_when_built_and_the_python_path_is_the_fallback(w, monkeypatch):
+    """With the kernel built every scored request goes through it (one row too); with it absent (``kernel =
+    None``, as without a compiler) the same requests give the same results and state."""
+    g, h = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    h.kernel = None
+    calls = []
+    real = g._kernel
+    monkeypatch.setattr(g, "_kernel", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:100]]
+    for n in (1, 10, 64):
+        assert g.observe("c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n) == h.observe(
+            "c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n)
+    assert calls == [1, 10, 64] and _state(g) == _state(h)

@@ -18,31 +18,40 @@ client gets conservative answers (positive class when score >= ``fallback_thresh
 and a rate limit; with ``block`` it is refused. The gateway then persists the block / rate limit through
 the admin controller and triggers the playbook, both in the background.
 
-Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone
-in the grids' steady state ~38k per single-row request and ~21.5k per row of a 10-row request (~19.5k at 64
-rows). The per-row arithmetic is one generated function per column layout, looping over the request's rows
-(scaling, projection and grid scale as constants; one subtraction and multiplication per feature, one floor per
-hashed dimension, whose entry in that dimension's table holds the three shifted grids' terms of the cell indices
-``(floor(3 q) + k) // 3``); a cell's key is the float sum of those terms (index_j * KEY_RADIX**j: exact, distinct
-per cell, five additions per grid). One ``setdefault`` per grid on the current generation looks the row's cell
-up and, when the cell was empty (~95 % of cells hold one query), already stores the query; a row whose six cells
-(two generations) are empty (~60 % of clean rows) skips the search. A grid cell holding one query stores the entry
-itself (no per-row container); the outlier test is decided for ~all clean rows by eigenvalue bounds on ``|z|^2``
-(the quadratic form only between them); a client's window keeps only its queries that raised a signal (a clean
-query only counts); and the significance lookups run only on a request that added a hit (critical counts never
-fall as the window grows, so a request without a new hit cannot make a client significant). The grids live in two
-generations of ``global_window`` queries: the older is dropped whole (no sweep: a sweep over the cells, measured,
-costs more than the three look-ups it saves), with the clusters and union-find links nothing live can reach.
+Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone in
+the grids' steady state, with its C kernel (round 8), ~32k per single-row request, ~13.7k per row of a 10-row
+request and ~11.6k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). Where the
+per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
+built — the same double operations in the same order as the Python code, so the same bits —, else in numpy for a
+request of at least ``BATCH_MIN_ROWS`` rows (the same operations, sums as sequential accumulations), else row by
+row in the generated Python function below; the three give the same z, cell keys and outlier bits (tests compare
+them, whole guard state included). The rows function is one generated function per column layout, looping over the
+request's rows (scaling, projection and grid scale as constants; one subtraction and multiplication per feature,
+one floor per hashed dimension, whose entry in that dimension's table holds the three shifted grids' terms of the
+cell indices ``(floor(3 q) + k) // 3``); a cell's key is the float sum of those terms (index_j * KEY_RADIX**j:
+exact, distinct per cell, five additions per grid; the kernel and numpy give the same number as an int: an equal
+dict key). The rest is Python, and is now most of the cost (~10k per row: dict look-ups, entry tuples, their
+garbage collection and the generation drops). One ``setdefault`` per grid on the current generation looks the row's
+cell up and, when the cell was empty (~95 % of cells hold one query), already stores the query; a row whose six
+cells (two generations) are empty (~60 % of clean rows) skips the search. A grid cell holding one query stores the
+entry itself (no per-row container); the outlier test is decided for ~all clean rows by eigenvalue bounds on
+``|z|^2`` (the quadratic form only between them); a client's window keeps only its queries that raised a signal (a
+clean query only counts); and the significance lookups run only on a request that added a hit (critical counts
+never fall as the window grows, so a request without a new hit cannot make a client significant). The grids live in
+two generations of ``global_window`` queries: the older is dropped whole (no sweep: a sweep over the cells,
+measured, costs more than the three look-ups it saves), with the clusters and union-find links nothing live can
+reach.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 import threading
 import time
 from collections import deque
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -50,6 +59,11 @@ import numpy as np
 
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
+
+try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
+    from aiir.evasion._guardk import rows as _KERNEL
+except ImportError:  # not built (no compiler at install time): the pure-Python path
+    _KERNEL = None
 
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
@@ -62,6 +76,8 @@ GRID_OFFSET = 70  # added to every grid cell index: typical indices lie in [0, K
 KEY_RADIX = 409  # a cell's key: sum of index_j * KEY_RADIX**j, exact in a float (409**6 < 2**53)
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 _Z = itemgetter(4)  # an entry's standardised features
+BATCH_MIN_ROWS = 32  # without the C kernel, requests of at least this many rows take the numpy batch path (measured: docs/benchmarks.md)
+_EXACT = frozenset((float, int, bool))  # value types the batch path takes (anything else: the per-row path)
 
 
 def _utc(t: float | None = None) -> str:
@@ -159,6 +175,8 @@ class Guard:
         self._invl: list[list[float]] | None = None
         self._ood_lo = self._ood_hi = math.inf
         self._fns: dict[tuple, Any] = {}  # column layout -> its generated rows function
+        self.batch_min = BATCH_MIN_ROWS  # rows from which a request takes the numpy batch path
+        self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
         self.new_trips: list[dict[str, Any]] = []
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
@@ -213,7 +231,7 @@ class Guard:
             return None
         try:
             X = [[float(r[i]) for i in idx] for r in rows]
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         for x in X:
             for v in x:
@@ -278,8 +296,21 @@ class Guard:
                     self.stats["skipped_rows"] += len(rows)
                     return None
                 fn = self._fns[tuple(cols)] = self._rows_fn(idx)
+                fn.pick = None if idx == list(range(len(cols))) else itemgetter(*idx)
+                fn.kidx = struct.pack(f"{len(idx)}n", *idx)
             if fn is not self._last_fn:
                 self._last_cols, self._last_fn = list(cols), fn
+            n_rows = len(rows)
+            if self.kernel is not None and type(rows) is list and (feats := self._kernel(fn, rows)) is not None:
+                if feats is False:  # a value not finite: the request is not scored
+                    self.stats["skipped_rows"] += n_rows
+                    return None
+                return self._observe(client, key_id, feats, n_rows, preds, scores, ids)
+            if n_rows >= self.batch_min and (feats := self._batch(fn, rows)) is not None:
+                if feats is False:  # a value not finite: the request is not scored
+                    self.stats["skipped_rows"] += n_rows
+                    return None
+                return self._observe(client, key_id, feats, n_rows, preds, scores, ids)
             try:
                 try:  # numbers as sent (int, float, bool) ...
                     feats = fn(rows)
@@ -297,7 +328,7 @@ class Guard:
             if feats is None:  # a value missing, not a number or not finite: the request is not scored
                 self.stats["skipped_rows"] += len(rows)
                 return None
-            return self._observe(client, key_id, feats, preds, scores, ids)
+            return self._observe(client, key_id, feats, len(feats), preds, scores, ids)
         finally:
             self._release()
 
@@ -316,6 +347,98 @@ class Guard:
             rng = np.random.default_rng(0)
             q, _ = np.linalg.qr(rng.normal(size=(d, PROJ_DIMS)))
             self._proj = [[float(v) for v in col] for col in q.T]
+        # the batch path's copies (the same doubles as the per-row function's constants)
+        m = d if self._proj is None else len(self._proj)
+        self._np_mean = np.array(self._meanl)
+        self._np_stdinv = np.array(self._stdinv)
+        self._np_proj = None if self._proj is None else np.array(self._proj).T.copy()  # [k, j]: z_k's in h_j
+        self._s3 = 3.0 * self._cell_inv
+        off = 3 * GRID_OFFSET
+        self._nb = ((off - 1) / self._s3) ** 2  # the per-row function's table bound on |z|^2
+        self._np_off3 = np.array([[off], [off + 1], [off + 2]], dtype=np.int64)
+        self._np_radix = np.array([KEY_RADIX ** j for j in range(m)], dtype=np.int64)
+        # the C kernel's: mean, stdinv, the projection (coefficient of z_k in h_j at k * m + j), s3, nb, lo, hi
+        self._kdims = m
+        kp = [*self._meanl, *self._stdinv]
+        if self._proj is not None:
+            kp += [self._proj[j][k] for k in range(d) for j in range(m)]
+        kp += [self._s3, self._nb, self._ood_lo, self._ood_hi]
+        self._kparams = struct.pack(f"{len(kp)}d", *kp)
+
+    def _kernel(self, fn, rows: list[list[Any]]) -> Any:
+        """The rows function's results from the C kernel (same operations, same order, same doubles: bit for
+        bit); the rows it leaves to Python (past the key tables) computed by the rows function itself, and the
+        outlier bit of the rows between the eigenvalue bounds by the quadratic form, as the rows function does.
+        ``None``: not plain numbers, the Python path decides; ``False``: a value not finite."""
+        res = self.kernel(rows, fn.kidx, self._kparams, len(self._meanl), self._kdims, 3 * GRID_OFFSET, KEY_RADIX)
+        if res is None or res is False:
+            return res
+        out, slow, between = res
+        if between:
+            thr, m2 = self._ood_thr, self._m2
+            for i in between:
+                z, k0, k1, k2, _ = out[i]
+                out[i] = (z, k0, k1, k2, 8 if m2(z) > thr else 0)
+        for i in slow:
+            out[i] = fn([rows[i]])[0]
+        return out
+
+    def _batch(self, fn, rows: list[list[Any]]) -> Any:
+        """The rows function's results for a whole request at once, in numpy: the same operations in the same
+        order on the same doubles (elementwise subtraction and multiplication; sums of squares and projections as
+        sequential accumulations, never pairwise or BLAS; the cell indices as integers, whose key is the same
+        number the tables' float sum gives — equal keys in a dict, int or float), so every z, key and outlier bit
+        is the per-row path's, bit for bit. Returns an iterator of (z, key 0, 1, 2, ood bit), ``False`` when a
+        value is not finite (the request is not scored), or ``None`` when the request is not plain numbers (the
+        per-row path decides: conversions, errors). Rows past the tables' range or between the outlier bounds
+        (rare) are computed by the per-row function itself."""
+        pick = fn.pick
+        d = len(self._meanl)
+        if d < 2:
+            return None
+        n = len(rows)
+        try:
+            vals = list(chain.from_iterable(rows if pick is None else map(pick, rows)))
+        except (TypeError, IndexError):
+            return None
+        if len(vals) != n * d or (pick is None and set(map(len, rows)) != {d}) or not _EXACT.issuperset(map(type, vals)):
+            return None
+        try:
+            A = np.frombuffer(struct.pack(f"{n * d}d", *vals)).reshape(n, d)
+        except (OverflowError, struct.error):
+            return None
+        Z = A - self._np_mean
+        Z *= self._np_stdinv
+        Q = Z * Z
+        np.add.accumulate(Q, axis=1, out=Q)  # sequential: ((z0 z0 + z1 z1) + z2 z2) + ..., as the per-row code
+        n2 = Q[:, -1]
+        if self._np_proj is None:
+            H = Z
+        else:
+            P = Z[:, :, None] * self._np_proj  # P[i, k, j] = z_k * coefficient of z_k in h_j
+            np.add.accumulate(P, axis=1, out=P)
+            H = P[:, -1, :]
+        F = np.floor(H * self._s3)
+        top = float(n2.max())
+        slow = None
+        if not top < self._nb:  # a row past the tables' range, or a value not finite
+            if not np.isfinite(n2).all():
+                return False
+            slow = np.flatnonzero(n2 >= self._nb).tolist()
+            F[slow] = 0.0
+        K = (F.astype(np.int64)[:, None, :] + self._np_off3) // 3 @ self._np_radix  # K[i, g]: grid g's key
+        k0, k1, k2 = K.T.tolist()
+        zl = Z.ravel().tolist()
+        zs = list(zip(*[iter(zl)] * d))  # noqa: B905 (d-tuples of the flat list)
+        ood = [0] * n
+        if top > self._ood_lo:  # rows past the outlier model's lower bound (rare): the per-row code's own test
+            hi, thr, m2 = self._ood_hi, self._ood_thr, self._m2
+            for i in np.flatnonzero(n2 > self._ood_lo).tolist():
+                ood[i] = 8 if n2[i] > hi or m2(zs[i]) > thr else 0
+        if slow:
+            for i in slow:
+                zs[i], k0[i], k1[i], k2[i], ood[i] = fn([rows[i]])[0]
+        return zip(zs, k0, k1, k2, ood)  # noqa: B905 (n each)
 
     def _m2(self, z: tuple[float, ...]) -> float:
         """The outlier model's quadratic form z' inv z (rows between the eigenvalue bounds only)."""
@@ -383,8 +506,7 @@ class Guard:
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
         return ns["feats"]
 
-    def _observe(self, client, key_id, feats, preds, scores, ids) -> dict[str, Any] | None:
-        n_rows = len(feats)
+    def _observe(self, client, key_id, feats, n_rows, preds, scores, ids) -> dict[str, Any] | None:
         if scores is None:
             scores = [None] * n_rows
         if len(preds) != n_rows or len(scores) != n_rows:
