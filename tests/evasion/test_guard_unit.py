@@ -328,3 +328,36 @@ def test_kernel_is_used_when_built_and_the_python_path_is_the_fallback(w, monkey
         assert g.observe("c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n) == h.observe(
             "c", FEATURES, rows[:n], [0] * n, [0.1] * n, ["i"] * n)
     assert calls == [1, 10, 64] and _state(g) == _state(h)
+
+
+def test_a_kernel_of_another_abi_is_never_called():
+    """A stale build (an older checkout's .so left in the source tree) is refused: the Python path runs."""
+    from types import SimpleNamespace
+
+    from aiir.evasion import guard
+
+    def rows(*a):
+        raise AssertionError("a stale kernel was called")
+
+    assert guard._pick_kernel(None) is None
+    assert guard._pick_kernel(SimpleNamespace(rows=rows)) is None  # built before the ABI stamp
+    assert guard._pick_kernel(SimpleNamespace(rows=rows, ABI=guard.KERNEL_ABI + 1)) is None
+    assert guard._pick_kernel(SimpleNamespace(rows=rows, ABI=guard.KERNEL_ABI)) is rows
+
+
+def test_the_kernel_is_built_where_a_c_compiler_is():
+    """``make venv`` builds the optional kernel (setup.py) whenever the machine has a C compiler; a compile
+    that fails there must not pass unnoticed as a slower guard with its tests skipped."""
+    import shutil
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}): the pure-Python path is the one installed")
+    from aiir.evasion import guard
+
+    assert guard._guardk is not None, (
+        "the guard's C kernel is not built: run `make venv` (pip install -e . builds include/aiir/evasion/_guardk.c)")
+    assert guard._KERNEL is not None, (
+        f"the built kernel speaks ABI {getattr(guard._guardk, 'ABI', None)}, this code {guard.KERNEL_ABI}: "
+        "run `make venv` to rebuild it")

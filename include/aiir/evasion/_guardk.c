@@ -210,4 +210,15 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_guardk", "The inline guard's optional C kernel.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__guardk(void) { return PyModule_Create(&module); }
+/* KERNEL_ABI: raised whenever the call's arguments or results change; guard.py refuses a build of another
+   (a stale .so left in the source tree by an older editable install) and uses its Python path instead. */
+#define KERNEL_ABI 1
+
+PyMODINIT_FUNC PyInit__guardk(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", KERNEL_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -60,10 +60,20 @@ import numpy as np
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
+KERNEL_ABI = 1  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI)
 try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
-    from aiir.evasion._guardk import rows as _KERNEL
+    from aiir.evasion import _guardk
 except ImportError:  # not built (no compiler at install time): the pure-Python path
-    _KERNEL = None
+    _guardk = None
+
+
+def _pick_kernel(module: Any) -> Any:
+    """The kernel's ``rows`` function, or None: absent, or a build of another ABI (a stale .so left by an
+    older checkout's editable install) is never called; the Python path runs instead."""
+    return module.rows if module is not None and getattr(module, "ABI", None) == KERNEL_ABI else None
+
+
+_KERNEL = _pick_kernel(_guardk)
 
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
