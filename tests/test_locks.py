@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -19,17 +20,41 @@ with model_lock(sys.argv[1]):
     time.sleep(float(sys.argv[2]))
 """
 
+HOLD_UNTIL_TOLD = """
+import sys
+from aiir.locks import model_lock
+with model_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
 
 def test_same_model_waits_other_model_does_not(aiir_home):
-    p = subprocess.Popen([sys.executable, "-c", HOLD, "m1", "1.5"], stdout=subprocess.PIPE, text=True)
+    """Ordering, not timing (round 9: a 1.5 s sleep raced the machine's load): the other process holds m1
+    until told to let go, so another model's lock is taken meanwhile and m1's waiter gets it only after."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD_UNTIL_TOLD, "m1"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
-        t0 = time.monotonic()
-        with model_lock("m2", timeout=5) as waited:
-            assert waited < 0.5  # another model is not serialised behind m1
-        with model_lock("m1", timeout=10) as waited:
-            assert waited >= 0.8, waited  # m1 waited for the other process to let go
-        assert time.monotonic() - t0 < 10
+        with model_lock("m2", timeout=5):
+            pass  # another model is not serialised behind m1 (m1 is certainly still held)
+        got, release_sent = [], []
+
+        def wait_for_m1():
+            with model_lock("m1", timeout=30) as waited:
+                got.append((time.monotonic(), waited))
+
+        t = threading.Thread(target=wait_for_m1)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not got  # still waiting: the other process holds m1
+        release_sent.append(time.monotonic())
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        t.join(30)
+        assert got, "m1 was never taken after the other process let go"
+        assert got[0][0] >= release_sent[0] and got[0][1] >= 0.5, got
+        assert p.wait(10) == 0
     finally:
         p.kill()
         p.wait()
