@@ -361,3 +361,24 @@ def test_the_kernel_is_built_where_a_c_compiler_is():
     assert guard._KERNEL is not None, (
         f"the built kernel speaks ABI {getattr(guard._guardk, 'ABI', None)}, this code {guard.KERNEL_ABI}: "
         "run `make venv` to rebuild it")
+
+
+@pytest.mark.parametrize("d", [6, 64, 65, 70])
+def test_wide_models_are_guarded_with_the_same_results_as_the_python_path(d):
+    """A model with more features than the C kernel's arrays hold (64) takes the Python path instead of
+    failing every request (round 9: the kernel's layout check raised ValueError out of ``observe``)."""
+    from aiir.evasion import guard as gmod
+
+    cols = [f"f{i}" for i in range(d)]
+    X = np.random.default_rng(d).normal(size=(400, d))
+    prof = fit_profile(X, cols)
+    g, h = Guard(profile=prof), Guard(profile=prof)
+    h.kernel = None
+    rows = [[float(v) for v in r] for r in X[:40]] + [[float(v) + 1e-6 for v in X[0]]] * 8
+    for n in (1, 10, 40, 48):
+        ids = [f"i{j}" for j in range(n)]
+        assert g.observe("c", cols, rows[:n], [0] * n, [0.1] * n, ids) == h.observe(
+            "c", cols, rows[:n], [0] * n, [0.1] * n, ids)
+    assert _state(g) == _state(h) and g.stats["rows"] > 0
+    if gmod._KERNEL is not None:
+        assert (g.kernel is not None) == (d <= gmod._guardk.MAXD)

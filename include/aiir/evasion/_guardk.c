@@ -21,7 +21,7 @@
 #include <Python.h>
 #include <math.h>
 
-#define MAXD 64
+#define MAXD 64 /* the most features a row may have here (module constant MAXD): guard.py uses Python past it */
 
 static int value(PyObject *v, double *x)
 {
@@ -216,7 +216,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_guardk", "The inlin
 
 PyMODINIT_FUNC PyInit__guardk(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "ABI", KERNEL_ABI) < 0) {
+    if (m != NULL && (PyModule_AddIntConstant(m, "ABI", KERNEL_ABI) < 0
+                      || PyModule_AddIntConstant(m, "MAXD", MAXD) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -369,6 +369,8 @@ class Guard:
         self._np_radix = np.array([KEY_RADIX ** j for j in range(m)], dtype=np.int64)
         # the C kernel's: mean, stdinv, the projection (coefficient of z_k in h_j at k * m + j), s3, nb, lo, hi
         self._kdims = m
+        if self.kernel is not None and d > getattr(_guardk, "MAXD", 0):
+            self.kernel = None  # more features than the kernel's fixed arrays hold: the Python path, same results
         kp = [*self._meanl, *self._stdinv]
         if self._proj is not None:
             kp += [self._proj[j][k] for k in range(d) for j in range(m)]
@@ -417,18 +419,21 @@ class Guard:
             A = np.frombuffer(struct.pack(f"{n * d}d", *vals)).reshape(n, d)
         except (OverflowError, struct.error):
             return None
-        Z = A - self._np_mean
-        Z *= self._np_stdinv
-        Q = Z * Z
-        np.add.accumulate(Q, axis=1, out=Q)  # sequential: ((z0 z0 + z1 z1) + z2 z2) + ..., as the per-row code
-        n2 = Q[:, -1]
-        if self._np_proj is None:
-            H = Z
-        else:
-            P = Z[:, :, None] * self._np_proj  # P[i, k, j] = z_k * coefficient of z_k in h_j
-            np.add.accumulate(P, axis=1, out=P)
-            H = P[:, -1, :]
-        F = np.floor(H * self._s3)
+        # huge or infinite values overflow to inf / nan here, as in the per-row code (such a request is not
+        # scored, below): no RuntimeWarning per request in the gateway's log
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = A - self._np_mean
+            Z *= self._np_stdinv
+            Q = Z * Z
+            np.add.accumulate(Q, axis=1, out=Q)  # sequential: ((z0 z0 + z1 z1) + z2 z2) + ..., as the per-row code
+            n2 = Q[:, -1]
+            if self._np_proj is None:
+                H = Z
+            else:
+                P = Z[:, :, None] * self._np_proj  # P[i, k, j] = z_k * coefficient of z_k in h_j
+                np.add.accumulate(P, axis=1, out=P)
+                H = P[:, -1, :]
+            F = np.floor(H * self._s3)
         top = float(n2.max())
         slow = None
         if not top < self._nb:  # a row past the tables' range, or a value not finite
