@@ -140,20 +140,17 @@ def client_coverage(*, model: str, playbook: str, suspects: list[dict[str, Any]]
     contained, eradicated, recovered) covers every client it names. A closed one (resolved or false
     positive) covers a client whose last suspect decision (``last_suspect_ts``) came before the closing:
     the same evidence never reopens what a person closed, but the client probing again afterwards does."""
+    # each incident once, newest first: its id, the clients it names, active or not, when it was closed
+    incidents = [(r["incident_id"], set(map(str, r.get("suspect_sources") or [])), r["state"] in ACTIVE,
+                  None if r["state"] in ACTIVE else _when(r.get("since")))
+                 for r in list_incidents(model=model) if r.get("playbook") == playbook]
     out: dict[str, str] = {}
-    rows = [r for r in list_incidents(model=model) if r.get("playbook") == playbook]
     for s in suspects:
         c = str(s.get("client_id"))
         last = _when(s.get("last_suspect_ts") or s.get("last_ts"))
-        for r in rows:  # newest first
-            if c not in map(str, r.get("suspect_sources") or []):
-                continue
-            if r["state"] in ACTIVE:
-                out[c] = r["incident_id"]
-                break
-            closed_at = _when(r.get("since"))
-            if last is not None and closed_at is not None and last <= closed_at:
-                out[c] = r["incident_id"]
+        for incident_id, clients, active, closed_at in incidents:
+            if c in clients and (active or (last is not None and closed_at is not None and last <= closed_at)):
+                out[c] = incident_id
                 break
     return out
 
