@@ -5,6 +5,7 @@ is switched on (callgrind_control) after a warm-up of ``--warm`` rows and off af
 figure is the guard's steady-state cost per request; it does not depend on the machine's load.
 
     flock /work/coord/bench.lock .venv/bin/python bench/guard_instructions.py [--rev 315f902] [--batch 1 10 64]
+                                                                             [--no-grid]
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def child(data: Path, impl: str) -> int:
     import importlib.util
 
     sys.path.insert(0, str(REPO / "include"))
-    if impl == "current":
+    if impl in ("current", "current-no-grid"):
         from aiir.evasion import guard as mod
     else:
         spec = importlib.util.spec_from_file_location("guard_baseline", impl)
@@ -36,6 +37,8 @@ def child(data: Path, impl: str) -> int:
         spec.loader.exec_module(mod)
     d = pickle.loads(data.read_bytes())
     g = mod.guard_from_options(reference=d["profile"], thresholds=None, columns=d["columns"])
+    if impl == "current-no-grid":  # the C kernel's rows, the grid bookkeeping in Python (_rows)
+        g.grid = None
     # the replay's own data (every request of the run) out of the collector's way: a full collection would
     # otherwise traverse it, at moments that depend on allocation counts — noise, not the guard's cost
     gc.collect()
@@ -84,6 +87,8 @@ def main() -> int:
     ap.add_argument("--impl", action="append", default=[], metavar="NAME=FILE",
                     help="also count the guard module in FILE (a copy of guard.py, e.g. a variant)")
     ap.add_argument("--no-current", action="store_true", help="do not count this checkout's guard")
+    ap.add_argument("--no-grid", action="store_true",
+                    help="also count this checkout's guard with the C kernel's grid() off (its rows() on)")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (printed)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -101,6 +106,8 @@ def main() -> int:
     fit_profile(Xt[FEATURES].to_numpy(dtype=float), FEATURES).save(prof)
     model = LogisticRegression(C=0.3, max_iter=500).fit(Xt.to_numpy(), yt)
     impls = {} if args.no_current else {"current": "current"}
+    if args.no_grid:
+        impls["current-no-grid"] = "current-no-grid"
     for spec in args.impl:
         name, _, path = spec.partition("=")
         impls[name] = str(Path(path).resolve())

@@ -182,7 +182,9 @@ def _state(g: Guard):
             dict(g.stats), sorted(g.tripped))
 
 
-PATHS = ["numpy", pytest.param("kernel", marks=pytest.mark.skipif(_KERNEL is None, reason="C kernel not built"))]
+_NO_KERNEL = pytest.mark.skipif(_KERNEL is None, reason="C kernel not built")
+# numpy: the batch path; kernel: the C kernel's rows() and grid(); kernel-rows: its rows() with the grid in Python
+PATHS = ["numpy", pytest.param("kernel", marks=_NO_KERNEL), pytest.param("kernel-rows", marks=_NO_KERNEL)]
 
 
 def _pair(prof, cfg=None, path="numpy"):
@@ -193,8 +195,10 @@ def _pair(prof, cfg=None, path="numpy"):
     if path == "numpy":
         a.kernel, a.batch_min = None, 1
     else:
-        assert a.kernel is not None
+        assert a.kernel is not None and a.grid is not None
         a.batch_min = 1 << 30
+        if path == "kernel-rows":
+            a.grid = None
     return a, b
 
 
@@ -382,3 +386,64 @@ def test_wide_models_are_guarded_with_the_same_results_as_the_python_path(d):
     assert _state(g) == _state(h) and g.stats["rows"] > 0
     if gmod._KERNEL is not None:
         assert (g.kernel is not None) == (d <= gmod._guardk.MAXD)
+
+
+# ---------------------------------------------------------------- the C kernel's grid() vs Guard._rows
+@_NO_KERNEL
+def test_the_c_grid_does_the_clean_rows_and_leaves_the_others_to_python(w, monkeypatch):
+    """With the kernel built, grid() stores ~all clean rows (no near-duplicate candidate); ``_rows`` gets only
+    the rows it stops at (a candidate, a new generation), one at a time — so the comparisons above compare the
+    C bookkeeping, not Python against itself."""
+    g = Guard(profile=w["prof"], thresholds=load_config({"guard": {"global_window": 512}}))
+    by_python = []
+    real = g._rows
+    monkeypatch.setattr(g, "_rows", lambda c, client, f, p, s, now, lo=0, hi=None:
+                        by_python.append((lo, hi)) or real(c, client, f, p, s, now, lo, hi))
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:3000]]
+    for i in range(0, 3000, 10):
+        g.observe(f"c{i % 7}", FEATURES, rows[i:i + 10], [0] * 10, [0.1] * 10, ["d"] * 10)
+    assert g.stats["rows"] == 3000 and g._seq == 3000
+    assert all(hi == lo + 1 for lo, hi in by_python)  # one row at a time
+    assert 5 <= len(by_python) < 0.05 * 3000, len(by_python)  # the 5 rotations at least; few candidates
+
+
+@_NO_KERNEL
+@pytest.mark.parametrize("odd", ["numpy_pred", "float_pred", "dict_pred", "int_score", "none_score",
+                                 "tuple_preds", "repeat", "full_cell"])
+def test_the_c_grid_and_python_agree_on_odd_predictions_scores_and_cells(w, odd):
+    """Predictions the grid does not compare itself (numpy ints, floats, dicts: Python's JSON form), scores
+    that are not floats, a tuple of predictions (the Python path), a client repeating its exact query (the cell
+    keeps one entry) and a cell filled past BUCKET: kernel + grid give the state of kernel + ``_rows``."""
+    from aiir.evasion import guard as gmod
+
+    a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    b.grid = None
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:2400]]
+    for i in range(0, 2400, 8):
+        req = [list(r) for r in rows[i:i + 8]]
+        preds, scores = [j % 2 for j in range(8)], [0.5 + 0.01 * j for j in range(8)]
+        client = f"c{i % 5}"
+        if odd == "numpy_pred":
+            preds[3] = np.int64(1)
+        elif odd == "float_pred":
+            preds[2] = 1.0
+        elif odd == "dict_pred":
+            preds[1] = {"label": 1}
+        elif odd == "int_score":
+            scores[4] = 1
+        elif odd == "none_score":
+            scores = [None if j % 3 else s for j, s in enumerate(scores)]
+        elif odd == "tuple_preds":
+            preds = tuple(preds)
+        elif odd == "repeat":
+            req[5] = list(req[4])  # an exact repeat within the request
+            if i % 40 == 0:
+                req = [list(rows[0])] * 8  # the same query again and again
+        elif odd == "full_cell" and i >= 1200:
+            req = [list(rows[7])] * 8  # one cell, many clients: a list past BUCKET
+            client = f"c{i % 11}"
+        args = (client, FEATURES, req, preds, scores, [str(i)] * 8)
+        assert _norm(a.observe(*args)) == _norm(b.observe(*args))
+    assert _state(a) == _state(b)
+    if odd == "full_cell":
+        assert max(len(v) for t in a._cur + a._prev for v in t.values() if type(v) is list) == gmod.BUCKET

@@ -1,6 +1,8 @@
 /* The inline guard's per-row arithmetic in C: an optional accelerator of Guard._rows_fn's generated function.
 
    rows(rows, idx, params, d, m, off, radix) -> None | False | (out, slow, between)
+   grid(...) -> (i, seq, added): the grid bookkeeping of rows without a near-duplicate candidate (below)
+   cells(n) -> dict: an empty dict sized for n keys (a grid generation)
 
    The same IEEE double operations in the same order as the generated Python function (built with
    -ffp-contract=off: no fused multiply-add; x86-64 SSE2 doubles): z_k = (x - mean_k) * stdinv_k;
@@ -181,6 +183,10 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(e);
             goto fail;
         }
+        /* floats and ints only: no cycle can pass through them, so the collector need not track them (what it
+           would find out itself, at the cost of traversing them first: _PyTuple_MaybeUntrack) */
+        PyObject_GC_UnTrack(zt);
+        PyObject_GC_UnTrack(e);
         PyList_SET_ITEM(out, i, e);
     }
     PyObject *res = PyTuple_Pack(3, out, slow, between);
@@ -202,8 +208,253 @@ fail:
     return NULL;
 }
 
+/* ----------------------------------------------------------------------------------------------------------
+   grid(feats, preds, scores, i, seq, rot_at, client, thr, band, r2, t0, t1, t2, o0, o1, o2, hits_append, sums,
+        cs0, bucket) -> (i, seq, added)
+
+   Guard._grid_rows's fast path: rows i, i+1, ... of a request whose query has no near-duplicate candidate in
+   its six grid cells (current generation t0-t2, previous o0-o2), which is what ~all clean rows are. For each
+   such row it does exactly what Guard._rows does for it: the boundary bit from the score; the entry
+   (seq, client, p, seq, z) stored in the three current cells as _rows stores it (an empty cell holds the entry;
+   a cell of one entry becomes the entry again when that entry is the same client's same z, else a list of
+   both; a list gets its last entry replaced on an exact repeat, else the entry appended and the oldest dropped
+   past `bucket`); a row with signal bits adds (cs0 + seq, bits) to the client's hits and counts them in sums;
+   seq + 1. It stops, touching nothing of that row, at the first row it cannot decide alone, and returns its
+   index (len(feats) when every row is done): a row at rot_at (a new generation), a prediction not an exact
+   int, bool or str, a score neither None nor an exact float, a row not of the kernel's shape, or an entry in
+   one of the six cells within sqrt(r2) of the query. r2 is the near-duplicate radius squared with a margin
+   (Guard._prepare: r * r * (1 + 1e-9)); the sum of squared differences computed here is within ~1e-14 of
+   math.dist's square, so a row passed here has no entry that _rows' rejection test (math.dist < r) keeps. The
+   caller gives the stopped row to _rows and calls again from the next. */
+/* dict look-ups and stores with the key's hash computed once (3.11/3.12 export these; later: the public calls) */
+#if PY_VERSION_HEX < 0x030D0000
+#define GET_KH(t, k, h) _PyDict_GetItem_KnownHash((t), (k), (h))
+#define SET_KH(t, k, v, h) _PyDict_SetItem_KnownHash((t), (k), (v), (h))
+#else
+#define GET_KH(t, k, h) ((void)(h), PyDict_GetItemWithError((t), (k)))
+#define SET_KH(t, k, v, h) ((void)(h), PyDict_SetItem((t), (k), (v)))
+#endif
+
+static int far_entry(PyObject *x, const double *zv, Py_ssize_t d, double r2)
+{
+    /* 1: x is an entry whose z lies surely farther than sqrt(r2) from zv; 0: not surely (the caller stops) */
+    if (!PyTuple_CheckExact(x) || PyTuple_GET_SIZE(x) != 5)
+        return 0;
+    PyObject *xz = PyTuple_GET_ITEM(x, 4);
+    if (!PyTuple_CheckExact(xz) || PyTuple_GET_SIZE(xz) != d)
+        return 0;
+    double s = 0.0;
+    for (Py_ssize_t j = 0; j < d; j++) {
+        PyObject *v = PyTuple_GET_ITEM(xz, j);
+        if (!PyFloat_CheckExact(v))
+            return 0;
+        double t = zv[j] - PyFloat_AS_DOUBLE(v);
+        s += t * t;
+    }
+    return s > r2; /* NaN: 0 */
+}
+
+static int far_cell(PyObject *b, const double *zv, Py_ssize_t d, double r2)
+{
+    if (b == NULL)
+        return 1;
+    if (PyTuple_CheckExact(b))
+        return far_entry(b, zv, d, r2);
+    if (!PyList_CheckExact(b) || PyList_GET_SIZE(b) < 1)
+        return 0;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(b); j++)
+        if (!far_entry(PyList_GET_ITEM(b, j), zv, d, r2))
+            return 0;
+    return 1;
+}
+
+static int same_query(PyObject *x, PyObject *z, PyObject *client)
+{
+    /* x[4] == z and x[1] == client, as Python evaluates it (short-circuit); -1 on error */
+    int r = PyObject_RichCompareBool(PyTuple_GET_ITEM(x, 4), z, Py_EQ);
+    if (r != 1)
+        return r;
+    return PyObject_RichCompareBool(PyTuple_GET_ITEM(x, 1), client, Py_EQ);
+}
+
+static int store(PyObject *t, PyObject *k, Py_hash_t kh, PyObject *b, PyObject *e, PyObject *z, PyObject *client,
+                 Py_ssize_t bucket)
+{
+    if (b == NULL)
+        return SET_KH(t, k, e, kh);
+    if (PyTuple_CheckExact(b)) {
+        int same = same_query(b, z, client);
+        if (same < 0)
+            return -1;
+        if (same)
+            return SET_KH(t, k, e, kh);
+        PyObject *l = PyList_New(2);
+        if (l == NULL)
+            return -1;
+        Py_INCREF(b);
+        Py_INCREF(e);
+        PyList_SET_ITEM(l, 0, b);
+        PyList_SET_ITEM(l, 1, e);
+        int rc = SET_KH(t, k, l, kh);
+        Py_DECREF(l);
+        return rc;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(b);
+    int same = same_query(PyList_GET_ITEM(b, n - 1), z, client);
+    if (same < 0)
+        return -1;
+    if (same) {
+        Py_INCREF(e);
+        return PyList_SetItem(b, n - 1, e);
+    }
+    if (PyList_Append(b, e) < 0)
+        return -1;
+    return n + 1 > bucket ? PyList_SetSlice(b, 0, 1, NULL) : 0;
+}
+
+static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 20 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyList_CheckExact(args[2])
+        || !PyList_CheckExact(args[17]) || PyList_GET_SIZE(args[17]) != 4) {
+        PyErr_SetString(PyExc_TypeError, "grid: see _guardk.c for the arguments");
+        return NULL;
+    }
+    PyObject *feats = args[0], *preds = args[1], *scores = args[2], *client = args[6];
+    PyObject *tabs[6];
+    for (int g = 0; g < 6; g++) {
+        tabs[g] = args[10 + g];
+        if (!PyDict_CheckExact(tabs[g])) {
+            PyErr_SetString(PyExc_TypeError, "grid: the grid generations must be dicts");
+            return NULL;
+        }
+    }
+    PyObject *append = args[16], *sums = args[17];
+    Py_ssize_t i = PyLong_AsSsize_t(args[3]), seq = PyLong_AsSsize_t(args[4]), rot_at = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t cs0 = PyLong_AsSsize_t(args[18]), bucket = PyLong_AsSsize_t(args[19]);
+    double thr = PyFloat_AsDouble(args[7]), band = PyFloat_AsDouble(args[8]), r2 = PyFloat_AsDouble(args[9]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(feats);
+    if (PyList_GET_SIZE(preds) < n || PyList_GET_SIZE(scores) < n) {
+        PyErr_SetString(PyExc_ValueError, "grid: fewer predictions or scores than rows");
+        return NULL;
+    }
+    long added = 0;
+    double zv[MAXD];
+    for (; i < n; i++) {
+        if (seq >= rot_at)
+            break;
+        PyObject *f = PyList_GET_ITEM(feats, i);
+        if (!PyTuple_CheckExact(f) || PyTuple_GET_SIZE(f) != 5)
+            break;
+        PyObject *z = PyTuple_GET_ITEM(f, 0), *fl = PyTuple_GET_ITEM(f, 4);
+        if (!PyTuple_CheckExact(z) || PyTuple_GET_SIZE(z) < 1 || PyTuple_GET_SIZE(z) > MAXD || !PyLong_CheckExact(fl))
+            break;
+        Py_ssize_t d = PyTuple_GET_SIZE(z);
+        int ok = 1;
+        for (Py_ssize_t j = 0; j < d; j++) {
+            PyObject *v = PyTuple_GET_ITEM(z, j);
+            if (!PyFloat_CheckExact(v)) {
+                ok = 0;
+                break;
+            }
+            zv[j] = PyFloat_AS_DOUBLE(v);
+        }
+        if (!ok)
+            break;
+        PyObject *p = PyList_GET_ITEM(preds, i), *s = PyList_GET_ITEM(scores, i);
+        if (!(PyLong_CheckExact(p) || PyUnicode_CheckExact(p) || PyBool_Check(p)))
+            break;
+        long flags = PyLong_AsLong(fl);
+        if (flags == -1 && PyErr_Occurred())
+            return NULL;
+        if (s != Py_None) {
+            if (!PyFloat_CheckExact(s))
+                break;
+            double dd = PyFloat_AS_DOUBLE(s) - thr;
+            if (-band < dd && dd < band)
+                flags |= 2;
+        }
+        PyObject *cells[6];
+        Py_hash_t kh[3];
+        for (int g = 0; g < 3; g++) {
+            kh[g] = PyObject_Hash(PyTuple_GET_ITEM(f, 1 + g));
+            if (kh[g] == -1)
+                return NULL;
+        }
+        for (int g = 0; g < 6; g++) {
+            cells[g] = GET_KH(tabs[g], PyTuple_GET_ITEM(f, 1 + g % 3), kh[g % 3]);
+            if (cells[g] == NULL && PyErr_Occurred())
+                return NULL;
+        }
+        for (int g = 0; g < 6 && ok; g++)
+            ok = far_cell(cells[g], zv, d, r2);
+        if (!ok)
+            break; /* a near-duplicate candidate (or undecided): _rows decides this row */
+        for (int g = 0; g < 3; g++)
+            Py_XINCREF(cells[g]); /* kept alive while the other cells are written */
+        PyObject *sq = PyLong_FromSsize_t(seq);
+        PyObject *e = sq == NULL ? NULL : PyTuple_Pack(5, sq, client, p, sq, z);
+        Py_XDECREF(sq);
+        int rc = e == NULL ? -1 : 0;
+        if (e != NULL)
+            PyObject_GC_UnTrack(e); /* ints, strings and a tuple of floats: in no cycle (as rows()' tuples) */
+        for (int g = 0; g < 3; g++) {
+            if (rc == 0)
+                rc = store(tabs[g], PyTuple_GET_ITEM(f, 1 + g), kh[g], cells[g], e, z, client, bucket);
+            Py_XDECREF(cells[g]);
+        }
+        Py_XDECREF(e);
+        if (rc < 0)
+            return NULL;
+        if (flags) {
+            added |= flags;
+            PyObject *h = Py_BuildValue("(nl)", cs0 + seq, flags);
+            if (h != NULL)
+                PyObject_GC_UnTrack(h);
+            PyObject *res = h == NULL ? NULL : PyObject_CallOneArg(append, h);
+            Py_XDECREF(h);
+            if (res == NULL)
+                return NULL;
+            Py_DECREF(res);
+            static const long bits[4] = {1, 2, 4, 8};
+            for (int j = 0; j < 4; j++) {
+                if (!(flags & bits[j]))
+                    continue;
+                long v = PyLong_AsLong(PyList_GET_ITEM(sums, j));
+                if (v == -1 && PyErr_Occurred())
+                    return NULL;
+                PyObject *nv = PyLong_FromLong(v + 1);
+                if (nv == NULL || PyList_SetItem(sums, j, nv) < 0)
+                    return NULL;
+            }
+        }
+        seq++;
+    }
+    return Py_BuildValue("(nnl)", i, seq, added);
+}
+
+/* cells(n) -> an empty dict sized for n keys: a grid generation's cells (Guard._rotate), which otherwise grows
+   through a dozen resizes every generation */
+static PyObject *cells(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyDict_NewPresized(n < 0 ? 0 : n > (1 << 20) ? (1 << 20) : n);
+#else
+    return PyDict_New();
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL, "The guard's per-row arithmetic (see the source)."},
+    {"grid", (PyCFunction)(void (*)(void))grid, METH_FASTCALL, "The guard's grid bookkeeping of rows without a "
+     "near-duplicate candidate (see the source)."},
+    {"cells", cells, METH_O, "An empty dict sized for n keys."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -212,7 +463,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_guardk", "The inlin
 
 /* KERNEL_ABI: raised whenever the call's arguments or results change; guard.py refuses a build of another
    (a stale .so left in the source tree by an older editable install) and uses its Python path instead. */
-#define KERNEL_ABI 1
+#define KERNEL_ABI 2 /* 2: grid() */
 
 PyMODINIT_FUNC PyInit__guardk(void) {
     PyObject *m = PyModule_Create(&module);

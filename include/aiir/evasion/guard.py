@@ -60,20 +60,23 @@ import numpy as np
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
-KERNEL_ABI = 1  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI)
+KERNEL_ABI = 2  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI; 2: grid())
 try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
     from aiir.evasion import _guardk
 except ImportError:  # not built (no compiler at install time): the pure-Python path
     _guardk = None
 
 
-def _pick_kernel(module: Any) -> Any:
-    """The kernel's ``rows`` function, or None: absent, or a build of another ABI (a stale .so left by an
+def _pick_kernel(module: Any, name: str = "rows") -> Any:
+    """The kernel's function ``name`` (``rows``: the per-row arithmetic; ``grid``: the grid bookkeeping of rows
+    without a near-duplicate candidate), or None: absent, or a build of another ABI (a stale .so left by an
     older checkout's editable install) is never called; the Python path runs instead."""
-    return module.rows if module is not None and getattr(module, "ABI", None) == KERNEL_ABI else None
+    return getattr(module, name, None) if module is not None and getattr(module, "ABI", None) == KERNEL_ABI else None
 
 
 _KERNEL = _pick_kernel(_guardk)
+_GRID = _pick_kernel(_guardk, "grid")
+_CELLS = _pick_kernel(_guardk, "cells")  # an empty dict sized for a generation's cells (no resizes), or None
 
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
@@ -187,6 +190,7 @@ class Guard:
         self._fns: dict[tuple, Any] = {}  # column layout -> its generated rows function
         self.batch_min = BATCH_MIN_ROWS  # rows from which a request takes the numpy batch path
         self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
+        self.grid = _GRID  # the C kernel's grid bookkeeping (used with the kernel's rows), or None: _rows does it
         self.new_trips: list[dict[str, Any]] = []
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
@@ -315,7 +319,7 @@ class Guard:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
                     return None
-                return self._observe(client, key_id, feats, n_rows, preds, scores, ids)
+                return self._observe(client, key_id, feats, n_rows, preds, scores, ids, self.grid)
             if n_rows >= self.batch_min and (feats := self._batch(fn, rows)) is not None:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
@@ -347,6 +351,9 @@ class Guard:
         self._meanl = [float(v) for v in self._mean]
         self._stdinv = [1.0 / float(v) for v in self._std]
         self._r = math.sqrt(self.eps2 * d)  # RMS distance below near_dup_rms <=> Euclidean distance below this
+        # the C grid's "no entry within r" test: its squared distances (naive sums) are within ~1e-14 of
+        # math.dist's square; past this margin an entry is surely at r or farther (_guardk.c grid())
+        self._r2_far = self._r * self._r * (1 + 1e-9)
         if self._inv is not None:
             self._invl = [[float(v) for v in row] for row in self._inv]
             lam = np.linalg.eigvalsh((self._inv + self._inv.T) / 2)
@@ -521,7 +528,7 @@ class Guard:
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
         return ns["feats"]
 
-    def _observe(self, client, key_id, feats, n_rows, preds, scores, ids) -> dict[str, Any] | None:
+    def _observe(self, client, key_id, feats, n_rows, preds, scores, ids, grid=None) -> dict[str, Any] | None:
         if scores is None:
             scores = [None] * n_rows
         if len(preds) != n_rows or len(scores) != n_rows:
@@ -537,6 +544,72 @@ class Guard:
                 del clients[next(iter(clients))]
         else:
             clients[client] = c
+        if grid is not None and type(preds) is list and type(scores) is list:  # feats: the kernel's list
+            added, trip_cluster, now = self._grid_rows(grid, c, client, feats, preds, scores, now)
+        else:
+            added, trip_cluster, now = self._rows(c, client, feats, preds, scores, now)
+        hits, sums = c.hits, c.sums
+        cs = c.seen
+        if hits and hits[0][0] <= cs - self.w:  # queries that left the window take their hits along
+            lim = cs - self.w
+            while hits and hits[0][0] <= lim:
+                gone = hits.popleft()[1]
+                if gone & 1:
+                    sums[0] -= 1
+                if gone & 2:
+                    sums[1] -= 1
+                if gone & 4:
+                    sums[2] -= 1
+                if gone & 8:
+                    sums[3] -= 1
+        c.ids.extend(ids if len(ids) <= n_rows else ids[:n_rows])
+        self.stats["rows"] += n_rows
+        if not added and trip_cluster is None:
+            # the critical counts never fall as the window grows and the sums only grow by new hits: a request
+            # that added no hit cannot make a clean client significant
+            return None
+        n = c.n
+        km = self._kmin_list
+        reasons = [name for j, name in enumerate(BIT) if sums[j] >= km[j][n]]
+        if "boundary" in reasons and sums[0] < BOUNDARY_NEEDS_NEAR_DUPS:
+            # scores at the boundary alone can be a client's honest borderline business; probing also repeats
+            # itself with small perturbations
+            reasons.remove("boundary")
+        if trip_cluster is not None:
+            reasons.append("cluster")
+        if not reasons:
+            return None
+        return self._trip(client, key_id, c, reasons, trip_cluster, time.time() if now is None else now)
+
+    def _grid_rows(self, grid: Any, c: _Client, client: str, feats: list, preds: list, scores: list, now: float | None
+                   ) -> tuple[int, int | None, float | None]:
+        """``_rows`` over the request with the C kernel's ``grid`` doing the rows without a near-duplicate
+        candidate (~all clean rows; the same entries, cells, hits and sums as ``_rows``, see _guardk.c) and
+        ``_rows`` the others, one at a time, in order."""
+        n = len(feats)
+        added, trip_cluster, i = 0, None, 0
+        while True:
+            seq = self._seq
+            (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
+            i, seq2, a = grid(feats, preds, scores, i, seq, self._gen_start + self.gw, client, self.thr, self.band,
+                              self._r2_far, t0, t1, t2, o0, o1, o2, c.hits.append, c.sums, c.seen - seq, BUCKET)
+            added |= a
+            c.seen += seq2 - seq
+            self._seq = seq2
+            if i >= n:
+                return added, trip_cluster, now
+            a, tc, now = self._rows(c, client, feats, preds, scores, now, i, i + 1)
+            added |= a
+            if tc is not None:
+                trip_cluster = tc
+            i += 1
+
+    def _rows(self, c: _Client, client: str, feats: Any, preds: Any, scores: Any, now: float | None,
+              lo: int = 0, hi: int | None = None) -> tuple[int, int | None, float | None]:
+        """Rows ``lo:hi`` of a request (all by default) into the grids, the clusters and the client's window.
+        Returns (signal bits added, the last tripped cluster met or None, the request's time if read)."""
+        if lo or hi is not None:
+            feats, preds, scores = feats[lo:hi], preds[lo:hi], scores[lo:hi]
         r = self._r
         horizon = self.gw
         thr, band = self.thr, self.band
@@ -694,37 +767,8 @@ class Guard:
                     self._trip_members(cl, cid, now, exclude=client)
             seq += 1
         self._seq = seq
-        c.seen = cs = cs0 + seq
-        if hits and hits[0][0] <= cs - self.w:  # queries that left the window take their hits along
-            lim = cs - self.w
-            while hits and hits[0][0] <= lim:
-                gone = hits.popleft()[1]
-                if gone & 1:
-                    sums[0] -= 1
-                if gone & 2:
-                    sums[1] -= 1
-                if gone & 4:
-                    sums[2] -= 1
-                if gone & 8:
-                    sums[3] -= 1
-        c.ids.extend(ids if len(ids) <= n_rows else ids[:n_rows])
-        self.stats["rows"] += n_rows
-        if not added and trip_cluster is None:
-            # the critical counts never fall as the window grows and the sums only grow by new hits: a request
-            # that added no hit cannot make a clean client significant
-            return None
-        n = c.n
-        km = self._kmin_list
-        reasons = [name for j, name in enumerate(BIT) if sums[j] >= km[j][n]]
-        if "boundary" in reasons and sums[0] < BOUNDARY_NEEDS_NEAR_DUPS:
-            # scores at the boundary alone can be a client's honest borderline business; probing also repeats
-            # itself with small perturbations
-            reasons.remove("boundary")
-        if trip_cluster is not None:
-            reasons.append("cluster")
-        if not reasons:
-            return None
-        return self._trip(client, key_id, c, reasons, trip_cluster, time.time() if now is None else now)
+        c.seen = cs0 + seq
+        return added, trip_cluster, now
 
     def _find(self, cid: int) -> int:
         par = self._parent
@@ -764,7 +808,10 @@ class Guard:
         has joined within the horizon and the union-find links no live query can reach: O(1) per query, no
         sweep over the grids."""
         self._prev = self._cur
-        self._cur = tuple({} for _ in range(GRIDS))
+        if self.grid is not None and _CELLS is not None:  # sized for a generation: no resizes while it fills
+            self._cur = tuple(_CELLS(self.gw) for _ in range(GRIDS))
+        else:
+            self._cur = tuple({} for _ in range(GRIDS))
         self._gen_start = seq
         old = seq - self.gw
         self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or v.last_seq >= old}
