@@ -237,3 +237,73 @@ def test_guard_refuses_with_block_action(gw_env, tmp_path):
             time.sleep(0.1)
     finally:
         g.stop()
+
+
+FAULT_HOOK = '''
+# Loaded by the test gateway's interpreter (sitecustomize on PYTHONPATH): the guard raises on requests from
+# clients named fault-*, as a bug in it would, in the real `aiir serve` process.
+from aiir.evasion import guard as _g
+
+_real = _g.Guard.observe
+
+
+def _observe(self, client, *a, **kw):
+    if client.startswith("fault-"):
+        raise RuntimeError("injected guard fault for " + client)
+    return _real(self, client, *a, **kw)
+
+
+_g.Guard.observe = _observe
+'''
+
+
+def test_a_guard_fault_answers_with_the_fallback_not_a_500(gw_env, tmp_path):
+    """A guard that raises (a bug, or input it was not built for) must not take the fraud API down (500s) nor
+    let the request through unguarded: the request is answered with the conservative fallback (positive class
+    from fallback_threshold, scores withheld, X-Aiir-Guard: fallback-guard-error), counted in
+    stats.guard_errors, logged once a minute however many requests fail; other clients are guarded as usual."""
+    import os
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAULT_HOOK)
+    env = {**gw_env, "PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    X, _ = synthetic_frame()
+    ref = tmp_path / "ref.csv"
+    X.to_csv(ref, index=False)
+    log = tmp_path / "serve.log"
+    g = Gateway(env, tmp_path / "st", log, extra=("--guard", "--guard-reference", str(ref))).start()
+    try:
+        rows = X.to_numpy()[:5].round(6).tolist()
+        plain = g.score(split(rows, FEATURES), client="merchant-ok")
+        assert plain.status_code == 200 and "X-Aiir-Guard" not in plain.headers
+        assert all(s is not None for s in plain.json()["scores"])
+        thr = g.ok("/admin/guard")["fallback_threshold"]
+        for i in range(25):
+            r = g.score(split(rows, FEATURES), client=f"fault-{i % 3}")
+            assert r.status_code == 200, r.text
+            assert r.headers["X-Aiir-Guard"] == "fallback-guard-error"
+            body = r.json()
+            assert body["scores"] == [None] * 5
+            want = [1 if s >= thr else p for p, s in zip(plain.json()["predictions"], plain.json()["scores"],
+                                                          strict=True)]
+            assert body["predictions"] == want
+        again = g.score(split(rows, FEATURES), client="merchant-ok")
+        assert again.status_code == 200 and "X-Aiir-Guard" not in again.headers
+        stats = g.ok("/admin/state")["extra"]["stats"]
+        assert stats["guard_errors"] == 25 and stats.get("internal_errors", 0) == 0
+        g.flush()
+        deadline = time.time() + 10
+        events = []
+        while time.time() < deadline:
+            path = g.state_dir / "guard-events.jsonl"
+            events = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+            if any(e.get("event") == "guard_error" for e in events):
+                break
+            time.sleep(0.1)
+        errs = [e for e in events if e.get("event") == "guard_error"]
+        assert len(errs) == 1 and "injected guard fault" in errs[0]["error"], events  # once a minute
+        assert errs[0]["answered_with"] == "fallback"
+    finally:
+        g.stop()
+    assert log.read_text().count("RuntimeError: injected guard fault for") == 1  # one traceback, not 25

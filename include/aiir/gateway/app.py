@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import signal
 import sys
@@ -43,6 +44,8 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 GUARD_EVENTS_FILE = "guard-events.jsonl"
 ADMIN_MODEL_HEADER = "x-aiir-model"
 # X-Request-Id: ASCII, starts with a letter or digit (it is exported to CSV and shown in reports)
+GUARD_FAULT = object()  # what a request gets from the guard when the guard itself failed on it
+GUARD_FAULT_LOG_EVERY_S = 60.0  # a failing guard's traceback and event are written at most this often
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 
 
@@ -93,6 +96,26 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
         # one worker for the trips' durable part, in order (state save + audit, event log, playbook trigger)
         background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiir-guard")
         background.submit(lambda: None).result()  # its thread exists before the first trip
+
+    fault_logged = [-math.inf]  # when a guard fault was last written out
+
+    def guard_fault() -> object:
+        """The guard raised on a request (a bug, or input it was not built for): the request is answered with
+        the guard's conservative fallback — never a 500 for the model's clients, never an unguarded answer —
+        counted in stats.guard_errors, and the traceback and a ``guard_error`` event are written at most once
+        a minute (with the count since), so a guard failing on every request cannot flood the logs."""
+        stats["guard_errors"] += 1
+        now = time.monotonic()
+        if now - fault_logged[0] >= GUARD_FAULT_LOG_EVERY_S:
+            fault_logged[0] = now
+            exc = sys.exc_info()[1]
+            print("aiir-guard: the guard failed on a request; it is answered with the conservative fallback "
+                  f"(guard errors so far: {stats['guard_errors']})", file=sys.stderr, flush=True)
+            traceback.print_exc(file=sys.stderr)
+            entry = {"event": "guard_error", "error": scrub_paths(f"{type(exc).__name__}: {str(exc)[:300]}"),
+                     "guard_errors": stats["guard_errors"], "answered_with": "fallback"}
+            background.submit(trigger_record, entry)
+        return GUARD_FAULT
 
     def record_guard_event(entry: dict[str, Any]) -> None:
         line = json.dumps({"time": utc_now(), **entry}, default=str, sort_keys=True)
@@ -246,8 +269,14 @@ def create_app(ctl: Controller, *, token: str, log: DecisionLog | None, writer: 
             served_preds, served_scores = preds, scores
             guarded_by = None
             if guard is not None:
-                ev = guard.observe(client, cols, rows, preds, scores, ids, key_id=key_id)
-                if ev is not None:
+                try:
+                    ev = guard.observe(client, cols, rows, preds, scores, ids, key_id=key_id)
+                except Exception:  # a fault in the guard: neither a 500 nor an unguarded answer (docs/evasion.md)
+                    ev = guard_fault()
+                if ev is GUARD_FAULT:
+                    served_preds, served_scores = guard.conservative(preds, scores)
+                    source, guarded_by = "gateway-guard", "fallback-guard-error"
+                elif ev is not None:
                     if guard.new_trips:  # this request tripped the client (and maybe a cluster's members)
                         t_trip = time.perf_counter()
                         for trip in guard.drain_trips():
