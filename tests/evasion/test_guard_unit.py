@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -447,3 +449,34 @@ def test_the_c_grid_and_python_agree_on_odd_predictions_scores_and_cells(w, odd)
     assert _state(a) == _state(b)
     if odd == "full_cell":
         assert max(len(v) for t in a._cur + a._prev for v in t.values() if type(v) is list) == gmod.BUCKET
+
+
+@_NO_KERNEL
+def test_the_c_grid_fills_a_crowded_cell_of_far_entries_as_python(w):
+    """64 queries on a lattice inside one cell of grid 0, each farther than the near-duplicate radius from every
+    other (no candidate: grid() stores them all), sent twice over: the cell's list is capped at BUCKET exactly
+    as ``_rows`` caps it, and the whole state matches the Python bookkeeping."""
+    import itertools
+
+    from aiir.evasion import guard as gmod
+
+    a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    b.grid = None
+    first = [w["clean"][0]["features"][c] for c in FEATURES]
+    for g in (a, b):
+        g.observe("warm", FEATURES, [first], [0], [0.1], ["w"])
+    d = len(FEATURES)
+    assert a._proj is None and d <= 6  # the cells are on z itself (no projection)
+    width = gmod.CELL * math.sqrt(a.eps2)  # a cell's width in z units
+    step = 1.05 * a._r  # lattice neighbours just past the radius
+    assert step < 0.8 * width
+    z_base = [(x - m) * s for x, m, s in zip(first, a._meanl, a._stdinv, strict=True)]
+    z0 = [width * math.floor(z / width) + 0.1 * width for z in z_base]  # near the start of grid 0's cell
+    lattice = [[z0[j] + step * bit[j] for j in range(d)] for bit in itertools.product((0, 1), repeat=d)]
+    rows = [[m + z / s for z, m, s in zip(p, a._meanl, a._stdinv, strict=True)] for p in lattice]
+    for rep in range(2):
+        for i, row in enumerate(rows):
+            args = (f"lat-{(i + rep) % 9}", FEATURES, [row], [i % 2], [0.2], [f"{rep}-{i}"])
+            assert _norm(a.observe(*args)) == _norm(b.observe(*args))
+    assert _state(a) == _state(b)
+    assert max(len(v) for v in a._cur[0].values() if type(v) is list) == gmod.BUCKET

@@ -216,9 +216,8 @@ fail:
    its six grid cells (current generation t0-t2, previous o0-o2), which is what ~all clean rows are. For each
    such row it does exactly what Guard._rows does for it: the boundary bit from the score; the entry
    (seq, client, p, seq, z) stored in the three current cells as _rows stores it (an empty cell holds the entry;
-   a cell of one entry becomes the entry again when that entry is the same client's same z, else a list of
-   both; a list gets its last entry replaced on an exact repeat, else the entry appended and the oldest dropped
-   past `bucket`); a row with signal bits adds (cs0 + seq, bits) to the client's hits and counts them in sums;
+   a cell of one entry becomes a list of both; a list gets the entry appended and its oldest dropped past
+   `bucket`; _rows' exact-repeat cases cannot occur here: an entry of the same z is within the radius); a row with signal bits adds (cs0 + seq, bits) to the client's hits and counts them in sums;
    seq + 1. It stops, touching nothing of that row, at the first row it cannot decide alone, and returns its
    index (len(feats) when every row is done): a row at rot_at (a new generation), a prediction not an exact
    int, bool or str, a score neither None nor an exact float, a row not of the kernel's shape, or an entry in
@@ -268,26 +267,13 @@ static int far_cell(PyObject *b, const double *zv, Py_ssize_t d, double r2)
     return 1;
 }
 
-static int same_query(PyObject *x, PyObject *z, PyObject *client)
+static int store(PyObject *t, PyObject *k, Py_hash_t kh, PyObject *b, PyObject *e, Py_ssize_t bucket)
 {
-    /* x[4] == z and x[1] == client, as Python evaluates it (short-circuit); -1 on error */
-    int r = PyObject_RichCompareBool(PyTuple_GET_ITEM(x, 4), z, Py_EQ);
-    if (r != 1)
-        return r;
-    return PyObject_RichCompareBool(PyTuple_GET_ITEM(x, 1), client, Py_EQ);
-}
-
-static int store(PyObject *t, PyObject *k, Py_hash_t kh, PyObject *b, PyObject *e, PyObject *z, PyObject *client,
-                 Py_ssize_t bucket)
-{
+    /* _rows' storing of an entry whose cell holds no entry of the same z: an entry of the same z lies within
+       the radius, so grid() has stopped before any such row (_rows' exact-repeat cases are its own) */
     if (b == NULL)
         return SET_KH(t, k, e, kh);
     if (PyTuple_CheckExact(b)) {
-        int same = same_query(b, z, client);
-        if (same < 0)
-            return -1;
-        if (same)
-            return SET_KH(t, k, e, kh);
         PyObject *l = PyList_New(2);
         if (l == NULL)
             return -1;
@@ -299,17 +285,9 @@ static int store(PyObject *t, PyObject *k, Py_hash_t kh, PyObject *b, PyObject *
         Py_DECREF(l);
         return rc;
     }
-    Py_ssize_t n = PyList_GET_SIZE(b);
-    int same = same_query(PyList_GET_ITEM(b, n - 1), z, client);
-    if (same < 0)
-        return -1;
-    if (same) {
-        Py_INCREF(e);
-        return PyList_SetItem(b, n - 1, e);
-    }
     if (PyList_Append(b, e) < 0)
         return -1;
-    return n + 1 > bucket ? PyList_SetSlice(b, 0, 1, NULL) : 0;
+    return PyList_GET_SIZE(b) > bucket ? PyList_SetSlice(b, 0, 1, NULL) : 0;
 }
 
 static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -402,7 +380,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject_GC_UnTrack(e); /* ints, strings and a tuple of floats: in no cycle (as rows()' tuples) */
         for (int g = 0; g < 3; g++) {
             if (rc == 0)
-                rc = store(tabs[g], PyTuple_GET_ITEM(f, 1 + g), kh[g], cells[g], e, z, client, bucket);
+                rc = store(tabs[g], PyTuple_GET_ITEM(f, 1 + g), kh[g], cells[g], e, bucket);
             Py_XDECREF(cells[g]);
         }
         Py_XDECREF(e);

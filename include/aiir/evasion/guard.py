@@ -19,9 +19,10 @@ and a rate limit; with ``block`` it is refused. The gateway then persists the bl
 the admin controller and triggers the playbook, both in the background.
 
 Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone in
-the grids' steady state, with its C kernel (round 8), ~32k per single-row request, ~13.7k per row of a 10-row
-request and ~11.6k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). Where the
-per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
+the grids' steady state, with its C kernel (round 10), ~26.7k per single-row request, ~8.3k per row of a 10-row
+request and ~6.2k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). With the
+kernel, its ``grid()`` also does the bookkeeping below for every row without a near-duplicate candidate (~all
+clean rows; ``_grid_rows``), and ``_rows`` the rows it stops at, one at a time. Where the per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
 built — the same double operations in the same order as the Python code, so the same bits —, else in numpy for a
 request of at least ``BATCH_MIN_ROWS`` rows (the same operations, sums as sequential accumulations), else row by
 row in the generated Python function below; the three give the same z, cell keys and outlier bits (tests compare
@@ -30,8 +31,8 @@ request's rows (scaling, projection and grid scale as constants; one subtraction
 one floor per hashed dimension, whose entry in that dimension's table holds the three shifted grids' terms of the
 cell indices ``(floor(3 q) + k) // 3``); a cell's key is the float sum of those terms (index_j * KEY_RADIX**j:
 exact, distinct per cell, five additions per grid; the kernel and numpy give the same number as an int: an equal
-dict key). The rest is Python, and is now most of the cost (~10k per row: dict look-ups, entry tuples, their
-garbage collection and the generation drops). One ``setdefault`` per grid on the current generation looks the row's
+dict key). Without the kernel the rest is Python (~10k per row: dict look-ups, entry tuples, their garbage
+collection and the generation drops). One ``setdefault`` per grid on the current generation looks the row's
 cell up and, when the cell was empty (~95 % of cells hold one query), already stores the query; a row whose six
 cells (two generations) are empty (~60 % of clean rows) skips the search. A grid cell holding one query stores the
 entry itself (no per-row container); the outlier test is decided for ~all clean rows by eigenvalue bounds on
