@@ -387,7 +387,7 @@ def test_wide_models_are_guarded_with_the_same_results_as_the_python_path(d):
             "c", cols, rows[:n], [0] * n, [0.1] * n, ids)
     assert _state(g) == _state(h) and g.stats["rows"] > 0
     if gmod._KERNEL is not None:
-        assert (g.kernel is not None) == (d <= gmod._guardk.MAXD)
+        assert (g.kernel is not None) == (d <= gmod._guardk.MAXD) == (g.grid is not None)
 
 
 # ---------------------------------------------------------------- the C kernel's grid() vs Guard._rows

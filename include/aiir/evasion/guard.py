@@ -378,7 +378,9 @@ class Guard:
         # the C kernel's: mean, stdinv, the projection (coefficient of z_k in h_j at k * m + j), s3, nb, lo, hi
         self._kdims = m
         if self.kernel is not None and d > getattr(_guardk, "MAXD", 0):
-            self.kernel = None  # more features than the kernel's fixed arrays hold: the Python path, same results
+            # more features than the kernel's fixed arrays hold: the Python path, same results (its grid() goes with
+            # it: it is only called on the kernel's rows, and _rotate sizes generations for it only)
+            self.kernel = self.grid = None
         kp = [*self._meanl, *self._stdinv]
         if self._proj is not None:
             kp += [self._proj[j][k] for k in range(d) for j in range(m)]
