@@ -176,9 +176,22 @@ def _norm(ev):
     return e
 
 
+def _cells(g: Guard, t: dict) -> dict:
+    """A generation's cells with every entry's z as a tuple of floats (the kernel stores the same doubles as bytes;
+    a -0.0 as 0.0, which compares equal)."""
+    if g._zb is None:
+        return dict(t)
+
+    def entry(e):
+        assert type(e[4]) is bytes and len(e[4]) == g._zb.size, e  # with the kernel, every z is bytes
+        return (*e[:4], g._zb.unpack(e[4]))
+
+    return {k: entry(v) if type(v) is tuple else [entry(e) for e in v] for k, v in t.items()}
+
+
 def _state(g: Guard):
     """Everything the guard decides from: grids (cells and their entries, both generations), clusters, windows."""
-    return ([dict(t) for t in g._cur], [dict(t) for t in g._prev], g._seq, g._gen_start,
+    return ([_cells(g, t) for t in g._cur], [_cells(g, t) for t in g._prev], g._seq, g._gen_start,
             {k: (c.n, c.boundary, c.flip, dict(c.clients), c.tripped, c.last_seq) for k, c in g.clusters.items()},
             dict(g._parent), {k: (list(c.hits), list(c.sums), c.seen, list(c.ids)) for k, c in g.clients.items()},
             dict(g.stats), sorted(g.tripped))
@@ -480,3 +493,47 @@ def test_the_c_grid_fills_a_crowded_cell_of_far_entries_as_python(w):
             assert _norm(a.observe(*args)) == _norm(b.observe(*args))
     assert _state(a) == _state(b)
     assert max(len(v) for v in a._cur[0].values() if type(v) is list) == gmod.BUCKET
+
+
+@_NO_KERNEL
+def test_the_kernel_stores_z_as_bytes_and_keeps_the_grids_out_of_the_collector(w):
+    """With the kernel every stored z is one bytes object of the doubles (whichever path computed it: kernel rows,
+    numbers sent as strings, rows past the key tables), and the grid dicts stay untracked by the cyclic collector
+    (no cycle can pass through them) even after cells became lists; a full collection then changes nothing."""
+    import gc
+
+    a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
+    b.kernel = None
+    rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:1600]]
+    for i in range(0, 1600, 16):
+        req = [list(r) for r in rows[i:i + 16]]
+        if i % 160 == 0:
+            req = [[str(v) for v in r] for r in req]  # the Python rows function, packed
+        if i % 320 == 16:
+            req[0] = [1e6] * len(FEATURES)  # past the key tables: the Python function's row, packed
+        req[-1] = list(req[0])  # an exact repeat: a list in its cells
+        args = (f"c{i % 7}", FEATURES, req, [j % 2 for j in range(16)], [0.4] * 16, [str(i)] * 16)
+        assert _norm(a.observe(*args)) == _norm(b.observe(*args))
+    assert a._zb is not None and b._zb is None
+    assert any(type(v) is list for t in a._cur for v in t.values())
+    assert not any(gc.is_tracked(t) for t in a._cur + a._prev)
+    gc.collect()
+    assert _state(a) == _state(b)  # _state checks every z of a is bytes of the right size
+
+
+@_NO_KERNEL
+def test_a_negative_zero_is_the_same_query_as_zero_with_the_kernel():
+    """z = -0.0 (a value -0.0 where the reference mean is exactly 0.0) equals 0.0 as a float; the kernel's bytes
+    store it as 0.0, so a client sending both is the exact repeat the Python path sees (one entry, not two)."""
+    cols = ["a", "b", "c"]
+    A = np.random.default_rng(5).integers(-5, 6, size=(1000, 3)).astype(float)
+    prof = fit_profile(np.vstack([A, -A]), cols)
+    assert list(prof.mean) == [0.0, 0.0, 0.0]
+    a, b = Guard(profile=prof), Guard(profile=prof)
+    b.kernel = None
+    for rep in range(3):
+        for x in (-0.0, 0.0):
+            args = ("z", cols, [[x, 1.0, 2.0]], [rep % 2], [0.3], [f"{rep}"])
+            assert _norm(a.observe(*args)) == _norm(b.observe(*args))
+    assert _state(a) == _state(b)
+    assert sum(1 for v in a._cur[0].values() for _ in (v if type(v) is list else [v])) == 1

@@ -13,7 +13,7 @@
    Returns None when a value is not an exact float, int or bool (or an int too large for a double, or a row too
    short): the Python function then decides (conversions, errors). False when a row's n2 is not finite (the
    Python function returns None there: the request is not scored). Otherwise out[i] = (z, k0, k1, k2, ood bit)
-   as the Python function's, except the rows listed in `slow` (n2 at or past the tables' bound: out[i] is None,
+   as the Python function's (but z: a bytes object of the d doubles, -0.0 as 0.0: Guard._kernel), except the rows listed in `slow` (n2 at or past the tables' bound: out[i] is None,
    the Python function computes the row) and in `between` (n2 between the outlier model's eigenvalue bounds:
    out[i]'s bit is 0, the caller decides it with the quadratic form).
 
@@ -22,6 +22,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <string.h>
 
 #define MAXD 64 /* the most features a row may have here (module constant MAXD): guard.py uses Python past it */
 
@@ -155,17 +156,13 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(ix);
             }
         }
-        PyObject *zt = PyTuple_New(d);
+        /* z as d native doubles in one bytes object (one allocation for the entry's life, not a tuple and d
+           floats); + 0.0 makes a -0.0 +0.0, so two z's bytes are equal exactly when their values are (no NaN here) */
+        for (Py_ssize_t k = 0; k < d; k++)
+            z[k] = z[k] + 0.0;
+        PyObject *zt = PyBytes_FromStringAndSize((const char *)z, (Py_ssize_t)(d * sizeof(double)));
         if (zt == NULL)
             goto fail;
-        for (Py_ssize_t k = 0; k < d; k++) {
-            PyObject *f = PyFloat_FromDouble(z[k]);
-            if (f == NULL) {
-                Py_DECREF(zt);
-                goto fail;
-            }
-            PyTuple_SET_ITEM(zt, k, f);
-        }
         PyObject *e = PyTuple_New(5);
         if (e == NULL) {
             Py_DECREF(zt);
@@ -183,9 +180,8 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(e);
             goto fail;
         }
-        /* floats and ints only: no cycle can pass through them, so the collector need not track them (what it
-           would find out itself, at the cost of traversing them first: _PyTuple_MaybeUntrack) */
-        PyObject_GC_UnTrack(zt);
+        /* bytes and ints only: no cycle can pass through them, so the collector need not track the tuple (what it
+           would find out itself, at the cost of traversing it first: _PyTuple_MaybeUntrack) */
         PyObject_GC_UnTrack(e);
         PyList_SET_ITEM(out, i, e);
     }
@@ -217,8 +213,9 @@ fail:
    such row it does exactly what Guard._rows does for it: the boundary bit from the score; the entry
    (seq, client, p, seq, z) stored in the three current cells as _rows stores it (an empty cell holds the entry;
    a cell of one entry becomes a list of both; a list gets the entry appended and its oldest dropped past
-   `bucket`; _rows' exact-repeat cases cannot occur here: an entry of the same z is within the radius); a row with signal bits adds (cs0 + seq, bits) to the client's hits and counts them in sums;
-   seq + 1. It stops, touching nothing of that row, at the first row it cannot decide alone, and returns its
+   `bucket`; _rows' exact-repeat cases cannot occur here: an entry of the same z is within the radius); a row
+   with signal bits adds (cs0 + seq, bits) to the client's hits and counts them in sums; seq + 1. It stops,
+   touching nothing of that row, at the first row it cannot decide alone, and returns its
    index (len(feats) when every row is done): a row at rot_at (a new generation), a prediction not an exact
    int, bool or str, a score neither None nor an exact float, a row not of the kernel's shape, or an entry in
    one of the six cells within sqrt(r2) of the query. r2 is the near-duplicate radius squared with a margin
@@ -240,14 +237,13 @@ static int far_entry(PyObject *x, const double *zv, Py_ssize_t d, double r2)
     if (!PyTuple_CheckExact(x) || PyTuple_GET_SIZE(x) != 5)
         return 0;
     PyObject *xz = PyTuple_GET_ITEM(x, 4);
-    if (!PyTuple_CheckExact(xz) || PyTuple_GET_SIZE(xz) != d)
+    if (!PyBytes_CheckExact(xz) || PyBytes_GET_SIZE(xz) != (Py_ssize_t)(d * sizeof(double)))
         return 0;
+    double xv[MAXD];
+    memcpy(xv, PyBytes_AS_STRING(xz), (size_t)d * sizeof(double)); /* no alignment assumed */
     double s = 0.0;
     for (Py_ssize_t j = 0; j < d; j++) {
-        PyObject *v = PyTuple_GET_ITEM(xz, j);
-        if (!PyFloat_CheckExact(v))
-            return 0;
-        double t = zv[j] - PyFloat_AS_DOUBLE(v);
+        double t = zv[j] - xv[j];
         s += t * t;
     }
     return s > r2; /* NaN: 0 */
@@ -283,11 +279,39 @@ static int store(PyObject *t, PyObject *k, Py_hash_t kh, PyObject *b, PyObject *
         PyList_SET_ITEM(l, 1, e);
         int rc = SET_KH(t, k, l, kh);
         Py_DECREF(l);
+        if (rc == 0 && PyObject_GC_IsTracked(t)) /* storing a list tracked the dict: see untrack() */
+            PyObject_GC_UnTrack(t);
         return rc;
     }
     if (PyList_Append(b, e) < 0)
         return -1;
     return PyList_GET_SIZE(b) > bucket ? PyList_SetSlice(b, 0, 1, NULL) : 0;
+}
+
+static Py_hash_t key_hash(PyObject *k)
+{
+    /* hash(k): for the kernel's keys (non-negative ints below 2**60: at most two 30-bit digits) read off the digits,
+       which an int's hash is below the modulus 2**61 - 1; PyObject_Hash for any other key (~4x the instructions) */
+#if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30 && SIZEOF_VOID_P == 8
+    if (PyLong_CheckExact(k)) {
+        Py_ssize_t nd = Py_SIZE(k);
+        const digit *dg = ((PyLongObject *)k)->ob_digit;
+        if (nd == 0)
+            return 0;
+        if (nd == 1)
+            return (Py_hash_t)dg[0];
+        if (nd == 2)
+            return (Py_hash_t)(((unsigned long long)dg[1] << PyLong_SHIFT) | dg[0]);
+    }
+#endif
+    return PyObject_Hash(k);
+}
+
+static void untrack(PyObject **tabs)
+{
+    for (int g = 0; g < 3; g++)
+        if (PyObject_GC_IsTracked(tabs[g]))
+            PyObject_GC_UnTrack(tabs[g]);
 }
 
 static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -320,6 +344,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     long added = 0;
     double zv[MAXD];
+    untrack(tabs); /* _rows, called since the last grid(), may have stored a list (see the end) */
     for (; i < n; i++) {
         if (seq >= rot_at)
             break;
@@ -327,20 +352,13 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!PyTuple_CheckExact(f) || PyTuple_GET_SIZE(f) != 5)
             break;
         PyObject *z = PyTuple_GET_ITEM(f, 0), *fl = PyTuple_GET_ITEM(f, 4);
-        if (!PyTuple_CheckExact(z) || PyTuple_GET_SIZE(z) < 1 || PyTuple_GET_SIZE(z) > MAXD || !PyLong_CheckExact(fl))
+        Py_ssize_t zb = PyBytes_CheckExact(z) ? PyBytes_GET_SIZE(z) : 0;
+        if (zb < (Py_ssize_t)sizeof(double) || zb > (Py_ssize_t)(MAXD * sizeof(double))
+            || zb % (Py_ssize_t)sizeof(double) || !PyLong_CheckExact(fl))
             break;
-        Py_ssize_t d = PyTuple_GET_SIZE(z);
+        Py_ssize_t d = zb / (Py_ssize_t)sizeof(double);
+        memcpy(zv, PyBytes_AS_STRING(z), (size_t)zb);
         int ok = 1;
-        for (Py_ssize_t j = 0; j < d; j++) {
-            PyObject *v = PyTuple_GET_ITEM(z, j);
-            if (!PyFloat_CheckExact(v)) {
-                ok = 0;
-                break;
-            }
-            zv[j] = PyFloat_AS_DOUBLE(v);
-        }
-        if (!ok)
-            break;
         PyObject *p = PyList_GET_ITEM(preds, i), *s = PyList_GET_ITEM(scores, i);
         if (!(PyLong_CheckExact(p) || PyUnicode_CheckExact(p) || PyBool_Check(p)))
             break;
@@ -357,7 +375,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *cells[6];
         Py_hash_t kh[3];
         for (int g = 0; g < 3; g++) {
-            kh[g] = PyObject_Hash(PyTuple_GET_ITEM(f, 1 + g));
+            kh[g] = key_hash(PyTuple_GET_ITEM(f, 1 + g));
             if (kh[g] == -1)
                 return NULL;
         }
@@ -377,7 +395,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(sq);
         int rc = e == NULL ? -1 : 0;
         if (e != NULL)
-            PyObject_GC_UnTrack(e); /* ints, strings and a tuple of floats: in no cycle (as rows()' tuples) */
+            PyObject_GC_UnTrack(e); /* ints, strings and bytes: in no cycle (as rows()' tuples) */
         for (int g = 0; g < 3; g++) {
             if (rc == 0)
                 rc = store(tabs[g], PyTuple_GET_ITEM(f, 1 + g), kh[g], cells[g], e, bucket);
@@ -410,6 +428,12 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         seq++;
     }
+    /* A cell that became a list made its generation's dict tracked by the cyclic collector, which then traverses
+       its ~10^4 cells at every collection of its generation (in the gateway, full ones over a large heap). No cycle
+       can pass through the grids: keys are numbers, an entry holds an int, a str, an int/str/bool prediction (or
+       an int: _rows hashes other ones) and bytes, a list holds entries. Untracked, the dict is a root to the
+       collector, so the lists it holds (tracked) are kept alive as they must be; only its traversal is saved. */
+    untrack(tabs);
     return Py_BuildValue("(nnl)", i, seq, added);
 }
 
@@ -441,7 +465,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_guardk", "The inlin
 
 /* KERNEL_ABI: raised whenever the call's arguments or results change; guard.py refuses a build of another
    (a stale .so left in the source tree by an older editable install) and uses its Python path instead. */
-#define KERNEL_ABI 2 /* 2: grid() */
+#define KERNEL_ABI 3 /* 2: grid(); 3: z as bytes of doubles */
 
 PyMODINIT_FUNC PyInit__guardk(void) {
     PyObject *m = PyModule_Create(&module);

@@ -61,7 +61,7 @@ import numpy as np
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
-KERNEL_ABI = 2  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI; 2: grid())
+KERNEL_ABI = 3  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI; 2: grid(); 3: z as bytes)
 try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
     from aiir.evasion import _guardk
 except ImportError:  # not built (no compiler at install time): the pure-Python path
@@ -172,7 +172,9 @@ class Guard:
         # queries in those cells are compared (exactly). Entries older than `global_window` queries are ignored
         # and dropped.
         # A cell maps to its one entry (seq, client, prediction, cluster, z) or, once shared, to a list of the
-        # last BUCKET entries.
+        # last BUCKET entries. z: the standardised features, a tuple of floats, or with the C kernel (``_zb``) a
+        # bytes object of the same doubles (one object per stored query instead of d + 1; -0.0 stored as 0.0, so
+        # equal bytes are equal values).
         # Two generations of grids: queries go into the current one; every `global_window` queries it becomes
         # the previous one and the older is dropped whole.
         self._cur: tuple[dict, ...] = tuple({} for _ in range(GRIDS))
@@ -192,6 +194,7 @@ class Guard:
         self.batch_min = BATCH_MIN_ROWS  # rows from which a request takes the numpy batch path
         self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
         self.grid = _GRID  # the C kernel's grid bookkeeping (used with the kernel's rows), or None: _rows does it
+        self._zb: struct.Struct | None = None  # with the kernel (fixed at the first request): z as bytes, this layout
         self.new_trips: list[dict[str, Any]] = []
         self.tripped: dict[str, dict[str, Any]] = {}
         self.stats = {"rows": 0, "trips": 0, "fallback_rows": 0, "refused": 0, "skipped_rows": 0}
@@ -316,7 +319,9 @@ class Guard:
             if fn is not self._last_fn:
                 self._last_cols, self._last_fn = list(cols), fn
             n_rows = len(rows)
-            if self.kernel is not None and type(rows) is list and (feats := self._kernel(fn, rows)) is not None:
+            zb = self._zb
+            if zb is not None and self.kernel is not None and type(rows) is list and (
+                    feats := self._kernel(fn, rows)) is not None:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
                     return None
@@ -325,6 +330,8 @@ class Guard:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
                     return None
+                if zb is not None:
+                    feats = self._zpack(feats)
                 return self._observe(client, key_id, feats, n_rows, preds, scores, ids)
             try:
                 try:  # numbers as sent (int, float, bool) ...
@@ -343,6 +350,8 @@ class Guard:
             if feats is None:  # a value missing, not a number or not finite: the request is not scored
                 self.stats["skipped_rows"] += len(rows)
                 return None
+            if zb is not None:
+                feats = self._zpack(feats)
             return self._observe(client, key_id, feats, len(feats), preds, scores, ids)
         finally:
             self._release()
@@ -381,6 +390,8 @@ class Guard:
             # more features than the kernel's fixed arrays hold: the Python path, same results (its grid() goes with
             # it: it is only called on the kernel's rows, and _rotate sizes generations for it only)
             self.kernel = self.grid = None
+        # the kernel stores z as bytes of doubles: from here on every z is (the Python paths' are packed, _zpack)
+        self._zb = struct.Struct(f"{d}d") if self.kernel is not None else None
         kp = [*self._meanl, *self._stdinv]
         if self._proj is not None:
             kp += [self._proj[j][k] for k in range(d) for j in range(m)]
@@ -397,13 +408,20 @@ class Guard:
             return res
         out, slow, between = res
         if between:
-            thr, m2 = self._ood_thr, self._m2
+            thr, m2, unpack = self._ood_thr, self._m2, self._zb.unpack
             for i in between:
                 z, k0, k1, k2, _ = out[i]
-                out[i] = (z, k0, k1, k2, 8 if m2(z) > thr else 0)
-        for i in slow:
-            out[i] = fn([rows[i]])[0]
+                out[i] = (z, k0, k1, k2, 8 if m2(unpack(z)) > thr else 0)
+        if slow:
+            for i, f in zip(slow, self._zpack(fn([rows[i] for i in slow])), strict=True):
+                out[i] = f
         return out
+
+    def _zpack(self, feats: Any) -> list:
+        """Rows' features from a Python path with z packed as the kernel stores it (bytes of the doubles, -0.0 as
+        0.0): with the kernel every z in the grids is bytes, whichever path computed it."""
+        pack = self._zb.pack
+        return [(pack(*[v + 0.0 for v in z]), k0, k1, k2, b) for z, k0, k1, k2, b in feats]
 
     def _batch(self, fn, rows: list[list[Any]]) -> Any:
         """The rows function's results for a whole request at once, in numpy: the same operations in the same
@@ -616,7 +634,13 @@ class Guard:
         r = self._r
         horizon = self.gw
         thr, band = self.thr, self.band
-        dist = math.dist
+        if self._zb is None:
+            dist = math.dist
+        else:  # z as bytes (the kernel's): the same math.dist of the same doubles
+            unpack, mdist = self._zb.unpack, math.dist
+
+            def dist(a: bytes, b: bytes) -> float:
+                return mdist(unpack(a), unpack(b))
         seq = self._seq
         rot_at = self._gen_start + horizon  # the next generation starts at this query
         (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
