@@ -564,7 +564,10 @@ def guard_only(args) -> int:
         finally:
             for p in procs.values():
                 stop(p)
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"· kept {tmp} (callgrind outputs: <server>-<scenario>.callgrind)")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     inproc = guard_cpu_per_row(ref_keep, args.guard_baseline_rev or None) if not args.skip_inprocess else None
     shutil.rmtree(ref_keep.parent, ignore_errors=True)
 

@@ -25,6 +25,19 @@ def test_native_thread_pools_are_one_thread(gw):
     assert pools and set(pools.values()) == {1}, pools
 
 
+def test_the_startup_heap_is_out_of_the_collectors_generations(gw):
+    """`aiir serve` freezes what it loaded before serving (libraries, the model: gc.freeze), so the full
+    collections that serving triggers do not traverse it; what requests create is still collected."""
+    before = gw.ok("/admin/state")["extra"]["gc"]
+    assert before["frozen_at_start"] > 50_000, before  # sklearn, pandas, mlflow's client and the model
+    for _ in range(30):
+        assert gw.http.post("/invocations", json=split(ROWS)).status_code == 200
+    after = gw.ok("/admin/state")["extra"]["gc"]
+    # frozen once, at start: never more (frozen objects still go when their last reference does)
+    assert 50_000 < after["frozen_at_start"] <= before["frozen_at_start"], (before, after)
+    assert after["collections"][0] > before["collections"][0], (before, after)  # the collector still runs
+
+
 @pytest.mark.parametrize("fmt", ["split", "split_no_columns", "records", "inputs_records", "inputs_columns",
                                  "instances", "csv_header", "csv_sagemaker"])
 def test_scoring_formats(gw, fmt):
