@@ -35,7 +35,9 @@ def test_the_startup_heap_is_out_of_the_collectors_generations(gw):
     after = gw.ok("/admin/state")["extra"]["gc"]
     # frozen once, at start: never more (frozen objects still go when their last reference does)
     assert 50_000 < after["frozen_at_start"] <= before["frozen_at_start"], (before, after)
-    assert after["collections"][0] > before["collections"][0], (before, after)  # the collector still runs
+    # the collector still runs (when it runs depends on what requests leave allocated: not asserted here)
+    assert after["enabled"] is True and len(after["collections"]) == 3, after
+    assert all(a >= b for a, b in zip(after["collections"], before["collections"], strict=True)), (before, after)
 
 
 @pytest.mark.parametrize("fmt", ["split", "split_no_columns", "records", "inputs_records", "inputs_columns",

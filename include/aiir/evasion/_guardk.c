@@ -307,18 +307,21 @@ static Py_hash_t key_hash(PyObject *k)
     return PyObject_Hash(k);
 }
 
-static PyObject *pair(Py_ssize_t a, long b)
+static PyObject *ints(Py_ssize_t n, const long long *v)
 {
-    /* (a, b), untracked (two ints: in no cycle), without Py_BuildValue's format parsing (~500 instructions) */
-    PyObject *t = PyTuple_New(2), *x = PyLong_FromSsize_t(a), *y = PyLong_FromLong(b);
-    if (t == NULL || x == NULL || y == NULL) {
-        Py_XDECREF(t);
-        Py_XDECREF(x);
-        Py_XDECREF(y);
+    /* a tuple of n ints, untracked (ints only: in no cycle), without Py_BuildValue's format parsing (~500
+       instructions a call) */
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL)
         return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *x = PyLong_FromLongLong(v[j]);
+        if (x == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, j, x);
     }
-    PyTuple_SET_ITEM(t, 0, x);
-    PyTuple_SET_ITEM(t, 1, y);
     PyObject_GC_UnTrack(t);
     return t;
 }
@@ -422,7 +425,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         if (flags) {
             added |= flags;
-            PyObject *h = pair(cs0 + seq, flags);
+            PyObject *h = ints(2, (long long[2]){cs0 + seq, flags});
             PyObject *res = h == NULL ? NULL : PyObject_CallOneArg(append, h);
             Py_XDECREF(h);
             if (res == NULL)
@@ -448,18 +451,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
        an int: _rows hashes other ones) and bytes, a list holds entries. Untracked, the dict is a root to the
        collector, so the lists it holds (tracked) are kept alive as they must be; only its traversal is saved. */
     untrack(tabs);
-    PyObject *r = PyTuple_New(3), *r0 = PyLong_FromSsize_t(i), *r1 = PyLong_FromSsize_t(seq), *r2 = PyLong_FromLong(added);
-    if (r == NULL || r0 == NULL || r1 == NULL || r2 == NULL) {
-        Py_XDECREF(r);
-        Py_XDECREF(r0);
-        Py_XDECREF(r1);
-        Py_XDECREF(r2);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(r, 0, r0);
-    PyTuple_SET_ITEM(r, 1, r1);
-    PyTuple_SET_ITEM(r, 2, r2);
-    return r;
+    return ints(3, (long long[3]){i, seq, added});
 }
 
 /* cells(n) -> an empty dict sized for n keys: a grid generation's cells (Guard._rotate), which otherwise grows

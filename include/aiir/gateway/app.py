@@ -565,8 +565,8 @@ def _freeze_startup_heap() -> None:
 
 
 def gc_state() -> dict[str, Any]:
-    """The cyclic collector as the server runs it: objects frozen at startup, collections per generation."""
-    return {"frozen_at_start": gc.get_freeze_count(),
+    """The cyclic collector as the server runs it: on, objects frozen at startup, collections per generation."""
+    return {"enabled": gc.isenabled(), "frozen_at_start": gc.get_freeze_count(),
             "collections": [s["collections"] for s in gc.get_stats()]}
 
 
