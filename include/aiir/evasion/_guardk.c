@@ -13,8 +13,8 @@
    Returns None when a value is not an exact float, int or bool (or an int too large for a double, or a row too
    short): the Python function then decides (conversions, errors). False when a row's n2 is not finite (the
    Python function returns None there: the request is not scored). Otherwise out[i] = (z, k0, k1, k2, ood bit)
-   as the Python function's (but z: a bytes object of the d doubles, -0.0 as 0.0: Guard._kernel), except the rows listed in `slow` (n2 at or past the tables' bound: out[i] is None,
-   the Python function computes the row) and in `between` (n2 between the outlier model's eigenvalue bounds:
+   as the Python function's (but z: a bytes object of the d doubles, -0.0 as 0.0: Guard._kernel), except the
+   rows listed in `slow` (n2 at or past the tables' bound: out[i] is None, the Python function computes the row) and in `between` (n2 between the outlier model's eigenvalue bounds:
    out[i]'s bit is 0, the caller decides it with the quadratic form).
 
    params (doubles): mean[d], stdinv[d], proj[d * m] (k-major: coefficient of z_k in h_j at k * m + j; absent
@@ -377,7 +377,6 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         Py_ssize_t d = zb / (Py_ssize_t)sizeof(double);
         memcpy(zv, PyBytes_AS_STRING(z), (size_t)zb);
-        int ok = 1;
         PyObject *p = PyList_GET_ITEM(preds, i), *s = PyList_GET_ITEM(scores, i);
         if (!(PyLong_CheckExact(p) || PyUnicode_CheckExact(p) || PyBool_Check(p)))
             break;
@@ -403,6 +402,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             if (cells[g] == NULL && PyErr_Occurred())
                 return NULL;
         }
+        int ok = 1;
         for (int g = 0; g < 6 && ok; g++)
             ok = far_cell(cells[g], zv, d, r2);
         if (!ok)
