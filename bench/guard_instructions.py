@@ -37,8 +37,9 @@ def child(data: Path, impl: str) -> int:
         spec.loader.exec_module(mod)
     d = pickle.loads(data.read_bytes())
     g = mod.guard_from_options(reference=d["profile"], thresholds=None, columns=d["columns"])
-    if impl == "current-no-grid":  # the C kernel's rows, the grid bookkeeping in Python (_rows)
+    if impl == "current-no-grid":  # the C kernel's rows, the grid bookkeeping in Python (_rows, on dicts)
         g.grid = None
+        g._cur, g._prev = g._generation(), g._generation()
     # the replay's own data (every request of the run) out of the collector's way: a full collection would
     # otherwise traverse it, at moments that depend on allocation counts — noise, not the guard's cost
     gc.collect()

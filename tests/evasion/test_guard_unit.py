@@ -198,6 +198,71 @@ def _state(g: Guard):
 
 
 _NO_KERNEL = pytest.mark.skipif(_KERNEL is None, reason="C kernel not built")
+
+
+def _py(g: Guard, *, rows: bool = True) -> Guard:
+    """``g`` on the Python path from its first request: the grid bookkeeping in ``Guard._rows`` on dicts, and with
+    ``rows`` the rows function in Python too (without, the C kernel's rows()) — a guard as it runs without the
+    kernel, or with its grid() off."""
+    if rows:
+        g.kernel = None
+    g.grid = None
+    g._cur, g._prev = g._generation(), g._generation()
+    assert type(g._cur[0]) is dict
+    return g
+
+
+@_NO_KERNEL
+def test_the_kernels_cells_are_a_dict_for_every_key_the_guard_makes_and_any_other():
+    """A generation of the kernel (_guardk.Cells: its own hash table of int64 keys) against a dict under the same
+    random operations: the kernel's keys (ints below 2**60), the Python paths' (integral floats: the same key as
+    the int, hash(tuple) ints, negative ones), and keys it keeps in a dict of its own (past int64, non-integral
+    floats, strings); growth from the smallest table; values released when it goes; deletion refused."""
+    import random
+    import sys
+    import weakref
+
+    from aiir.evasion import guard as gmod
+
+    class V:  # a value that says when it is freed
+        pass
+
+    rnd = random.Random(3)
+    for n in (0, 4096):
+        c, d = gmod._CELLS(n), {}
+        keep = V()
+        refs = [weakref.ref(keep)]
+        pool = ([rnd.randrange(1 << 60) for _ in range(300)] + [hash((i, -i)) for i in range(100)]
+                + [-(1 << 63), (1 << 63) - 1, 0, -1, 1 << 63, -(1 << 63) - 1, 1 << 100, 2.5, "s", (1, 2)])
+        for _ in range(6000):
+            k = rnd.choice(pool)
+            if type(k) is int and abs(k) < (1 << 53) and rnd.random() < 0.3:
+                k = float(k)  # the same key as the int
+            op = rnd.random()
+            v = V() if rnd.random() < 0.05 else rnd.randrange(5)
+            if type(v) is V:
+                refs.append(weakref.ref(v))
+            if op < 0.4:
+                assert c.setdefault(k, v) is d.setdefault(k, v)
+            elif op < 0.7:
+                c[k] = d[k] = v
+            elif op < 0.85:
+                assert c.get(k) is d.get(k) and c.get(k, "x") is d.get(k, "x") and (k in c) == (k in d)
+            else:
+                assert (c[k] if k in d else None) is d.get(k)
+            assert len(c) == len(d)
+        assert dict(c.items()) == d and set(c.keys()) == set(d.keys())  # an int64 key comes back as an int
+        assert sorted(map(id, c.values())) == sorted(map(id, d.values())) and set(c) == set(d)
+        with pytest.raises(KeyError):
+            c[1 << 61]
+        with pytest.raises(TypeError):
+            del c[pool[0]]
+        with pytest.raises(TypeError):
+            c.get([])  # unhashable, as dict says
+        del c, d, keep, v
+        assert all(r() is None for r in refs), sys.getrefcount
+
+
 # numpy: the batch path; kernel: the C kernel's rows() and grid(); kernel-rows: its rows() with the grid in Python
 PATHS = ["numpy", pytest.param("kernel", marks=_NO_KERNEL), pytest.param("kernel-rows", marks=_NO_KERNEL)]
 
@@ -206,14 +271,14 @@ def _pair(prof, cfg=None, path="numpy"):
     """a: every request through ``path`` (the numpy batch path, or the C kernel); b: every request row by row in
     Python (the generated rows function)."""
     a, b = Guard(profile=prof, thresholds=cfg), Guard(profile=prof, thresholds=cfg)
-    b.kernel, b.batch_min = None, 1 << 30
+    _py(b).batch_min = 1 << 30
     if path == "numpy":
-        a.kernel, a.batch_min = None, 1
+        _py(a).batch_min = 1
     else:
         assert a.kernel is not None and a.grid is not None
         a.batch_min = 1 << 30
         if path == "kernel-rows":
-            a.grid = None
+            _py(a, rows=False)
     return a, b
 
 
@@ -323,7 +388,7 @@ def test_batch_path_odd_values_match_the_row_path(w, bad, path):
 def test_batch_path_is_taken_from_batch_min_rows(w, monkeypatch):
     """Requests below ``batch_min`` rows go row by row, from it in numpy (the test above compares something)."""
     g = Guard(profile=w["prof"])
-    g.kernel = None
+    _py(g)
     calls = []
     real = g._batch
     monkeypatch.setattr(g, "_batch", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
@@ -338,7 +403,7 @@ def test_kernel_is_used_when_built_and_the_python_path_is_the_fallback(w, monkey
     """With the kernel built every scored request goes through it (one row too); with it absent (``kernel =
     None``, as without a compiler) the same requests give the same results and state."""
     g, h = Guard(profile=w["prof"]), Guard(profile=w["prof"])
-    h.kernel = None
+    _py(h)
     calls = []
     real = g._kernel
     monkeypatch.setattr(g, "_kernel", lambda fn, rows: calls.append(len(rows)) or real(fn, rows))
@@ -392,7 +457,7 @@ def test_wide_models_are_guarded_with_the_same_results_as_the_python_path(d):
     X = np.random.default_rng(d).normal(size=(400, d))
     prof = fit_profile(X, cols)
     g, h = Guard(profile=prof), Guard(profile=prof)
-    h.kernel = None
+    _py(h)
     rows = [[float(v) for v in r] for r in X[:40]] + [[float(v) + 1e-6 for v in X[0]]] * 8
     for n in (1, 10, 40, 48):
         ids = [f"i{j}" for j in range(n)]
@@ -432,7 +497,7 @@ def test_the_c_grid_and_python_agree_on_odd_predictions_scores_and_cells(w, odd)
     from aiir.evasion import guard as gmod
 
     a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
-    b.grid = None
+    _py(b, rows=False)
     rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:2400]]
     for i in range(0, 2400, 8):
         req = [list(r) for r in rows[i:i + 8]]
@@ -474,7 +539,7 @@ def test_the_c_grid_fills_a_crowded_cell_of_far_entries_as_python(w):
     from aiir.evasion import guard as gmod
 
     a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
-    b.grid = None
+    _py(b, rows=False)
     first = [w["clean"][0]["features"][c] for c in FEATURES]
     for g in (a, b):
         g.observe("warm", FEATURES, [first], [0], [0.1], ["w"])
@@ -498,12 +563,12 @@ def test_the_c_grid_fills_a_crowded_cell_of_far_entries_as_python(w):
 @_NO_KERNEL
 def test_the_kernel_stores_z_as_bytes_and_keeps_the_grids_out_of_the_collector(w):
     """With the kernel every stored z is one bytes object of the doubles (whichever path computed it: kernel rows,
-    numbers sent as strings, rows past the key tables), and the grid dicts stay untracked by the cyclic collector
+    numbers sent as strings, rows past the key tables), and the grids (the kernel's Cells) stay untracked by the cyclic collector
     (no cycle can pass through them) even after cells became lists; a full collection then changes nothing."""
     import gc
 
     a, b = Guard(profile=w["prof"]), Guard(profile=w["prof"])
-    b.kernel = None
+    _py(b)
     rows = [[r["features"][c] for c in FEATURES] for r in w["clean"][:1600]]
     for i in range(0, 1600, 16):
         req = [list(r) for r in rows[i:i + 16]]
@@ -530,7 +595,7 @@ def test_a_negative_zero_is_the_same_query_as_zero_with_the_kernel():
     prof = fit_profile(np.vstack([A, -A]), cols)
     assert list(prof.mean) == [0.0, 0.0, 0.0]
     a, b = Guard(profile=prof), Guard(profile=prof)
-    b.kernel = None
+    _py(b)
     for rep in range(3):
         for x in (-0.0, 0.0):
             args = ("z", cols, [[x, 1.0, 2.0]], [rep % 2], [0.3], [f"{rep}"])

@@ -61,7 +61,8 @@ import numpy as np
 from aiir.evasion.config import critical_counts, load_config
 from aiir.evasion.profile import Profile
 
-KERNEL_ABI = 3  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI; 2: grid(); 3: z as bytes)
+KERNEL_ABI = 5  # the C kernel's call convention this code speaks (_guardk.c KERNEL_ABI; 2: grid(); 3: z as bytes;
+#                 4: Cells; 5: rows() as (zs, keys))
 try:  # the optional C kernel of the per-row arithmetic (setup.py; same results as the Python code, bit for bit)
     from aiir.evasion import _guardk
 except ImportError:  # not built (no compiler at install time): the pure-Python path
@@ -77,7 +78,7 @@ def _pick_kernel(module: Any, name: str = "rows") -> Any:
 
 _KERNEL = _pick_kernel(_guardk)
 _GRID = _pick_kernel(_guardk, "grid")
-_CELLS = _pick_kernel(_guardk, "cells")  # an empty dict sized for a generation's cells (no resizes), or None
+_CELLS = _pick_kernel(_guardk, "cells")  # an empty grid generation of the kernel (Cells, sized for n keys), or None
 
 MAX_CLIENTS = 20_000
 CELL = 10.0  # hash-grid cell width, in multiples of near_dup_rms
@@ -90,6 +91,8 @@ GRID_OFFSET = 70  # added to every grid cell index: typical indices lie in [0, K
 KEY_RADIX = 409  # a cell's key: sum of index_j * KEY_RADIX**j, exact in a float (409**6 < 2**53)
 BIT = {"near_dup": 1, "boundary": 2, "flip": 4, "ood": 8}
 _Z = itemgetter(4)  # an entry's standardised features
+_ROW_KEYS = struct.Struct("4q")  # a row's keys and outlier bit in the kernel's rows() results (k0, k1, k2, bit)
+_KEYS = struct.Struct("q")
 BATCH_MIN_ROWS = 32  # without the C kernel, requests of at least this many rows take the numpy batch path (measured: docs/benchmarks.md)
 _EXACT = frozenset((float, int, bool))  # value types the batch path takes (anything else: the per-row path)
 
@@ -177,8 +180,12 @@ class Guard:
         # equal bytes are equal values).
         # Two generations of grids: queries go into the current one; every `global_window` queries it becomes
         # the previous one and the older is dropped whole.
-        self._cur: tuple[dict, ...] = tuple({} for _ in range(GRIDS))
-        self._prev: tuple[dict, ...] = tuple({} for _ in range(GRIDS))
+        self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
+        self.grid = _GRID  # the C kernel's grid bookkeeping (used with the kernel's rows), or None: _rows does it
+        # With the C kernel's grid(), a generation is a _guardk.Cells (its hash table of int64 keys, a mapping with
+        # dict's semantics to _rows); without it, a dict.
+        self._cur: tuple[Any, ...] = self._generation()
+        self._prev: tuple[Any, ...] = self._generation()
         self._gen_start = 0
         self._parent: dict[int, int] = {}  # cluster union-find: a query near two clusters merges them
         self._merged_at: dict[int, int] = {}  # when each merged-away cluster was merged (seq)
@@ -192,8 +199,6 @@ class Guard:
         self._ood_lo = self._ood_hi = math.inf
         self._fns: dict[tuple, Any] = {}  # column layout -> its generated rows function
         self.batch_min = BATCH_MIN_ROWS  # rows from which a request takes the numpy batch path
-        self.kernel = _KERNEL  # the C kernel of the rows function, or None (tests set None: the Python path)
-        self.grid = _GRID  # the C kernel's grid bookkeeping (used with the kernel's rows), or None: _rows does it
         self._zb: struct.Struct | None = None  # with the kernel (fixed at the first request): z as bytes, this layout
         self.new_trips: list[dict[str, Any]] = []
         self.tripped: dict[str, dict[str, Any]] = {}
@@ -325,7 +330,7 @@ class Guard:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
                     return None
-                return self._observe(client, key_id, feats, n_rows, preds, scores, ids, self.grid)
+                return self._observe(client, key_id, feats, n_rows, preds, scores, ids, kernel=True)
             if n_rows >= self.batch_min and (feats := self._batch(fn, rows)) is not None:
                 if feats is False:  # a value not finite: the request is not scored
                     self.stats["skipped_rows"] += n_rows
@@ -406,16 +411,17 @@ class Guard:
         res = self.kernel(rows, fn.kidx, self._kparams, len(self._meanl), self._kdims, 3 * GRID_OFFSET, KEY_RADIX)
         if res is None or res is False:
             return res
-        out, slow, between = res
+        zs, keys, slow, between = res
         if between:
             thr, m2, unpack = self._ood_thr, self._m2, self._zb.unpack
             for i in between:
-                z, k0, k1, k2, _ = out[i]
-                out[i] = (z, k0, k1, k2, 8 if m2(unpack(z)) > thr else 0)
+                _KEYS.pack_into(keys, 32 * i + 24, 8 if m2(unpack(zs[i])) > thr else 0)
         if slow:
-            for i, f in zip(slow, self._zpack(fn([rows[i] for i in slow])), strict=True):
-                out[i] = f
-        return out
+            for i, (z, k0, k1, k2, b) in zip(slow, self._zpack(fn([rows[i] for i in slow])), strict=True):
+                zs[i] = z
+                # the Python function's keys: integral floats below 2**53 (the tables) or hash(tuple): int64 both
+                _ROW_KEYS.pack_into(keys, 32 * i, int(k0), int(k1), int(k2), b)
+        return zs, keys
 
     def _zpack(self, feats: Any) -> list:
         """Rows' features from a Python path with z packed as the kernel stores it (bytes of the doubles, -0.0 as
@@ -549,7 +555,9 @@ class Guard:
         exec(compile("\n".join(lines), "<aiir.evasion.guard features>", "exec"), ns)  # noqa: S102
         return ns["feats"]
 
-    def _observe(self, client, key_id, feats, n_rows, preds, scores, ids, grid=None) -> dict[str, Any] | None:
+    def _observe(self, client, key_id, feats, n_rows, preds, scores, ids, kernel=False) -> dict[str, Any] | None:
+        """One request's rows into the guard's state. ``feats``: one (z, key 0, 1, 2, outlier bit) per row, or with
+        ``kernel`` the C kernel's rows() results (zs, keys)."""
         if scores is None:
             scores = [None] * n_rows
         if len(preds) != n_rows or len(scores) != n_rows:
@@ -565,10 +573,15 @@ class Guard:
                 del clients[next(iter(clients))]
         else:
             clients[client] = c
-        if grid is not None and type(preds) is list and type(scores) is list:  # feats: the kernel's list
-            added, trip_cluster, now = self._grid_rows(grid, c, client, feats, preds, scores, now)
-        else:
+        if not kernel:
             added, trip_cluster, now = self._rows(c, client, feats, preds, scores, now)
+        elif self.grid is not None and type(preds) is list and type(scores) is list:
+            added, trip_cluster, now = self._grid_rows(self.grid, c, client, feats, preds, scores, now)
+        else:  # the kernel's rows with the grid bookkeeping in Python
+            zs, keys = feats
+            added, trip_cluster, now = self._rows(
+                c, client, [(z, *k) for z, k in zip(zs, _ROW_KEYS.iter_unpack(keys), strict=True)], preds, scores,
+                now)
         hits, sums = c.hits, c.sums
         cs = c.seen
         if hits and hits[0][0] <= cs - self.w:  # queries that left the window take their hits along
@@ -602,24 +615,27 @@ class Guard:
             return None
         return self._trip(client, key_id, c, reasons, trip_cluster, time.time() if now is None else now)
 
-    def _grid_rows(self, grid: Any, c: _Client, client: str, feats: list, preds: list, scores: list, now: float | None
-                   ) -> tuple[int, int | None, float | None]:
+    def _grid_rows(self, grid: Any, c: _Client, client: str, feats: tuple, preds: list, scores: list,
+                   now: float | None) -> tuple[int, int | None, float | None]:
         """``_rows`` over the request with the C kernel's ``grid`` doing the rows without a near-duplicate
         candidate (~all clean rows; the same entries, cells, hits and sums as ``_rows``, see _guardk.c) and
-        ``_rows`` the others, one at a time, in order."""
-        n = len(feats)
+        ``_rows`` the others, one at a time, in order. ``feats``: the kernel's rows() results (zs, keys)."""
+        zs, keys = feats
+        n = len(zs)
         added, trip_cluster, i = 0, None, 0
         while True:
             seq = self._seq
             (t0, t1, t2), (o0, o1, o2) = self._cur, self._prev
-            i, seq2, a = grid(feats, preds, scores, i, seq, self._gen_start + self.gw, client, self.thr, self.band,
-                              self._r2_far, t0, t1, t2, o0, o1, o2, c.hits.append, c.sums, c.seen - seq, BUCKET)
+            i, seq2, a = grid(zs, keys, preds, scores, i, seq, self._gen_start + self.gw, client, self.thr,
+                              self.band, self._r2_far, t0, t1, t2, o0, o1, o2, c.hits.append, c.sums, c.seen - seq,
+                              BUCKET)
             added |= a
             c.seen += seq2 - seq
             self._seq = seq2
             if i >= n:
                 return added, trip_cluster, now
-            a, tc, now = self._rows(c, client, feats, preds, scores, now, i, i + 1)
+            row = [(zs[i], *_ROW_KEYS.unpack_from(keys, 32 * i))]
+            a, tc, now = self._rows(c, client, row, preds, scores, now, i, i + 1)
             added |= a
             if tc is not None:
                 trip_cluster = tc
@@ -629,8 +645,10 @@ class Guard:
               lo: int = 0, hi: int | None = None) -> tuple[int, int | None, float | None]:
         """Rows ``lo:hi`` of a request (all by default) into the grids, the clusters and the client's window.
         Returns (signal bits added, the last tripped cluster met or None, the request's time if read)."""
-        if lo or hi is not None:
-            feats, preds, scores = feats[lo:hi], preds[lo:hi], scores[lo:hi]
+        if lo or hi is not None:  # rows lo:hi of preds and scores; feats: those rows' (_grid_rows), or all
+            if len(feats) != hi - lo:
+                feats = feats[lo:hi]
+            preds, scores = preds[lo:hi], scores[lo:hi]
         r = self._r
         horizon = self.gw
         thr, band = self.thr, self.band
@@ -835,10 +853,7 @@ class Guard:
         has joined within the horizon and the union-find links no live query can reach: O(1) per query, no
         sweep over the grids."""
         self._prev = self._cur
-        if self.grid is not None and _CELLS is not None:  # sized for a generation: no resizes while it fills
-            self._cur = tuple(_CELLS(self.gw) for _ in range(GRIDS))
-        else:
-            self._cur = tuple({} for _ in range(GRIDS))
+        self._cur = self._generation()
         self._gen_start = seq
         old = seq - self.gw
         self.clusters = {k: v for k, v in self.clusters.items() if v.tripped or v.last_seq >= old}
@@ -848,6 +863,13 @@ class Guard:
         for k in gone:
             del self._merged_at[k]
             self._parent.pop(k, None)
+
+    def _generation(self) -> tuple[Any, ...]:
+        """A new generation's empty grids: the kernel's Cells, sized for ``global_window`` queries (no growth while
+        it fills), when its rows() and grid() run; else dicts (``_rows`` uses either alike)."""
+        if self.kernel is not None and self.grid is not None and _CELLS is not None:
+            return tuple(_CELLS(self.gw) for _ in range(GRIDS))
+        return tuple({} for _ in range(GRIDS))
 
     def _cluster_view(self, cid: int | None) -> dict[str, Any] | None:
         cl = self.clusters.get(cid) if cid is not None else None
@@ -903,7 +925,7 @@ def _cell_key(idx: tuple[int, ...]) -> float | int:
     return hash(idx)
 
 
-def _push(t: dict, k: Any, b: Any, entry: tuple) -> None:
+def _push(t: Any, k: Any, b: Any, entry: tuple) -> None:
     """Add ``entry`` to the grid cell ``t[k]`` holding ``b`` (one entry, or a list of the last BUCKET)."""
     z, client = entry[4], entry[1]
     if type(b) is tuple:
