@@ -20,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml $(KERNEL_SRC)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) scripts/check_kernel.py
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

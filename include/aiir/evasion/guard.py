@@ -19,10 +19,13 @@ and a rate limit; with ``block`` it is refused. The gateway then persists the bl
 the admin controller and triggers the playbook, both in the background.
 
 Cost (docs/benchmarks.md, "Inline evasion guard overhead"): counted in instructions (callgrind), the guard alone in
-the grids' steady state, with its C kernel (round 10), ~26.7k per single-row request, ~8.3k per row of a 10-row
-request and ~6.2k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). With the
+the grids' steady state, with its C kernel (round 12), ~24.6k per single-row request, ~5.3k per row of a 10-row
+request and ~3.1k per row of a 64-row one (pure Python: ~38k, ~21.5k, ~17.4k with the numpy batch path). With the
 kernel, its ``grid()`` also does the bookkeeping below for every row without a near-duplicate candidate (~all
-clean rows; ``_grid_rows``), and ``_rows`` the rows it stops at, one at a time. Where the per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
+clean rows; ``_grid_rows``), and ``_rows`` the rows it stops at, one at a time; the grid generations are then the
+kernel's own hash tables of int64 cell keys (``_guardk.Cells``: no int object per key, no dict probe; to ``_rows``
+a mapping with dict's semantics), and its ``rows()`` hands the request's results over as one list of z's and one
+buffer of keys and bits (no tuple and no ints per row). Where the per-row arithmetic runs: in the optional C kernel ``_guardk`` (setup.py; built when a compiler is there) when it is
 built — the same double operations in the same order as the Python code, so the same bits —, else in numpy for a
 request of at least ``BATCH_MIN_ROWS`` rows (the same operations, sums as sequential accumulations), else row by
 row in the generated Python function below; the three give the same z, cell keys and outlier bits (tests compare
