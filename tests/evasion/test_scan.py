@@ -129,3 +129,11 @@ def test_thresholds_override_is_validated(tmp_path):
     p.write_text("[guard]\naction = \"shout\"\n")
     with pytest.raises(BadInput, match="guard.action"):
         load_config(p)
+    for bad, field in (("global_window = 0", "guard.global_window"), ("global_window = 5000000", "guard.global_window"),
+                       ("window = 0", "guard.window")):
+        p.write_text(f"[guard]\n{bad}\n")
+        with pytest.raises(BadInput, match=field) as e:
+            load_config(p)
+        assert str(p) in str(e.value) and bad.split(" = ")[1] in str(e.value)
+    p.write_text("[guard]\nglobal_window = 1000000\n")
+    assert load_config(p)["guard"]["global_window"] == 1_000_000

@@ -13,6 +13,7 @@ from aiir.errors import BadInput
 
 DEFAULTS_FILE = Path(__file__).with_name("thresholds.toml")
 SIGNALS = ("near_dup", "boundary", "flip", "ood")
+MAX_GLOBAL_WINDOW = 1_000_000  # guard.global_window's bound: the guard keeps two generations of that many queries
 
 
 @lru_cache(maxsize=1)
@@ -55,6 +56,12 @@ def load_config(override: str | Path | dict[str, Any] | None = None) -> dict[str
             cfg[table][key] = type(want)(v) if not isinstance(want, str) else v
     if cfg["guard"]["action"] not in ("fallback", "block"):
         raise BadInput(where, f"guard.action must be 'fallback' or 'block', got {cfg['guard']['action']!r}")
+    gw = cfg["guard"]["global_window"]
+    if not 1 <= gw <= MAX_GLOBAL_WINDOW:
+        raise BadInput(where, f"guard.global_window must be between 1 and {MAX_GLOBAL_WINDOW:,} queries (the guard "
+                              f"keeps two generations of them in memory, a few hundred bytes each), got {gw}")
+    if cfg["guard"]["window"] < 1:
+        raise BadInput(where, f"guard.window must be at least 1 query, got {cfg['guard']['window']}")
     if not 0 < cfg["tests"]["alpha"] < 1:
         raise BadInput(where, "tests.alpha must be between 0 and 1")
     lab = cfg["labels"]
