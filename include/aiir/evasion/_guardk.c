@@ -696,7 +696,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(sq);
         int rc = e == NULL ? -1 : 0;
         if (e != NULL)
-            PyObject_GC_UnTrack(e); /* ints, strings and bytes: in no cycle (as rows()' tuples) */
+            PyObject_GC_UnTrack(e); /* ints, strings and bytes: in no cycle */
         for (int g = 0; g < 3; g++) {
             if (rc == 0)
                 rc = store((CellsObject *)tabs[g], kv[g], cells[g], e, bucket);
