@@ -274,9 +274,9 @@ static PyObject *cget(const CellsObject *c, long long k)
     return c->vals[slot(c, k)]; /* borrowed, or NULL */
 }
 
-static int cset(CellsObject *c, long long k, PyObject *v)
+static int cput(CellsObject *c, Py_ssize_t i, long long k, PyObject *v)
 {
-    Py_ssize_t i = slot(c, k);
+    /* c[k] = v, where i = slot(c, k) found by the caller (no second probe) */
     Py_INCREF(v);
     if (c->vals[i] != NULL) {
         Py_SETREF(c->vals[i], v);
@@ -293,6 +293,11 @@ static int cset(CellsObject *c, long long k, PyObject *v)
     c->vals[i] = v;
     c->used++;
     return 0;
+}
+
+static int cset(CellsObject *c, long long k, PyObject *v)
+{
+    return cput(c, slot(c, k), k, v);
 }
 
 static int ckey(PyObject *k, long long *out)
@@ -336,8 +341,7 @@ static PyObject *cells_lookup(CellsObject *c, PyObject *k)
     if (r)
         return cget(c, v);
     if (c->extra == NULL) {
-        if (PyObject_Hash(k) == -1) /* unhashable: the error dict would raise */
-            return NULL;
+        (void)PyObject_Hash(k); /* not found; an unhashable key raises, as dict's look-up would */
         return NULL;
     }
     return PyDict_GetItemWithError(c->extra, k);
@@ -388,7 +392,7 @@ static PyObject *Cells_setdefault(CellsObject *c, PyObject *const *args, Py_ssiz
     Py_ssize_t i = slot(c, x);
     if (c->vals[i] != NULL)
         return Py_NewRef(c->vals[i]);
-    if (cset(c, x, dflt) < 0)
+    if (cput(c, i, x, dflt) < 0)
         return NULL;
     return Py_NewRef(dflt);
 }
@@ -584,12 +588,13 @@ static int far_cell(PyObject *b, const double *zv, Py_ssize_t d, double r2)
     return 1;
 }
 
-static int store(CellsObject *t, long long k, PyObject *b, PyObject *e, Py_ssize_t bucket)
+static int store(CellsObject *t, Py_ssize_t i, long long k, PyObject *b, PyObject *e, Py_ssize_t bucket)
 {
     /* _rows' storing of an entry whose cell holds no entry of the same z: an entry of the same z lies within
-       the radius, so grid() has stopped before any such row (_rows' exact-repeat cases are its own) */
+       the radius, so grid() has stopped before any such row (_rows' exact-repeat cases are its own). i: k's slot
+       in t, from the look-up that found b (t is not written between the two) */
     if (b == NULL)
-        return cset(t, k, e);
+        return cput(t, i, k, e);
     if (PyTuple_CheckExact(b)) {
         PyObject *l = PyList_New(2);
         if (l == NULL)
@@ -598,7 +603,7 @@ static int store(CellsObject *t, long long k, PyObject *b, PyObject *e, Py_ssize
         Py_INCREF(e);
         PyList_SET_ITEM(l, 0, b);
         PyList_SET_ITEM(l, 1, e);
-        int rc = cset(t, k, l);
+        int rc = cput(t, i, k, l);
         Py_DECREF(l);
         return rc;
     }
@@ -682,8 +687,13 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *cells[6];
         const long long kv[3] = {kr[0], kr[1], kr[2]};
+        Py_ssize_t si[3]; /* the current generation's slots of the row's keys: store() writes there */
         int ok = 1;
-        for (int g = 0; g < 6; g++)
+        for (int g = 0; g < 3; g++) {
+            si[g] = slot((CellsObject *)tabs[g], kv[g]);
+            cells[g] = ((CellsObject *)tabs[g])->vals[si[g]];
+        }
+        for (int g = 3; g < 6; g++)
             cells[g] = cget((CellsObject *)tabs[g], kv[g % 3]);
         for (int g = 0; g < 6 && ok; g++)
             ok = far_cell(cells[g], zv, d, r2);
@@ -699,7 +709,7 @@ static PyObject *grid(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyObject_GC_UnTrack(e); /* ints, strings and bytes: in no cycle */
         for (int g = 0; g < 3; g++) {
             if (rc == 0)
-                rc = store((CellsObject *)tabs[g], kv[g], cells[g], e, bucket);
+                rc = store((CellsObject *)tabs[g], si[g], kv[g], cells[g], e, bucket);
             Py_XDECREF(cells[g]);
         }
         Py_XDECREF(e);
